@@ -1,0 +1,107 @@
+// libuv, plus small helpers for Linux interfaces that Swift cannot import
+// directly: function-like macros (CMSG_*), declarations glibc hides behind
+// _GNU_SOURCE (struct ucred, accept4, POLLRDHUP) and headers outside the
+// Glibc module (sys/eventfd.h). Everything here is header-only because a system-library
+// target cannot compile C files.
+#ifndef IVSERVER_CLIBUV_SHIM_H
+#define IVSERVER_CLIBUV_SHIM_H
+
+// No _GNU_SOURCE here: this header shares glibc's headers with Swift's
+// Glibc module, and defining it would give types such as fd_set a second,
+// conflicting definition. The few GNU pieces needed are declared below.
+
+#include <errno.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <uv.h>
+
+// MARK: ancillary data (SCM_RIGHTS)
+
+static inline size_t ivs_cmsg_space(size_t length) { return CMSG_SPACE(length); }
+static inline size_t ivs_cmsg_len(size_t length) { return CMSG_LEN(length); }
+static inline size_t ivs_cmsg_align(size_t length) { return CMSG_ALIGN(length); }
+
+static inline struct cmsghdr *ivs_cmsg_firsthdr(struct msghdr *message) {
+    return CMSG_FIRSTHDR(message);
+}
+
+static inline struct cmsghdr *ivs_cmsg_nxthdr(struct msghdr *message, struct cmsghdr *header) {
+    return CMSG_NXTHDR(message, header);
+}
+
+static inline unsigned char *ivs_cmsg_data(struct cmsghdr *header) {
+    return CMSG_DATA(header);
+}
+
+// MARK: peer credentials
+
+/// The fields of `struct ucred`, which glibc only declares under _GNU_SOURCE.
+typedef struct {
+    int32_t pid;
+    uint32_t uid;
+    uint32_t gid;
+} ivs_peer_credentials;
+
+/// getsockopt(SO_PEERCRED) into a struct laid out like `struct ucred`
+/// (pid_t, uid_t, gid_t: three 32-bit fields); returns 0 or -1 with errno.
+static inline int ivs_get_peer_credentials(int fd, ivs_peer_credentials *out) {
+    socklen_t length = sizeof(*out);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &length) != 0) {
+        return -1;
+    }
+    if (length != sizeof(*out)) {
+        errno = EPROTO;
+        return -1;
+    }
+    return 0;
+}
+
+// MARK: fd-creating calls, always close-on-exec
+
+/// glibc declares accept4 only under _GNU_SOURCE; this is its prototype.
+extern int accept4(int fd, struct sockaddr *address, socklen_t *length, int flags);
+
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC: the new fd is never blocking
+/// and never leaks into a child, with no window between accept and fcntl.
+static inline int ivs_accept_nonblocking(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+
+/// A non-blocking, close-on-exec eventfd with counter `initial`.
+static inline int ivs_eventfd_nonblocking(unsigned int initial) {
+    return eventfd(initial, EFD_NONBLOCK | EFD_CLOEXEC);
+}
+
+/// A non-blocking, close-on-exec UNIX stream socket.
+static inline int ivs_unix_stream_socket(void) {
+    return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
+/// sizeof(sun_path), the longest socket path plus its NUL.
+static inline size_t ivs_sun_path_capacity(void) {
+    struct sockaddr_un address;
+    return sizeof(address.sun_path);
+}
+
+#ifndef POLLRDHUP
+#define POLLRDHUP 0x2000  /* Linux: peer closed its writing half */
+#endif
+
+/// 1 when the peer of a connected stream socket has hung up or the socket
+/// has an error, 0 when it looks alive, -1 with errno on failure. Never
+/// blocks (zero timeout); POLLRDHUP needs _GNU_SOURCE, hence the helper.
+static inline int ivs_peer_has_hung_up(int fd) {
+    struct pollfd entry = { .fd = fd, .events = POLLIN | POLLRDHUP, .revents = 0 };
+    int ready = poll(&entry, 1, 0);
+    if (ready < 0) return -1;
+    return (entry.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) ? 1 : 0;
+}
+
+#endif
