@@ -1,0 +1,165 @@
+/// Where one signal table sits inside its region (offsets relative to the
+/// region's begin, as in the binary descriptor).
+public struct SignalTableLayout: Equatable, Sendable {
+    public var nodesLg2: UInt32
+    /// Start of the 2^nodesLg2 u32 entries ("futex_uaddr_table_offset").
+    public var tableOffset: UInt32
+    /// The word set to 1 when the table has news ("interrupt_signalled_offset").
+    public var signalledOffset: UInt32
+
+    public var nodeCount: UInt32 { 1 << nodesLg2 }
+}
+
+/// A region with every offset computed.
+public struct PlannedRegion: Equatable, Sendable {
+    public var index: Int
+    public var spec: RegionSpec
+    /// Absolute, page aligned.
+    public var beginOffset: UInt32
+    /// Absolute, begin + region_size (not padded).
+    public var endOffset: UInt32
+    public var guestToHost: SignalTableLayout
+    public var hostToGuest: SignalTableLayout
+    /// Relative to the region's begin: where the signal tables end.
+    public var dataOffset: UInt32
+    /// Index of the managing region; 0 when unmanaged.
+    public var managedByIndex: UInt32
+
+    public var name: String { spec.name }
+    public var size: UInt32 { endOffset - beginOffset }
+}
+
+/// The computed layout: what the shared-memory header will say.
+public struct LayoutPlan: Equatable, Sendable {
+    public var regions: [PlannedRegion]
+    /// The end of the last region, padded to a page.
+    public var allocatedSize: UInt64
+    /// allocatedSize rounded up to a power of two: the shared memory's size.
+    public var size: UInt32
+
+    public var regionCount: Int { regions.count }
+
+    /// Region index by name, for the client handshake.
+    public func regionIndex(named name: String) -> Int? {
+        regions.firstIndex { $0.name == name }
+    }
+}
+
+/// The allocation rules of the vSoC 2.0 layout (docs/layout.md). Pure
+/// arithmetic: no I/O, so it is tested against the worked example directly.
+public enum LayoutPlanner {
+    public static let pageSize: UInt64 = 4096
+    public static let layoutDescriptorSize: UInt64 = 16
+    public static let regionDescriptorSize: UInt64 = 60
+    /// device_name is a 16-byte field that keeps a terminating NUL.
+    public static let maximumNameLength = 15
+    /// A larger table could never fit a u32-sized region anyway.
+    public static let maximumNodesLg2: UInt32 = 29
+    /// The largest power of two a u32 `size` can hold.
+    public static let maximumTotalSize: UInt64 = 1 << 31
+
+    /// Plans a decoded layout, or throws every problem found.
+    public static func plan(_ spec: LayoutSpec, source: String) throws(LayoutError) -> LayoutPlan {
+        var problems = validate(spec.regions.map { Optional($0) })
+        if spec.regions.isEmpty {
+            problems.append(LayoutProblem(subject: nil, message: "a layout needs at least one region"))
+        }
+        guard problems.isEmpty else { throw LayoutError(source: source, problems: problems) }
+        let plan = allocate(spec.regions)
+        guard plan.allocatedSize <= maximumTotalSize else {
+            throw LayoutError(source: source, problems: [LayoutProblem(
+                subject: nil,
+                message: "regions need \(plan.allocatedSize) bytes (0x\(hex(plan.allocatedSize))), more than the 2 GiB a 32-bit layout can describe")])
+        }
+        return plan
+    }
+
+    /// The rules that need no offsets. Entries that are nil (regions the
+    /// decoder already rejected) are skipped but keep their index, so every
+    /// other problem is still found in the same pass.
+    static func validate(_ regions: [RegionSpec?]) -> [LayoutProblem] {
+        var problems: [LayoutProblem] = []
+        var firstIndexByName: [String: Int] = [:]
+        for case let (index, region?) in regions.enumerated() {
+            let subject = "region '\(region.name)'"
+            let nameLength = region.name.utf8.count
+            if nameLength == 0 || nameLength > maximumNameLength {
+                problems.append(LayoutProblem(subject: "region #\(index)", message: "device_name '\(region.name)' is \(nameLength) bytes; it must be 1 to \(maximumNameLength) bytes"))
+            }
+            if region.name.utf8.contains(0) {
+                problems.append(LayoutProblem(subject: subject, message: "device_name must not contain a NUL character"))
+            }
+            if let first = firstIndexByName[region.name] {
+                problems.append(LayoutProblem(subject: subject, message: "device_name duplicates region #\(first) (this is region #\(index))"))
+            } else {
+                firstIndexByName[region.name] = index
+            }
+            let tables = signalTablesSize(region)
+            if tables > UInt64(region.regionSize) {
+                problems.append(LayoutProblem(subject: subject, message: "signal tables (\(tables) bytes) overflow region_size \(region.regionSize)"))
+            }
+        }
+        for case let (index, region?) in regions.enumerated() {
+            guard let manager = region.managedBy else { continue }
+            let subject = "region '\(region.name)'"
+            guard let managerIndex = regions.firstIndex(where: { $0?.name == manager }) else {
+                // A region the decoder rejected may still be the one named.
+                if !regions.contains(where: { $0 == nil }) {
+                    problems.append(LayoutProblem(subject: subject, message: "managed_by names '\(manager)', which is not a region of this layout"))
+                }
+                continue
+            }
+            if managerIndex == index {
+                problems.append(LayoutProblem(subject: subject, message: "managed_by names the region itself"))
+            } else if managerIndex == 0 {
+                problems.append(LayoutProblem(subject: subject, message: "managed_by names '\(manager)', region #0; index 0 means \"unmanaged\" in the binary layout, so a managing region cannot be first"))
+            }
+        }
+        return problems
+    }
+
+    /// Offsets and sizes for valid regions (docs/layout.md, "Allocation").
+    static func allocate(_ regions: [RegionSpec]) -> LayoutPlan {
+        let headerEnd = layoutDescriptorSize + regionDescriptorSize * UInt64(regions.count)
+        var offset = roundUp(headerEnd, to: pageSize)
+        var planned: [PlannedRegion] = []
+        for (index, region) in regions.enumerated() {
+            let guestToHost = SignalTableLayout(
+                nodesLg2: region.guestToHostNodesLg2, tableOffset: 0,
+                signalledOffset: 4 << region.guestToHostNodesLg2)
+            let hostToGuestStart = guestToHost.signalledOffset + 4
+            let hostToGuest = SignalTableLayout(
+                nodesLg2: region.hostToGuestNodesLg2, tableOffset: hostToGuestStart,
+                signalledOffset: hostToGuestStart + 4 << region.hostToGuestNodesLg2)
+            let managedBy = region.managedBy.flatMap { name in regions.firstIndex { $0.name == name } } ?? 0
+            let end = offset + UInt64(region.regionSize)
+            planned.append(PlannedRegion(
+                index: index, spec: region,
+                beginOffset: UInt32(truncatingIfNeeded: offset), endOffset: UInt32(truncatingIfNeeded: end),
+                guestToHost: guestToHost, hostToGuest: hostToGuest,
+                dataOffset: hostToGuest.signalledOffset + 4, managedByIndex: UInt32(managedBy)))
+            offset = roundUp(end, to: pageSize)
+        }
+        let total = nextPowerOfTwo(offset)
+        return LayoutPlan(regions: planned, allocatedSize: offset, size: UInt32(truncatingIfNeeded: total))
+    }
+
+    /// Both node tables and both signal words.
+    static func signalTablesSize(_ region: RegionSpec) -> UInt64 {
+        (4 << UInt64(region.guestToHostNodesLg2)) + 4 + (4 << UInt64(region.hostToGuestNodesLg2)) + 4
+    }
+
+    static func roundUp(_ value: UInt64, to alignment: UInt64) -> UInt64 {
+        (value + alignment - 1) / alignment * alignment
+    }
+
+    /// The smallest power of two >= value; a power of two is kept.
+    static func nextPowerOfTwo(_ value: UInt64) -> UInt64 {
+        guard value > 1 else { return 1 }
+        return 1 << (64 - (value - 1).leadingZeroBitCount)
+    }
+}
+
+func hex<T: BinaryInteger>(_ value: T) -> String {
+    String(value, radix: 16)
+}
