@@ -1,0 +1,133 @@
+/// The host-client (HALD) handshake, version 0, as a pure state machine:
+/// bytes in, a decision out. No I/O here; `ClientConnection` does the
+/// sending. Spec: docs/protocols.md §2.
+///
+///     1. server → client: u32 protocol version (0)          `greeting`
+///     2. client → server: i16 name length (1...16), name    `receive(_:)`
+///     3. server → client: u64 0 carrying 3 fds              `.grant(region:)`
+///     4. server closes; a bad length, unknown name or early close ends
+///        in a close with no fds                             `.refuse(_:)`
+public struct ClientHandshake: Sendable {
+    public static let protocolVersion: UInt32 = 0
+    public static let maximumNameLength = 16
+
+    /// Step 1's bytes, sent as soon as a client is accepted.
+    public static let greeting: [UInt8] = {
+        var bytes: [UInt8] = []
+        bytes.appendLittleEndian(protocolVersion)
+        return bytes
+    }()
+
+    /// Step 3's payload; the fds travel with it.
+    public static let grantPayload: [UInt8] = Array(repeating: 0, count: 8)
+
+    public enum Refusal: Equatable, Sendable, CustomStringConvertible {
+        case badNameLength(Int16)
+        case unknownRegion(String)
+        case closedEarly(receivedBytes: Int)
+
+        public var description: String {
+            switch self {
+            case let .badNameLength(length):
+                return "bad region name length \(length) (must be 1...\(ClientHandshake.maximumNameLength))"
+            case let .unknownRegion(name):
+                return "unknown region \(name)"
+            case let .closedEarly(received):
+                return "client closed the connection after \(received) of the handshake's bytes"
+            }
+        }
+    }
+
+    public enum Decision: Equatable, Sendable {
+        /// Not enough bytes yet.
+        case needMoreInput
+        /// Send the region's fds (step 3), then close.
+        case grant(region: Int)
+        /// Close without sending any fd.
+        case refuse(Refusal)
+    }
+
+    private enum State: Sendable {
+        case awaitingLength(received: [UInt8])
+        case awaitingName(length: Int, received: [UInt8])
+        case finished(Decision)
+    }
+
+    private var state: State = .awaitingLength(received: [])
+    private var bytesReceived = 0
+    private let regionIndexByName: [String: Int]
+
+    public init(regionIndexByName: [String: Int]) {
+        self.regionIndexByName = regionIndexByName
+    }
+
+    /// The decision once one has been made, else nil.
+    public var decision: Decision? {
+        if case let .finished(decision) = state { return decision }
+        return nil
+    }
+
+    /// Feeds bytes as they arrive, in pieces of any size. Once a decision is
+    /// made it is final; later bytes are ignored (the server closes anyway).
+    public mutating func receive<Bytes: Collection>(_ bytes: Bytes) -> Decision where Bytes.Element == UInt8 {
+        bytesReceived += bytes.count
+        var input = bytes[...]
+        while true {
+            switch state {
+            case let .finished(decision):
+                return decision
+            case var .awaitingLength(received):
+                let wanted = 2 - received.count
+                received += input.prefix(wanted)
+                input = input.dropFirst(wanted)
+                guard received.count == 2 else {
+                    state = .awaitingLength(received: received)
+                    return .needMoreInput
+                }
+                // Step 2: the i16 name length, little-endian.
+                let length = Int16(bitPattern: UInt16(received[0]) | UInt16(received[1]) << 8)
+                if length < 1 || Int(length) > Self.maximumNameLength {
+                    state = .finished(.refuse(.badNameLength(length)))
+                } else {
+                    state = .awaitingName(length: Int(length), received: [])
+                }
+            case .awaitingName(let length, var received):
+                let wanted = length - received.count
+                received += input.prefix(wanted)
+                input = input.dropFirst(wanted)
+                guard received.count == length else {
+                    state = .awaitingName(length: length, received: received)
+                    return .needMoreInput
+                }
+                // Step 2: the name itself, no NUL. Names that are not UTF-8
+                // cannot match a layout name.
+                if let name = String(validating: received, as: UTF8.self), let index = regionIndexByName[name] {
+                    state = .finished(.grant(region: index))
+                } else {
+                    state = .finished(.refuse(.unknownRegion(Self.printable(received))))
+                }
+            }
+        }
+    }
+
+    /// The client closed its side. Before a decision that is a refusal.
+    public mutating func receiveEndOfStream() -> Decision {
+        if case let .finished(decision) = state { return decision }
+        let decision = Decision.refuse(.closedEarly(receivedBytes: bytesReceived))
+        state = .finished(decision)
+        return decision
+    }
+
+    /// A quoted, escaped rendering of untrusted name bytes, for logs.
+    static func printable(_ bytes: [UInt8]) -> String {
+        var text = "'"
+        for byte in bytes {
+            if (0x20...0x7E).contains(byte) && byte != UInt8(ascii: "'") && byte != UInt8(ascii: "\\") {
+                text.append(Character(Unicode.Scalar(byte)))
+            } else {
+                text += "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16)
+            }
+        }
+        return text + "'"
+    }
+}
