@@ -1,0 +1,106 @@
+import Glibc
+
+/// A listening UNIX socket watched by the loop. Accepts in batches and hands
+/// each new connection (non-blocking, close-on-exec) to `onAccept`.
+final class Listener {
+    let path: String
+    let file: CreatedFile
+    private let fd: OwnedFD
+    private var poll: PollHandle!
+    private let onAccept: (OwnedFD) -> Void
+    private let onError: (SystemError) -> Void
+    /// A spare descriptor to give up when the process runs out, so a pending
+    /// connection can still be accepted and closed instead of spinning on a
+    /// listener that stays readable.
+    private var reserve: OwnedFD?
+
+    /// At most this many accepts per wakeup, so one busy socket cannot starve
+    /// the other or the connections already open.
+    static let acceptBatch = 64
+
+    init(loop: EventLoop, path: String, onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
+        self.path = path
+        self.onAccept = onAccept
+        self.onError = onError
+        fd = try UnixSocket.listen(path: path)
+        do {
+            file = try CreatedFile(path: path)
+        } catch {
+            _ = unlink(path)
+            throw error
+        }
+        do {
+            poll = try PollHandle(loop: loop, fd: fd.rawValue) { [unowned self] _, _ in self.acceptPending() }
+        } catch {
+            file.remove()
+            throw error
+        }
+        reserve = Self.openReserve()
+        poll.watch(readable: true, writable: false)
+    }
+
+    func close() {
+        poll.close()
+        fd.close()
+    }
+
+    private func acceptPending() {
+        for _ in 0..<Self.acceptBatch {
+            do {
+                switch try UnixSocket.accept(fd) {
+                case let .accepted(connection): onAccept(connection)
+                case .wouldBlock: return
+                case .retry: continue
+                }
+            } catch {
+                if error.errno == EMFILE || error.errno == ENFILE { shedOneConnection() }
+                onError(error)
+                return
+            }
+        }
+    }
+
+    private func shedOneConnection() {
+        reserve?.close()
+        if case let .accepted(connection)? = try? UnixSocket.accept(fd) { connection.close() }
+        reserve = Self.openReserve()
+    }
+
+    private static func openReserve() -> OwnedFD? {
+        let raw = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        return raw >= 0 ? OwnedFD(taking: raw) : nil
+    }
+}
+
+/// Reads a whole (small) file, naming the path in any error.
+enum FileContents {
+    static let maximumSize = 16 << 20
+
+    static func read(path: String) throws(SystemError) -> [UInt8] {
+        let fd = OwnedFD(taking: try Posix.retrying("open", path) { open(path, O_RDONLY | O_CLOEXEC) })
+        var contents: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let count = try Posix.retrying("read", path) { () -> Int in
+                chunk.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+            }
+            if count == 0 { return contents }
+            contents += chunk[..<count]
+            if contents.count > maximumSize { throw SystemError("read", "\(path) (larger than 16 MiB)", errno: EFBIG) }
+        }
+    }
+}
+
+extension LayoutLoader {
+    /// Reads and plans the layout at `path`. A file that cannot be read is
+    /// reported as a layout problem naming the path and the cause.
+    public static func load(path: String) throws(LayoutError) -> LayoutPlan {
+        let contents: [UInt8]
+        do {
+            contents = try FileContents.read(path: path)
+        } catch {
+            throw LayoutError(source: path, problems: [LayoutProblem(subject: nil, message: "cannot read \(path): \(error.errnoText)")])
+        }
+        return try load(json: contents, source: path)
+    }
+}

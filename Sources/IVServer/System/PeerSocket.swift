@@ -1,0 +1,124 @@
+import Glibc
+
+/// An accepted, non-blocking connection watched by a libuv poll handle, with
+/// an outgoing queue of messages that may carry fds. It turns readiness into
+/// events; what the bytes mean is up to the connection that owns it.
+final class PeerSocket {
+    enum Event {
+        case received(ArraySlice<UInt8>)
+        case endOfStream
+        /// Everything queued has been sent.
+        case flushed
+        case failed(SystemError)
+    }
+
+    struct Outgoing {
+        var bytes: [UInt8]
+        /// Borrowed: the server owns these fds and outlives every connection.
+        var fds: [Int32]
+    }
+
+    let fd: OwnedFD
+    let peer: PeerCredentials?
+    var onEvent: (Event) -> Void = { _ in }
+    private var poll: PollHandle!
+    private var outbox: [Outgoing] = []
+    private var nextMessage = 0
+    private var bytesSentOfNext = 0
+    /// Reused for every read; a peer's input is consumed before the next one.
+    private let readBuffer: UnsafeMutableRawBufferPointer
+
+    /// Starts watching `fd` for input.
+    init(loop: EventLoop, fd: OwnedFD, readSize: Int) throws(UVError) {
+        self.fd = fd
+        readBuffer = .allocate(byteCount: readSize, alignment: 8)
+        // Unknown credentials only cost us a log field.
+        self.peer = try? UnixSocket.peerCredentials(fd)
+        poll = try PollHandle(loop: loop, fd: fd.rawValue) { [unowned self] status, events in
+            self.handleReadiness(status: status, events: events)
+        }
+        poll.watch(readable: true, writable: false)
+    }
+
+    deinit { readBuffer.deallocate() }
+
+    var isClosed: Bool { !fd.isOpen }
+    var hasPendingOutput: Bool { nextMessage < outbox.count }
+
+    /// Queues messages and sends what the socket takes now.
+    func send(_ messages: [Outgoing]) {
+        guard !isClosed else { return }
+        outbox += messages
+        flush()
+    }
+
+    /// Stops watching, then closes the fd (libuv's rule: stop before close).
+    func close() {
+        guard !isClosed else { return }
+        poll.close()
+        fd.close()
+        outbox = []
+    }
+
+    private func handleReadiness(status: Int32, events: Int32) {
+        if status < 0 {
+            // libuv reports POLLERR as UV_EBADF; the socket's own error says more.
+            var code: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            getsockopt(fd.rawValue, SOL_SOCKET, SO_ERROR, &code, &length)
+            onEvent(.failed(SystemError("poll", errno: code != 0 ? code : ECONNRESET)))
+            return
+        }
+        if events & PollHandle.writableEvent != 0 {
+            flush()
+        }
+        if !isClosed && events & PollHandle.readableEvent != 0 {
+            readOnce()
+        }
+    }
+
+    private func readOnce() {
+        // One read per readiness callback: level-triggered polling calls us
+        // again if more is waiting, and nobody else waits behind a chatty peer.
+        let result: ReceiveResult
+        do {
+            result = try UnixSocket.receive(fd, into: readBuffer)
+        } catch {
+            onEvent(.failed(error))
+            return
+        }
+        switch result {
+        case .wouldBlock: return  // spurious wakeup
+        case .endOfStream: onEvent(.endOfStream)
+        case let .data(count, _, _): onEvent(.received(ArraySlice(readBuffer[..<count])))
+        }
+    }
+
+    private func flush() {
+        while nextMessage < outbox.count {
+            let message = outbox[nextMessage]
+            // The fds go with the first byte; a resumed partial send has none.
+            let fds = bytesSentOfNext == 0 ? message.fds : []
+            let sent: Int?
+            do {
+                sent = try UnixSocket.send(fd, message.bytes[bytesSentOfNext...], fds: fds)
+            } catch {
+                onEvent(.failed(error))
+                return
+            }
+            guard let sent else {
+                poll.watch(readable: true, writable: true)
+                return
+            }
+            bytesSentOfNext += sent
+            if bytesSentOfNext == message.bytes.count {
+                nextMessage += 1
+                bytesSentOfNext = 0
+            }
+        }
+        outbox.removeAll(keepingCapacity: true)
+        nextMessage = 0
+        poll.watch(readable: true, writable: false)
+        onEvent(.flushed)
+    }
+}

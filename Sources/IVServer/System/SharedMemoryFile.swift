@@ -1,0 +1,88 @@
+import CLibUV
+import Glibc
+
+/// The shared-memory file behind QEMU's BAR2 and every host client's map.
+/// Created fresh, sized sparsely, and only the header pages are ever touched
+/// by the server.
+public final class SharedMemoryFile {
+    public let fd: OwnedFD
+    public let file: CreatedFile
+    public let size: UInt64
+
+    private init(fd: OwnedFD, file: CreatedFile, size: UInt64) {
+        self.fd = fd
+        self.file = file
+        self.size = size
+    }
+
+    /// Creates `path` (it must not exist) with `mode`, sizes it to `size`
+    /// with ftruncate and writes `header` at offset 0 through a shared
+    /// mapping of the header's pages. On any failure nothing is left behind.
+    public static func create(path: String, size: UInt64, header: [UInt8], mode: mode_t = 0o600) throws(SystemError) -> SharedMemoryFile {
+        let raw = try Posix.retrying("create shared memory", path) {
+            open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        }
+        let fd = OwnedFD(taking: raw)
+        do {
+            let file = try CreatedFile(path: path)
+            do {
+                try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
+                try writeHeader(header, to: fd, path: path)
+                return SharedMemoryFile(fd: fd, file: file, size: size)
+            } catch {
+                file.remove()
+                throw error
+            }
+        }
+    }
+
+    private static func writeHeader(_ header: [UInt8], to fd: OwnedFD, path: String) throws(SystemError) {
+        let page = Int(LayoutPlanner.pageSize)
+        let length = (header.count + page - 1) / page * page
+        // Reserve the header's pages first: on a full tmpfs a store through
+        // the mapping would be a SIGBUS, posix_fallocate is an ENOSPC.
+        let reserved = posix_fallocate(fd.rawValue, 0, off_t(length))
+        if reserved != 0 { throw SystemError("reserve shared memory header", path, errno: reserved) }
+        guard let mapping = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0),
+              mapping != MAP_FAILED
+        else { throw SystemError("mmap shared memory", path) }
+        defer { munmap(mapping, length) }
+        header.withUnsafeBytes { mapping.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+    }
+}
+
+/// Eventfds: a kernel counter that one side writes and the other polls.
+public enum EventFD {
+    /// A non-blocking, close-on-exec eventfd with counter 0. Non-blocking
+    /// from the start: QEMU makes its copies non-blocking anyway, and the
+    /// flag lives on the shared open file.
+    public static func create() throws(SystemError) -> OwnedFD {
+        OwnedFD(taking: try Posix.retrying("eventfd") { ivs_eventfd_nonblocking(0) })
+    }
+
+    /// Adds `value` to the counter.
+    public static func signal(_ fd: OwnedFD, value: UInt64 = 1) throws(SystemError) {
+        var value = value
+        try Posix.retrying("write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
+    }
+
+    /// Reads and resets the counter; nil when it is 0.
+    public static func drain(_ fd: OwnedFD) throws(SystemError) -> UInt64? {
+        var value: UInt64 = 0
+        let count = try Posix.retryingUnlessWouldBlock("read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
+        return count == nil ? nil : value
+    }
+}
+
+/// The two eventfds of one region.
+public final class RegionChannels {
+    /// The guest rings it (Doorbell), host clients wait on it.
+    public let guestToHost: OwnedFD
+    /// Host clients ring it, QEMU turns it into the guest's vector.
+    public let hostToGuest: OwnedFD
+
+    public init() throws(SystemError) {
+        guestToHost = try EventFD.create()
+        hostToGuest = try EventFD.create()
+    }
+}

@@ -1,0 +1,61 @@
+import CLibUV
+import Glibc
+
+/// A failed system call: the call, the path or peer it was about, and errno.
+public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var subject: String?
+    public var errno: Int32
+
+    public init(_ operation: String, _ subject: String? = nil, errno: Int32 = Glibc.errno) {
+        self.operation = operation
+        self.subject = subject
+        self.errno = errno
+    }
+
+    public var errnoText: String { String(cString: strerror(errno)) }
+
+    public var description: String {
+        "\(operation)\(subject.map { " \($0)" } ?? ""): \(errnoText)"
+    }
+}
+
+/// A failed libuv call (libuv returns negative UV_E* codes, not errno).
+public struct UVError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var operation: String
+    public var code: Int32
+
+    public var description: String { "\(operation): \(String(cString: uv_strerror(code)))" }
+}
+
+/// Helpers every system call in this layer goes through.
+enum Posix {
+    /// Runs `call` until it does not fail with EINTR. Returns its result, or
+    /// throws a SystemError naming `operation` for any other failure.
+    @discardableResult
+    static func retrying<T: FixedWidthInteger & SignedInteger>(
+        _ operation: String, _ subject: String? = nil, _ call: () -> T
+    ) throws(SystemError) -> T {
+        while true {
+            let result = call()
+            if result != -1 { return result }
+            if errno == EINTR { continue }
+            throw SystemError(operation, subject)
+        }
+    }
+
+    /// Like `retrying`, but EAGAIN/EWOULDBLOCK come back as nil.
+    static func retryingUnlessWouldBlock<T: FixedWidthInteger & SignedInteger>(
+        _ operation: String, _ subject: String? = nil, _ call: () -> T
+    ) throws(SystemError) -> T? {
+        while true {
+            let result = call()
+            if result != -1 { return result }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, EWOULDBLOCK: return nil
+            default: throw SystemError(operation, subject)
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+import CLibUV
+import Glibc
+
+/// Who is at the other end of a UNIX socket (SO_PEERCRED: the credentials
+/// in effect when the peer called connect).
+public struct PeerCredentials: Equatable, Sendable, CustomStringConvertible {
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public var description: String { "pid \(pid) uid \(uid) gid \(gid)" }
+}
+
+/// What a non-blocking receive produced.
+public enum ReceiveResult {
+    /// `count` bytes, plus any fds that came with them (already owned).
+    case data(count: Int, fds: [OwnedFD], controlTruncated: Bool)
+    case endOfStream
+    case wouldBlock
+}
+
+/// UNIX stream sockets: listening, accepting, connecting, and messages that
+/// carry fds (SCM_RIGHTS). All sockets are close-on-exec; all sends use
+/// MSG_NOSIGNAL so a vanished peer is an EPIPE, never a SIGPIPE.
+public enum UnixSocket {
+    /// The longest path a socket address holds (sun_path without its NUL).
+    public static var maximumPathLength: Int { ivs_sun_path_capacity() - 1 }
+
+    /// A non-blocking socket bound to `path` and listening.
+    public static func listen(path: String, backlog: Int32 = SOMAXCONN) throws(SystemError) -> OwnedFD {
+        var address = try makeAddress(path)
+        let socket = OwnedFD(taking: try Posix.retrying("socket", path) { ivs_unix_stream_socket() })
+        try Posix.retrying("bind", path) {
+            withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+        }
+        do {
+            try Posix.retrying("listen", path) { Glibc.listen(socket.rawValue, backlog) }
+        } catch {
+            _ = unlink(path)
+            throw error
+        }
+        return socket
+    }
+
+    /// A connected socket; blocking unless `nonBlocking`.
+    public static func connect(path: String, nonBlocking: Bool = false) throws(SystemError) -> OwnedFD {
+        var address = try makeAddress(path)
+        let socket = OwnedFD(taking: try Posix.retrying("socket", path) { ivs_unix_stream_socket() })
+        if !nonBlocking {
+            let flags = fcntl(socket.rawValue, F_GETFL)
+            _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        // A non-blocking connect to a UNIX socket whose backlog is full says
+        // EAGAIN; a blocking one waits. Either way the caller learns of it.
+        if result != 0 { throw SystemError("connect", path) }
+        return socket
+    }
+
+    public enum AcceptResult {
+        case accepted(OwnedFD)
+        case wouldBlock
+        /// A connection died while queued, or a signal interrupted: try again.
+        case retry
+    }
+
+    /// Accepts one pending connection as a non-blocking, close-on-exec fd.
+    public static func accept(_ listener: OwnedFD) throws(SystemError) -> AcceptResult {
+        let fd = ivs_accept_nonblocking(listener.rawValue)
+        if fd >= 0 { return .accepted(OwnedFD(taking: fd)) }
+        switch errno {
+        case EAGAIN, EWOULDBLOCK: return .wouldBlock
+        case EINTR, ECONNABORTED, EPROTO: return .retry
+        default: throw SystemError("accept")
+        }
+    }
+
+    public static func peerCredentials(_ socket: OwnedFD) throws(SystemError) -> PeerCredentials {
+        var credentials = ivs_peer_credentials()
+        try Posix.retrying("getsockopt(SO_PEERCRED)") { ivs_get_peer_credentials(socket.rawValue, &credentials) }
+        return PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
+    }
+
+    /// True when the peer has closed or reset the connection. Never blocks.
+    public static func peerHasHungUp(_ socket: OwnedFD) -> Bool {
+        ivs_peer_has_hung_up(socket.rawValue) != 0
+    }
+
+    /// Sends `bytes` with `fds` attached (SCM_RIGHTS). Returns how many bytes
+    /// went out, or nil when the socket is full. Partial sends are possible;
+    /// the fds travel with the first byte sent.
+    public static func send(_ socket: OwnedFD, _ bytes: ArraySlice<UInt8>, fds: [Int32] = []) throws(SystemError) -> Int? {
+        precondition(!bytes.isEmpty, "fds need at least one byte of data to travel with")
+        let fd = socket.rawValue
+        return try Posix.retryingUnlessWouldBlock("sendmsg") { () -> Int in
+            bytes.withUnsafeBytes { payload in rawSend(fd, payload, fds) }
+        }
+    }
+
+    /// Receives into `buffer`, accepting up to `maximumFDs` fds (received fds
+    /// are close-on-exec and owned at once; any beyond the limit never reach
+    /// us: the kernel discards them and sets `controlTruncated`).
+    public static func receive(
+        _ socket: OwnedFD, into buffer: UnsafeMutableRawBufferPointer, maximumFDs: Int = 0
+    ) throws(SystemError) -> ReceiveResult {
+        let fd = socket.rawValue
+        var fds: [Int32] = []
+        var truncated = false
+        let count = try Posix.retryingUnlessWouldBlock("recvmsg") { () -> Int in
+            rawReceive(fd, buffer, maximumFDs, &fds, &truncated)
+        }
+        let owned = fds.map { OwnedFD(taking: $0) }
+        guard let count else { return .wouldBlock }
+        if count == 0 && owned.isEmpty { return .endOfStream }
+        return .data(count: count, fds: owned, controlTruncated: truncated)
+    }
+
+    /// Sets SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket (tests and tools).
+    public static func setTimeouts(_ socket: OwnedFD, seconds: Int) throws(SystemError) {
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
+            try Posix.retrying("setsockopt") {
+                setsockopt(socket.rawValue, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            }
+        }
+    }
+
+    private static func makeAddress(_ path: String) throws(SystemError) -> sockaddr_un {
+        let bytes = Array(path.utf8)
+        guard !bytes.isEmpty, bytes.count <= maximumPathLength, !bytes.contains(0) else {
+            let reason = bytes.isEmpty ? "empty path"
+                : bytes.contains(0) ? "path contains a NUL byte"
+                : "path is \(bytes.count) bytes, longer than the \(maximumPathLength) a UNIX socket address holds"
+            throw SocketPathError(path: path, reason: reason).asSystemError
+        }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        return address
+    }
+}
+
+/// A socket path that cannot be used at all; reported as ENAMETOOLONG or
+/// EINVAL with the reason in the subject.
+struct SocketPathError {
+    var path: String
+    var reason: String
+
+    var asSystemError: SystemError {
+        SystemError("socket path", "\(path) (\(reason))", errno: reason.hasPrefix("path is") ? ENAMETOOLONG : EINVAL)
+    }
+}
+
+// MARK: the raw calls; -1 with errno set on failure, like the syscalls.
+
+private func rawSend(_ fd: Int32, _ payload: UnsafeRawBufferPointer, _ fds: [Int32]) -> Int {
+    let controlLength = fds.isEmpty ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * fds.count)
+    return withUnsafeTemporaryAllocation(byteCount: max(controlLength, 1), alignment: MemoryLayout<cmsghdr>.alignment) { control in
+        var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
+        return withUnsafeMutablePointer(to: &iov) { iovPointer in
+            var message = msghdr()
+            message.msg_iov = iovPointer
+            message.msg_iovlen = 1
+            if !fds.isEmpty {
+                control.initializeMemory(as: UInt8.self, repeating: 0)
+                message.msg_control = control.baseAddress
+                // msg_controllen must be set before CMSG_FIRSTHDR reads it.
+                message.msg_controllen = controlLength
+                let header = ivs_cmsg_firsthdr(&message)!
+                header.pointee.cmsg_level = SOL_SOCKET
+                header.pointee.cmsg_type = Int32(SCM_RIGHTS)
+                header.pointee.cmsg_len = ivs_cmsg_len(MemoryLayout<Int32>.size * fds.count)
+                let data = UnsafeMutableRawPointer(ivs_cmsg_data(header)!)
+                for (i, descriptor) in fds.enumerated() {
+                    data.storeBytes(of: descriptor, toByteOffset: i * MemoryLayout<Int32>.size, as: Int32.self)
+                }
+            }
+            return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
+        }
+    }
+}
+
+private func rawReceive(
+    _ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ maximumFDs: Int,
+    _ fds: inout [Int32], _ truncated: inout Bool
+) -> Int {
+    let controlLength = maximumFDs == 0 ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * maximumFDs)
+    return withUnsafeTemporaryAllocation(byteCount: max(controlLength, 1), alignment: MemoryLayout<cmsghdr>.alignment) { control in
+        var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        return withUnsafeMutablePointer(to: &iov) { iovPointer in
+            var message = msghdr()
+            message.msg_iov = iovPointer
+            message.msg_iovlen = 1
+            if controlLength > 0 {
+                control.initializeMemory(as: UInt8.self, repeating: 0)
+                message.msg_control = control.baseAddress
+                message.msg_controllen = controlLength
+            }
+            let count = recvmsg(fd, &message, Int32(MSG_CMSG_CLOEXEC))
+            guard count >= 0 else { return count }
+            truncated = message.msg_flags & Int32(MSG_CTRUNC) != 0
+            guard controlLength > 0 else { return count }
+            var header = ivs_cmsg_firsthdr(&message)
+            while let current = header {
+                if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == Int32(SCM_RIGHTS) {
+                    let dataLength = Int(current.pointee.cmsg_len) - ivs_cmsg_len(0)
+                    let data = UnsafeRawPointer(ivs_cmsg_data(current)!)
+                    for i in 0..<dataLength / MemoryLayout<Int32>.size {
+                        fds.append(data.loadUnaligned(fromByteOffset: i * MemoryLayout<Int32>.size, as: Int32.self))
+                    }
+                }
+                header = ivs_cmsg_nxthdr(&message, current)
+            }
+            return count
+        }
+    }
+}
