@@ -8,34 +8,46 @@ public enum LayoutDecoder {
         "guest_to_host_signal_table", "host_to_guest_signal_table",
     ]
 
-    /// Decodes what it can: the result has one entry per region in the file,
-    /// nil where that region had a problem, plus every problem found.
-    static func decode(_ document: JSONValue) -> (regions: [RegionSpec?], problems: [LayoutProblem]) {
+    /// What could be decoded: one entry per region in the file, nil where
+    /// that region had a problem, its name where the name itself was
+    /// readable (so name rules still run), and every problem found.
+    struct Result {
+        var regions: [RegionSpec?] = []
+        var names: [String?] = []
         var problems: [LayoutProblem] = []
+    }
+
+    static func decode(_ document: JSONValue) -> Result {
+        var result = Result()
         guard case let .object(members) = document else {
-            return ([], [LayoutProblem(subject: nil, message: "the document must be an object with \"\(regionsKey)\", not \(document.kindName)")])
+            result.problems.append(LayoutProblem(subject: nil, message: "the document must be an object with \"\(regionsKey)\", not \(document.kindName)"))
+            return result
         }
         for (key, _) in members where key != regionsKey && !isComment(key) {
-            problems.append(LayoutProblem(subject: nil, message: unknownKeyMessage(key)))
+            result.problems.append(LayoutProblem(subject: nil, message: unknownKeyMessage(key)))
         }
         guard let list = document[regionsKey] else {
-            problems.append(LayoutProblem(subject: nil, message: "\"\(regionsKey)\" is missing"))
-            return ([], problems)
+            result.problems.append(LayoutProblem(subject: nil, message: "\"\(regionsKey)\" is missing"))
+            return result
         }
         guard case let .array(entries) = list else {
-            problems.append(LayoutProblem(subject: nil, message: "\"\(regionsKey)\" must be an array, not \(list.kindName)"))
-            return ([], problems)
+            result.problems.append(LayoutProblem(subject: nil, message: "\"\(regionsKey)\" must be an array, not \(list.kindName)"))
+            return result
         }
         if entries.isEmpty {
-            problems.append(LayoutProblem(subject: nil, message: "\"\(regionsKey)\" is empty: a layout needs at least one region"))
+            result.problems.append(LayoutProblem(subject: nil, message: "\"\(regionsKey)\" is empty: a layout needs at least one region"))
         }
-        var regions: [RegionSpec?] = []
         for (index, entry) in entries.enumerated() {
             var fields = FieldReader(subject: "region #\(index)")
-            regions.append(fields.region(entry))
-            problems += fields.problems
+            result.regions.append(fields.region(entry))
+            if case let .string(name)? = entry["device_name"] {
+                result.names.append(name)
+            } else {
+                result.names.append(nil)
+            }
+            result.problems += fields.problems
         }
-        return (regions, problems)
+        return result
     }
 
     static func isComment(_ key: String) -> Bool { key.hasPrefix("__") }

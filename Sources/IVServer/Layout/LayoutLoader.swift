@@ -10,13 +10,14 @@ public enum LayoutLoader {
         } catch {
             throw LayoutError(source: source, problems: [LayoutProblem(subject: nil, message: "bad JSON at \(error)")])
         }
-        let (regions, decodeProblems) = LayoutDecoder.decode(document)
-        guard decodeProblems.isEmpty else {
+        let decoded = LayoutDecoder.decode(document)
+        guard decoded.problems.isEmpty else {
             // Keep going with what did decode, so semantic problems of the
             // other regions are reported in the same run.
-            throw LayoutError(source: source, problems: decodeProblems + LayoutPlanner.validate(regions))
+            let semantic = LayoutPlanner.validate(decoded.regions, names: decoded.names)
+            throw LayoutError(source: source, problems: decoded.problems + semantic)
         }
-        return try LayoutPlanner.plan(LayoutSpec(regions: regions.compactMap { $0 }), source: source)
+        return try LayoutPlanner.plan(LayoutSpec(regions: decoded.regions.compactMap { $0 }), source: source)
     }
 
     /// The layout compiled into the binary, identical to conf/vsoc_mem.json.

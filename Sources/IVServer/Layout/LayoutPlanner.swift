@@ -60,7 +60,7 @@ public enum LayoutPlanner {
 
     /// Plans a decoded layout, or throws every problem found.
     public static func plan(_ spec: LayoutSpec, source: String) throws(LayoutError) -> LayoutPlan {
-        var problems = validate(spec.regions.map { Optional($0) })
+        var problems = validate(spec.regions, names: spec.regions.map(\.name))
         if spec.regions.isEmpty {
             problems.append(LayoutProblem(subject: nil, message: "a layout needs at least one region"))
         }
@@ -74,39 +74,36 @@ public enum LayoutPlanner {
         return plan
     }
 
-    /// The rules that need no offsets. Entries that are nil (regions the
-    /// decoder already rejected) are skipped but keep their index, so every
-    /// other problem is still found in the same pass.
-    static func validate(_ regions: [RegionSpec?]) -> [LayoutProblem] {
+    /// The rules that need no offsets. `regions` has nil for regions the
+    /// decoder rejected and `names` nil where even the name was unreadable;
+    /// indices are kept, so every other problem is still found in one pass.
+    static func validate(_ regions: [RegionSpec?], names: [String?]) -> [LayoutProblem] {
         var problems: [LayoutProblem] = []
         var firstIndexByName: [String: Int] = [:]
-        for case let (index, region?) in regions.enumerated() {
-            let subject = "region '\(region.name)'"
-            let nameLength = region.name.utf8.count
-            if nameLength == 0 || nameLength > maximumNameLength {
-                problems.append(LayoutProblem(subject: "region #\(index)", message: "device_name '\(region.name)' is \(nameLength) bytes; it must be 1 to \(maximumNameLength) bytes"))
+        for case let (index, name?) in names.enumerated() {
+            let subject = "region '\(name)'"
+            let length = name.utf8.count
+            if length == 0 || length > maximumNameLength {
+                problems.append(LayoutProblem(subject: "region #\(index)", message: "device_name '\(name)' is \(length) bytes; it must be 1 to \(maximumNameLength) bytes"))
             }
-            if region.name.utf8.contains(0) {
+            if name.utf8.contains(0) {
                 problems.append(LayoutProblem(subject: subject, message: "device_name must not contain a NUL character"))
             }
-            if let first = firstIndexByName[region.name] {
+            if let first = firstIndexByName[name] {
                 problems.append(LayoutProblem(subject: subject, message: "device_name duplicates region #\(first) (this is region #\(index))"))
             } else {
-                firstIndexByName[region.name] = index
+                firstIndexByName[name] = index
             }
+        }
+        for case let (index, region?) in regions.enumerated() {
+            let subject = "region '\(region.name)'"
             let tables = signalTablesSize(region)
             if tables > UInt64(region.regionSize) {
                 problems.append(LayoutProblem(subject: subject, message: "signal tables (\(tables) bytes) overflow region_size \(region.regionSize)"))
             }
-        }
-        for case let (index, region?) in regions.enumerated() {
             guard let manager = region.managedBy else { continue }
-            let subject = "region '\(region.name)'"
-            guard let managerIndex = regions.firstIndex(where: { $0?.name == manager }) else {
-                // A region the decoder rejected may still be the one named.
-                if !regions.contains(where: { $0 == nil }) {
-                    problems.append(LayoutProblem(subject: subject, message: "managed_by names '\(manager)', which is not a region of this layout"))
-                }
+            guard let managerIndex = firstIndexByName[manager] else {
+                problems.append(LayoutProblem(subject: subject, message: "managed_by names '\(manager)', which is not a region of this layout"))
                 continue
             }
             if managerIndex == index {

@@ -1,4 +1,5 @@
 import CLibUV
+import Glibc
 
 // libuv ownership rule for this file: every handle is heap-allocated (libuv
 // handles must not move), its Swift owner is retained in `handle.data` from
@@ -103,6 +104,12 @@ public final class SignalHandle {
         }
         self.callback = callback
         handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        // A blocked signal never reaches libuv's handler, and the mask is
+        // inherited: a parent that blocks SIGTERM would make us unstoppable.
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, signal)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         result = uv_signal_start(handle, signalCallback, signal)
         if result != 0 {
             close()

@@ -1,0 +1,26 @@
+import Glibc
+import Testing
+@testable import IVServer
+
+/// The repository root, found from this file's path.
+let repositoryRoot: String = {
+    var path = #filePath
+    for _ in 0..<3 { path = String(path[..<path.lastIndex(of: "/")!]) }
+    return path
+}()
+
+@Suite("Built-in default layout")
+struct DefaultLayoutTests {
+    @Test("the built-in copy is byte for byte conf/vsoc_mem.json")
+    func identicalToConf() throws {
+        let file = try FileContents.read(path: repositoryRoot + "/conf/vsoc_mem.json")
+        #expect(file == Array((DefaultLayout.json + "\n").utf8), "run `make default-layout` after editing conf/vsoc_mem.json")
+    }
+
+    @Test("the original project's 2017 layout plans to the same header bytes",
+          .enabled(if: access(repositoryRoot + "/../shared/layouts/vsoc_mem.json", R_OK) == 0))
+    func sameAsOriginal() throws {
+        let original = try LayoutLoader.load(path: repositoryRoot + "/../shared/layouts/vsoc_mem.json")
+        #expect(LayoutEncoder.encode(original) == LayoutEncoder.encode(LayoutLoader.loadDefault()))
+    }
+}

@@ -1,0 +1,198 @@
+import Glibc
+import Testing
+@testable import IVServer
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The `ivserver` binary next to the test bundle (IVSERVER_BINARY overrides).
+let ivserverBinary: String = {
+    if let override = getenv("IVSERVER_BINARY") { return String(cString: override) }
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+    let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+    precondition(length > 0, "cannot find the test executable")
+    let executable = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    return String(executable[..<executable.lastIndex(of: "/")!]) + "/ivserver"
+}()
+
+/// A fresh directory under /tmp, removed with everything in it at the end.
+final class TemporaryDirectory {
+    let path: String
+
+    init() {
+        var template = Array("/tmp/ivs-test-XXXXXX".utf8CString)
+        let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
+        precondition(result != nil, "mkdtemp failed")
+        path = String(cString: template)
+    }
+
+    deinit {
+        for entry in entries() { unlink(path + "/" + entry) }
+        rmdir(path)
+    }
+
+    func entries() -> [String] {
+        guard let directory = opendir(path) else { return [] }
+        defer { closedir(directory) }
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+}
+
+func fileExists(_ path: String) -> Bool {
+    var info = stat()
+    return lstat(path, &info) == 0
+}
+
+extension String {
+    func components(separatedBy separator: String) -> [Substring] {
+        var parts: [Substring] = []
+        var rest = self[...]
+        while let range = rest.firstRange(of: separator) {
+            parts.append(rest[..<range.lowerBound])
+            rest = rest[range.upperBound...]
+        }
+        return parts + [rest]
+    }
+}
+
+func sleep(milliseconds: Int) {
+    usleep(useconds_t(milliseconds * 1000))
+}
+
+/// Spawns `arguments` with stdout and stderr going to `logPath`.
+func spawn(_ arguments: [String], logPath: String) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let result = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+    guard result == 0 else { throw TestFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(result)))") }
+    return pid
+}
+
+/// Waits for `pid` to exit; its exit code, or 128+signal, or nil on timeout.
+func waitForExit(_ pid: pid_t, seconds: Double) -> Int32? {
+    let deadline = monotonicSeconds() + seconds
+    while true {
+        var status: Int32 = 0
+        let result = waitpid(pid, &status, WNOHANG)
+        if result == pid {
+            if status & 0x7F == 0 { return (status >> 8) & 0xFF }  // WIFEXITED → WEXITSTATUS
+            return 128 + (status & 0x7F)  // WTERMSIG
+        }
+        if monotonicSeconds() > deadline { return nil }
+        sleep(milliseconds: 5)
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+func readText(_ path: String) -> String {
+    (try? FileContents.read(path: path)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+}
+
+func writeText(_ text: String, to path: String) {
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    var text = text
+    text.withUTF8 { _ = write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+}
+
+/// Runs the binary to completion: its exit status and combined output.
+func runIVServer(_ arguments: [String], in directory: TemporaryDirectory, timeout: Double = 20) throws -> (status: Int32, output: String) {
+    let log = "/tmp/ivs-run-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log"
+    defer { unlink(log) }
+    let pid = try spawn([ivserverBinary] + arguments, logPath: log)
+    guard let status = waitForExit(pid, seconds: timeout) else {
+        kill(pid, SIGKILL)
+        _ = waitForExit(pid, seconds: 5)
+        throw TestFailure("ivserver \(arguments) did not exit within \(timeout) s")
+    }
+    return (status, readText(log))
+}
+
+/// A running `ivserver` on paths inside its own temporary directory; the
+/// log is kept outside it, so the directory holds only what the server made.
+final class ServerProcess {
+    let directory = TemporaryDirectory()
+    var sharedMemoryPath: String { directory.path + "/shm" }
+    var qemuSocketPath: String { directory.path + "/qemu.sock" }
+    var clientSocketPath: String { directory.path + "/client.sock" }
+    let logPath = "/tmp/ivs-server-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log"
+    let layoutPath = "/tmp/ivs-layout-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).json"
+    private(set) var pid: pid_t = 0
+    private var exited = false
+
+    /// Starts the server and waits for its `ready` line.
+    init(layoutJSON: String? = nil, arguments: [String] = []) throws {
+        var command = [ivserverBinary, "--shm-path", sharedMemoryPath, "--qemu-sock", qemuSocketPath,
+                       "--client-sock", clientSocketPath, "--log-level", "debug"]
+        if let layoutJSON {
+            writeText(layoutJSON, to: layoutPath)
+            command += ["--layout", layoutPath]
+        }
+        pid = try spawn(command + arguments, logPath: logPath)
+        guard waitForLog(containing: "ready:", seconds: 20) else {
+            stop(signal: SIGKILL)
+            throw TestFailure("ivserver did not become ready; log:\n\(log)")
+        }
+    }
+
+    deinit {
+        if !exited { stop(signal: SIGKILL) }
+        unlink(logPath)
+        unlink(layoutPath)
+    }
+
+    var log: String { readText(logPath) }
+
+    func waitForLog(containing text: String, seconds: Double = 10) -> Bool {
+        let deadline = monotonicSeconds() + seconds
+        while monotonicSeconds() < deadline {
+            if log.contains(text) { return true }
+            if exited { return false }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid {
+                exited = true
+                return log.contains(text)
+            }
+            sleep(milliseconds: 5)
+        }
+        return false
+    }
+
+    /// Sends `signal` and waits for the exit status.
+    @discardableResult
+    func stop(signal: Int32 = SIGTERM, seconds: Double = 10) -> Int32? {
+        guard !exited else { return nil }
+        kill(pid, signal)
+        let status = waitForExit(pid, seconds: seconds)
+        if status != nil { exited = true }
+        return status
+    }
+
+    /// Open file descriptors of the server process.
+    func openFDCount() -> Int {
+        guard let directory = opendir("/proc/\(pid)/fd") else { return -1 }
+        defer { closedir(directory) }
+        var count = 0
+        while readdir(directory) != nil { count += 1 }
+        return count - 2
+    }
+}
