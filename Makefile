@@ -1,0 +1,50 @@
+# ivserver — build, run and test. `make run` and `make test` are all a new
+# user needs; both install libuv's headers first if they are missing.
+
+SWIFT      ?= swift
+USER_NAME  := $(shell id -un)
+# Paths a normal user can write, one set per user.
+RUN_DIR    ?= $(or $(XDG_RUNTIME_DIR),/tmp)/ivserver-$(USER_NAME)
+SHM_PATH   ?= /dev/shm/ivserver-$(USER_NAME)
+LAYOUT     ?= conf/vsoc_mem.json
+LOG_LEVEL  ?= info
+
+.PHONY: all build run test deps qemu-deps default-layout clean
+
+all: build
+
+# libuv1-dev from Debian's packages: installed when root, else the exact
+# command is printed.
+deps:
+	@if pkg-config --exists libuv 2>/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing libuv1-dev (and pkg-config) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libuv1-dev pkg-config; \
+	else \
+		echo "libuv's headers are missing; install them with:" >&2; \
+		echo "    sudo apt-get install libuv1-dev pkg-config" >&2; \
+		exit 1; \
+	fi
+
+build: deps
+	$(SWIFT) build -c release
+
+run: build
+	@mkdir -p $(RUN_DIR)
+	@echo "Starting ivserver on $(LAYOUT). Attach a VM with:"
+	@echo "    qemu-system-x86_64 ... -chardev socket,path=$(RUN_DIR)/qemu.sock,id=ivsh \\"
+	@echo "        -device ivshmem-doorbell,chardev=ivsh,vectors=<regions in the layout>"
+	@echo "Host clients connect to $(RUN_DIR)/client.sock. Stop with Ctrl-C."
+	.build/release/ivserver --layout $(LAYOUT) --shm-path $(SHM_PATH) \
+		--qemu-sock $(RUN_DIR)/qemu.sock --client-sock $(RUN_DIR)/client.sock --log-level $(LOG_LEVEL)
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+# Regenerates the layout compiled into the binary from conf/vsoc_mem.json.
+default-layout:
+	scripts/generate-default-layout.sh conf/vsoc_mem.json > Sources/IVServer/Layout/DefaultLayout.swift
+
+clean:
+	rm -rf .build
