@@ -12,6 +12,12 @@ public enum QemuHandshake {
     /// The value of the shared-memory message.
     public static let sharedMemoryMarker: Int64 = -1
 
+    /// Sent instead of the handshake to a VM that is refused. QEMU 7.2 does
+    /// not give up when the server just closes the socket during device
+    /// start-up: it spins at full CPU forever. A version other than 0 makes
+    /// it fail ("server sent version -1, expecting 0") and exit.
+    public static let refusal = Message(value: -1, attachment: nil)
+
     /// Which of the server's fds travels with a message.
     public enum Attachment: Equatable, Sendable {
         case sharedMemory
@@ -33,8 +39,11 @@ public enum QemuHandshake {
         }
     }
 
-    /// The whole sequence, 3 + 2 × regionCount messages.
-    public static func messages(regionCount: Int) -> [Message] {
+    /// The whole sequence: 3 + 2 × vectorCount messages. `vectorCount` is
+    /// the region count, or fewer when QEMU's device is known to have fewer
+    /// vectors (it would reject the rest; see `QemuCommandLine`).
+    public static func messages(regionCount: Int, vectorCount: Int? = nil) -> [Message] {
+        let regionCount = min(regionCount, vectorCount ?? regionCount)
         var messages = [
             // 1. protocol version, no fd
             Message(value: protocolVersion, attachment: nil),

@@ -5,10 +5,13 @@ final class ServedResources {
     let sharedMemory: SharedMemoryFile
     let channels: [RegionChannels]
     let regionIndexByName: [String: Int]
+    let qemuSocketPath: String
     let report: (ServerEvent) -> Void
 
-    init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], report: @escaping (ServerEvent) -> Void) {
+    init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], qemuSocketPath: String,
+         report: @escaping (ServerEvent) -> Void) {
         self.plan = plan
+        self.qemuSocketPath = qemuSocketPath
         self.sharedMemory = sharedMemory
         self.channels = channels
         self.report = report
@@ -106,7 +109,15 @@ final class VMConnection {
     /// everything is sent at once, without waiting for QEMU to speak.
     func start() {
         resources.report(.vmConnected(peer: socket.peer))
-        let messages = QemuHandshake.messages(regionCount: resources.plan.regionCount).map { message in
+        let regionCount = resources.plan.regionCount
+        let vectors = socket.peer
+            .flatMap { ProcessTable.commandLine(of: $0.pid) }
+            .flatMap { QemuCommandLine.doorbellVectors(arguments: $0, socketPath: resources.qemuSocketPath) }
+        if let vectors, vectors != regionCount {
+            let dead = vectors < regionCount ? resources.plan.regions[vectors...].map(\.name) : []
+            resources.report(.vmVectorMismatch(peer: socket.peer, vectors: vectors, regions: regionCount, deadRegions: dead))
+        }
+        let messages = QemuHandshake.messages(regionCount: regionCount, vectorCount: vectors).map { message in
             PeerSocket.Outgoing(bytes: message.payload, fds: message.attachment.map { [resources.rawFD(for: $0)] } ?? [])
         }
         socket.send(messages)

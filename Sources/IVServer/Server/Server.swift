@@ -29,7 +29,9 @@ public final class Server {
             path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan))
         created.append(sharedMemory.file)
         let channels = try plan.regions.map { _ throws(SystemError) in try RegionChannels() }
-        let resources = ServedResources(plan: plan, sharedMemory: sharedMemory, channels: channels, report: report)
+        let resources = ServedResources(
+            plan: plan, sharedMemory: sharedMemory, channels: channels,
+            qemuSocketPath: configuration.qemuSocketPath, report: report)
 
         let loop = try EventLoop()
         self.loop = loop
@@ -76,6 +78,9 @@ public final class Server {
         if let current = vm {
             if current.isAlive {
                 report(.vmRefused(peer: try? UnixSocket.peerCredentials(fd), current: current.peer))
+                // 8 bytes into a fresh socket's empty buffer cannot block;
+                // if the peer is already gone there is nothing to tell it.
+                _ = try? UnixSocket.send(fd, QemuHandshake.refusal.payload[...])
                 fd.close()
                 return
             }

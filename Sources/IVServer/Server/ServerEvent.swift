@@ -7,6 +7,9 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case vmConnected(peer: PeerCredentials?)
     case vmDisconnected(peer: PeerCredentials?, reason: String)
     case vmRefused(peer: PeerCredentials?, current: PeerCredentials?)
+    /// QEMU's command line gives its device `vectors` interrupt vectors,
+    /// not one per region.
+    case vmVectorMismatch(peer: PeerCredentials?, vectors: Int, regions: Int, deadRegions: [String])
     case clientServed(region: String, index: Int, peer: PeerCredentials?)
     case clientRefused(reason: String, peer: PeerCredentials?)
     case acceptFailed(socket: String, error: String)
@@ -15,7 +18,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     public var severity: Severity {
         switch self {
         case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping: return .info
-        case .vmRefused, .clientRefused: return .warning
+        case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
         case .acceptFailed: return .error
         }
     }
@@ -34,6 +37,13 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             return "VM disconnected (\(describe(peer))): \(reason); waiting for the next VM"
         case let .vmRefused(peer, current):
             return "refused a second VM connection (\(describe(peer))): the VM of \(describe(current)) is still connected"
+        case let .vmVectorMismatch(peer, vectors, regions, dead) where vectors < regions:
+            return "QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has \(regions) regions: "
+                + "regions \(vectors)...\(regions - 1) (\(dead.joined(separator: ", "))) get no interrupts either way; "
+                + "sending only \(vectors) vectors so QEMU does not reject (and make blocking) the rest; start QEMU with vectors=\(regions)"
+        case let .vmVectorMismatch(peer, vectors, regions, _):
+            return "QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has only \(regions) regions: "
+                + "vectors \(regions)...\(vectors - 1) will never fire; vectors=\(regions) is enough"
         case let .clientServed(region, index, peer):
             return "client served region '\(region)' (#\(index)) to \(describe(peer))"
         case let .clientRefused(reason, peer):

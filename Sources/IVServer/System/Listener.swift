@@ -91,6 +91,15 @@ enum FileContents {
     }
 }
 
+/// Facts about other processes, from /proc.
+enum ProcessTable {
+    /// The arguments of process `pid`, if /proc lets us read them.
+    static func commandLine(of pid: Int32) -> [String]? {
+        guard pid > 0, let bytes = try? FileContents.read(path: "/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }
+        return bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
 extension LayoutLoader {
     /// Reads and plans the layout at `path`. A file that cannot be read is
     /// reported as a layout problem naming the path and the cause.

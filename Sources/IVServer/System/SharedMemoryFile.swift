@@ -66,8 +66,12 @@ public enum EventFD {
         try Posix.retrying("write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
     }
 
-    /// Reads and resets the counter; nil when it is 0.
+    /// Reads and resets the counter; nil when it is 0. Polls first, because
+    /// QEMU can leave an eventfd blocking (see `QemuCommandLine`).
     public static func drain(_ fd: OwnedFD) throws(SystemError) -> UInt64? {
+        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        let ready = try Posix.retrying("poll eventfd") { poll(&entry, 1, 0) }
+        if ready == 0 { return nil }
         var value: UInt64 = 0
         let count = try Posix.retryingUnlessWouldBlock("read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
         return count == nil ? nil : value
