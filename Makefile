@@ -38,7 +38,19 @@ run: build
 	.build/release/ivserver --layout $(LAYOUT) --shm-path $(SHM_PATH) \
 		--qemu-sock $(RUN_DIR)/qemu.sock --client-sock $(RUN_DIR)/client.sock --log-level $(LOG_LEVEL)
 
-test: deps
+# The QEMU tests need qemu-system-x86_64 (Debian's qemu-system-x86).
+qemu-deps:
+	@if command -v qemu-system-x86_64 >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing qemu-system-x86 with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86; \
+	else \
+		echo "qemu-system-x86_64 is missing (the QEMU tests need it); install it with:" >&2; \
+		echo "    sudo apt-get install qemu-system-x86" >&2; \
+		exit 1; \
+	fi
+
+test: deps qemu-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
