@@ -18,6 +18,7 @@ final class QemuProcess {
     /// Starts QEMU with an ivshmem-doorbell device on `qemuSocket`. QEMU
     /// runs under `timeout`, so it cannot outlive a crashed test run.
     init(qemuSocket: String, vectors: Int?, extraArguments: [String] = []) throws {
+        try Self.requireInstalled()
         let qtestSocket = directory.path + "/qtest.sock"
         logPath = directory.path + "/qemu.log"
         let listener = try UnixSocket.listen(path: qtestSocket, backlog: 1)
@@ -42,6 +43,15 @@ final class QemuProcess {
         let flags = fcntl(socket.rawValue, F_GETFL)
         _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
         try UnixSocket.setTimeouts(socket, seconds: 20)
+    }
+
+    /// The QEMU tests fail, never skip, when QEMU is missing.
+    static func requireInstalled() throws {
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+        let found = path.split(separator: ":").contains { access("\($0)/\(binary)", X_OK) == 0 }
+        guard found else {
+            throw TestFailure("\(binary) is not on PATH; install Debian's qemu-system-x86 (make test does it when run as root)")
+        }
     }
 
     deinit {
