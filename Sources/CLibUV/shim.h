@@ -63,6 +63,23 @@ static inline int ivs_get_peer_credentials(int fd, ivs_peer_credentials *out) {
     return 0;
 }
 
+/// getsockopt(SO_PEERGROUPS): the peer's supplementary groups at connect
+/// time. Returns how many were stored in `groups` (at most `capacity`), or
+/// -1 with errno (ERANGE when `capacity` is too small).
+static inline int ivs_get_peer_groups(int fd, uint32_t *groups, int capacity) {
+#ifdef SO_PEERGROUPS
+    socklen_t length = (socklen_t)(capacity * sizeof(uint32_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &length) != 0) {
+        return -1;
+    }
+    return (int)(length / sizeof(uint32_t));
+#else
+    (void)fd; (void)groups; (void)capacity;
+    errno = ENOPROTOOPT;
+    return -1;
+#endif
+}
+
 // MARK: fd-creating calls, always close-on-exec
 
 /// glibc declares accept4 only under _GNU_SOURCE; this is its prototype.

@@ -41,6 +41,32 @@ struct IVServerCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, warning or error.", valueName: "level"))
     var logLevel: LogLevelArgument = .info
 
+    @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of both socket files, in octal.", valueName: "mode"))
+    var socketMode = FileMode(ServerConfiguration.defaultSocketMode)
+
+    @Option(name: .customLong("socket-group"), help: ArgumentHelp(
+        "Group of both socket files (name or number); default: the server's group.", valueName: "group"))
+    var socketGroup: GroupArgument?
+
+    @Option(name: .customLong("shm-mode"), help: ArgumentHelp("Mode of the shared-memory file, in octal.", valueName: "mode"))
+    var sharedMemoryMode = FileMode(ServerConfiguration.defaultSharedMemoryMode)
+
+    @Option(name: .customLong("allow-uid"), help: ArgumentHelp(
+        "Also serve peers with this user id (repeatable). Root and the server's own user are always served.", valueName: "uid"))
+    var allowedUIDs: [UInt32] = []
+
+    @Option(name: .customLong("allow-gid"), help: ArgumentHelp(
+        "Also serve peers in this group, primary or supplementary (repeatable; name or number).", valueName: "group"))
+    var allowedGroups: [GroupArgument] = []
+
+    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp(
+        "Seconds a host client has to finish its handshake.", valueName: "seconds"))
+    var handshakeTimeout: Double = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
+
+    @Option(name: .customLong("max-pending"), help: ArgumentHelp(
+        "Host clients allowed mid-handshake at once; more are closed at once.", valueName: "count"))
+    var maximumPending = ServerConfiguration.defaultMaximumPending
+
     func validate() throws {
         let paths = [("--shm-path", sharedMemoryPath), ("--qemu-sock", qemuSocketPath), ("--client-sock", clientSocketPath)]
         for (flag, path) in paths where path.isEmpty {
@@ -52,6 +78,10 @@ struct IVServerCommand: ParsableCommand {
         if let layoutPath, layoutPath.isEmpty {
             throw ValidationError("--layout must not be empty")
         }
+        guard handshakeTimeout > 0, handshakeTimeout <= 86400 else {
+            throw ValidationError("--handshake-timeout must be more than 0 and at most 86400 seconds")
+        }
+        guard maximumPending >= 1 else { throw ValidationError("--max-pending must be at least 1") }
     }
 
     func run() throws {
@@ -81,9 +111,16 @@ struct IVServerCommand: ParsableCommand {
 
         // Belt and braces: every send already uses MSG_NOSIGNAL.
         signal(SIGPIPE, SIG_IGN)
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             layout: layout, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
-            qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath)
+            qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
+            accessPolicy: AccessPolicy(
+                serverUID: getuid(), allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGroups.map(\.gid))))
+        configuration.socketMode = socketMode.value
+        configuration.socketGroup = socketGroup?.gid
+        configuration.sharedMemoryMode = sharedMemoryMode.value
+        configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
+        configuration.maximumPending = maximumPending
         let server = Server(configuration: configuration) { event in
             logger.log(level: event.severity.logLevel, "\(event)")
         }
@@ -94,6 +131,35 @@ struct IVServerCommand: ParsableCommand {
             throw ExitCode(1)
         }
         logger.info("stopped")
+    }
+}
+
+/// A file mode given in octal ("0660" or "660").
+struct FileMode: ExpressibleByArgument {
+    var value: UInt32
+
+    init(_ value: UInt32) { self.value = value }
+
+    init?(argument: String) {
+        guard let value = UInt32(argument, radix: 8), value <= 0o777 else { return nil }
+        self.value = value
+    }
+
+    var defaultValueDescription: String { "0" + String(value, radix: 8) }
+}
+
+/// A group by name or number, resolved while the arguments are parsed.
+struct GroupArgument: ExpressibleByArgument {
+    var gid: UInt32
+
+    init?(argument: String) {
+        if let number = UInt32(argument) {
+            gid = number
+        } else if let entry = getgrnam(argument) {
+            gid = entry.pointee.gr_gid
+        } else {
+            return nil
+        }
     }
 }
 

@@ -11,9 +11,9 @@ final class ServedResources {
     init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], qemuSocketPath: String,
          report: @escaping (ServerEvent) -> Void) {
         self.plan = plan
-        self.qemuSocketPath = qemuSocketPath
         self.sharedMemory = sharedMemory
         self.channels = channels
+        self.qemuSocketPath = qemuSocketPath
         self.report = report
         var names: [String: Int] = [:]
         for region in plan.regions { names[region.name] = region.index }
@@ -35,12 +35,23 @@ final class ClientConnection {
     private let socket: PeerSocket
     private let resources: ServedResources
     private var handshake: ClientHandshake
+    private let onDecided: (ClientConnection) -> Void
     private let onClose: (ClientConnection) -> Void
 
-    init(socket: PeerSocket, resources: ServedResources, onClose: @escaping (ClientConnection) -> Void) {
+    /// Loop time (ms) by which the handshake must be decided.
+    let deadline: UInt64
+    // Links of the server's list of undecided clients (oldest first), so a
+    // client leaves it in O(1) and the handshake timer only looks at its head.
+    var newerPending: ClientConnection?
+    weak var olderPending: ClientConnection?
+
+    init(socket: PeerSocket, resources: ServedResources, deadline: UInt64,
+         onDecided: @escaping (ClientConnection) -> Void, onClose: @escaping (ClientConnection) -> Void) {
         self.socket = socket
         self.resources = resources
         self.handshake = ClientHandshake(regionIndexByName: resources.regionIndexByName)
+        self.deadline = deadline
+        self.onDecided = onDecided
         self.onClose = onClose
         socket.onEvent = { [unowned self] event in self.handle(event) }
     }
@@ -50,9 +61,15 @@ final class ClientConnection {
         socket.send([.init(bytes: ClientHandshake.greeting, fds: [])])
     }
 
+    /// The deadline passed without a decision.
+    func timeOut(after milliseconds: UInt64) {
+        refuse("no complete handshake within \(milliseconds) ms")
+    }
+
     func close() {
         guard !socket.isClosed else { return }
         socket.close()
+        onDecided(self)
         onClose(self)
     }
 
@@ -62,12 +79,13 @@ final class ClientConnection {
             apply(handshake.receive(bytes))
         case .endOfStream:
             apply(handshake.receiveEndOfStream())
+        case .unexpectedFDs:
+            refuse("sent file descriptors (closed unread); the handshake carries none")
         case .flushed:
             // Step 4: after the fds are out, the server closes.
             if case .grant? = handshake.decision { close() }
         case let .failed(error):
-            resources.report(.clientRefused(reason: "connection failed: \(error)", peer: socket.peer))
-            close()
+            refuse("connection failed: \(error)")
         }
     }
 
@@ -76,15 +94,21 @@ final class ClientConnection {
         case .needMoreInput:
             break
         case let .grant(index):
+            onDecided(self)
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
             let channels = resources.channels[index]
             let fds = [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, resources.sharedMemory.fd.rawValue]
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
             socket.send([.init(bytes: ClientHandshake.grantPayload, fds: fds)])
         case let .refuse(refusal):
-            resources.report(.clientRefused(reason: refusal.description, peer: socket.peer))
-            close()
+            refuse(refusal.description)
         }
+    }
+
+    private func refuse(_ reason: String) {
+        guard !socket.isClosed else { return }
+        resources.report(.clientRefused(reason: reason, peer: socket.peer))
+        close()
     }
 }
 
@@ -145,10 +169,8 @@ final class VMConnection {
 
     private func handle(_ event: PeerSocket.Event) {
         switch event {
-        case .received:
-            break  // QEMU sends nothing in protocol 0; ignore stray bytes
-        case .flushed:
-            break
+        case .received, .unexpectedFDs, .flushed:
+            break  // QEMU sends nothing in protocol 0; stray bytes and fds are dropped
         case .endOfStream:
             close(reason: "QEMU closed the connection")
         case let .failed(error):

@@ -1,32 +1,53 @@
 import Glibc
 
-/// The orchestrator: creates the shared memory, the eventfds and both
-/// sockets, serves QEMU and host clients on one libuv loop until SIGINT,
-/// SIGTERM or SIGHUP, then closes everything and removes what it created.
+/// The orchestrator: takes the instance lock, creates the shared memory,
+/// the eventfds and both sockets, serves QEMU and host clients on one libuv
+/// loop until SIGINT, SIGTERM or SIGHUP, then closes everything and removes
+/// what it created.
 public final class Server {
     public let configuration: ServerConfiguration
     private let report: (ServerEvent) -> Void
 
+    private var loop: EventLoop?
     private var listeners: [Listener] = []
     private var signals: [SignalHandle] = []
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
     private var vm: VMConnection?
-    private var loop: EventLoop?
+
+    // Undecided host clients, oldest (earliest deadline) first.
+    private var oldestPending: ClientConnection?
+    private var newestPending: ClientConnection?
+    private var pendingCount = 0
+    private var handshakeTimer: TimerHandle?
+    private var refusedWhileFull = 0
 
     public init(configuration: ServerConfiguration, onEvent: @escaping (ServerEvent) -> Void) {
         self.configuration = configuration
         self.report = onEvent
     }
 
-    /// Runs until a stop signal. Throws (SystemError or UVError) only while
-    /// starting; whatever it created by then is removed before it returns.
+    /// Runs until a stop signal. Throws (StartupError, SystemError or
+    /// UVError) only while starting; whatever it created by then is removed
+    /// before it returns, and a server that finds another one running
+    /// changes nothing at all.
     public func run() throws {
         let plan = configuration.layout
+        let lock = try InstanceLock.acquire(path: configuration.lockPath)
+        defer { lock.release() }
         var created: [CreatedFile] = []
         defer { for file in created.reversed() { file.remove() } }
 
+        // We hold the lock, so nothing at our paths belongs to a live ivserver.
+        if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath) {
+            report(.leftoverRemoved(path: configuration.sharedMemoryPath, what: "shared memory"))
+        }
+        for path in [configuration.qemuSocketPath, configuration.clientSocketPath] where try Listener.removeLeftover(path: path) {
+            report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
+        }
+
         let sharedMemory = try SharedMemoryFile.create(
-            path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan))
+            path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan),
+            mode: mode_t(configuration.sharedMemoryMode))
         created.append(sharedMemory.file)
         let channels = try plan.regions.map { _ throws(SystemError) in try RegionChannels() }
         let resources = ServedResources(
@@ -40,18 +61,17 @@ public final class Server {
             loop.close()
             self.loop = nil
         }
-        let qemu = try Listener(
-            loop: loop, path: configuration.qemuSocketPath,
-            onAccept: { [unowned self] fd in self.acceptVM(fd, resources: resources) },
-            onError: { [unowned self] error in self.report(.acceptFailed(socket: self.configuration.qemuSocketPath, error: "\(error)")) })
-        listeners.append(qemu)
-        created.append(qemu.file)
-        let client = try Listener(
-            loop: loop, path: configuration.clientSocketPath,
-            onAccept: { [unowned self] fd in self.acceptClient(fd, resources: resources) },
-            onError: { [unowned self] error in self.report(.acceptFailed(socket: self.configuration.clientSocketPath, error: "\(error)")) })
-        listeners.append(client)
-        created.append(client.file)
+        for (path, accept) in [
+            (configuration.qemuSocketPath, { [unowned self] (fd: OwnedFD) in self.acceptVM(fd, resources: resources) }),
+            (configuration.clientSocketPath, { [unowned self] (fd: OwnedFD) in self.acceptClient(fd, resources: resources) }),
+        ] {
+            let listener = try Listener(
+                loop: loop, path: path, mode: configuration.socketMode, group: configuration.socketGroup, onAccept: accept,
+                onError: { [unowned self] error in self.report(.acceptFailed(socket: path, error: "\(error)")) })
+            listeners.append(listener)
+            created.append(listener.file)
+        }
+        handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
         for signal in [SIGINT, SIGTERM, SIGHUP] {
             signals.append(try SignalHandle(loop: loop, signal: signal) { [unowned self] signal in
                 self.report(.stopping(signal: signal))
@@ -63,21 +83,38 @@ public final class Server {
         loop.run()
     }
 
-    /// Closes listeners, connections and signal handles; the loop then runs
-    /// out of work and `run` returns.
+    /// Closes listeners, connections, the timer and signal handles; the loop
+    /// then runs out of work and `run` returns.
     private func closeEverything() {
         listeners.forEach { $0.close() }
         listeners = []
         vm?.closeSilently()
         for client in Array(clients.values) { client.close() }
+        handshakeTimer?.close()
+        handshakeTimer = nil
         signals.forEach { $0.close() }
         signals = []
     }
 
+    // MARK: accepting
+
+    /// SO_PEERCRED and the access policy; a refused peer is closed here.
+    private func admit(_ fd: OwnedFD, on path: String) -> PeerCredentials?? {
+        let peer = try? UnixSocket.peerCredentials(fd)
+        let allowed = peer.map { configuration.accessPolicy.allows($0) { UnixSocket.peerGroups(fd) } } ?? false
+        guard allowed else {
+            report(.peerRefused(socket: path, peer: peer))
+            fd.close()
+            return nil
+        }
+        return .some(peer)
+    }
+
     private func acceptVM(_ fd: OwnedFD, resources: ServedResources) {
+        guard let peer = admit(fd, on: configuration.qemuSocketPath) else { return }
         if let current = vm {
             if current.isAlive {
-                report(.vmRefused(peer: try? UnixSocket.peerCredentials(fd), current: current.peer))
+                report(.vmRefused(peer: peer, current: current.peer))
                 // 8 bytes into a fresh socket's empty buffer cannot block;
                 // if the peer is already gone there is nothing to tell it.
                 _ = try? UnixSocket.send(fd, QemuHandshake.refusal.payload[...])
@@ -87,7 +124,8 @@ public final class Server {
             // It hung up, but its end of stream has not been read yet.
             current.close(reason: "QEMU hung up")
         }
-        guard let loop, let socket = makePeerSocket(fd, loop: loop, readSize: 256, on: configuration.qemuSocketPath) else { return }
+        guard let loop, let socket = makePeerSocket(fd, peer: peer, loop: loop, readSize: 256, on: configuration.qemuSocketPath)
+        else { return }
         let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
             if self.vm === closed { self.vm = nil }
         }
@@ -96,22 +134,78 @@ public final class Server {
     }
 
     private func acceptClient(_ fd: OwnedFD, resources: ServedResources) {
-        guard let loop, let socket = makePeerSocket(fd, loop: loop, readSize: 64, on: configuration.clientSocketPath) else { return }
-        let connection = ClientConnection(socket: socket, resources: resources) { [unowned self] closed in
-            self.clients[ObjectIdentifier(closed)] = nil
+        guard pendingCount < configuration.maximumPending else {
+            if refusedWhileFull == 0 { report(.pendingLimitReached(limit: configuration.maximumPending)) }
+            refusedWhileFull += 1
+            fd.close()
+            return
         }
+        guard let peer = admit(fd, on: configuration.clientSocketPath),
+              let loop, let timer = handshakeTimer,
+              let socket = makePeerSocket(fd, peer: peer, loop: loop, readSize: 64, on: configuration.clientSocketPath)
+        else { return }
+        let connection = ClientConnection(
+            socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
+            onDecided: { [unowned self] decided in self.removePending(decided) },
+            onClose: { [unowned self] closed in self.clients[ObjectIdentifier(closed)] = nil })
         clients[ObjectIdentifier(connection)] = connection
+        addPending(connection)
         connection.start()
     }
 
-    private func makePeerSocket(_ fd: OwnedFD, loop: EventLoop, readSize: Int, on path: String) -> PeerSocket? {
+    private func makePeerSocket(_ fd: OwnedFD, peer: PeerCredentials?, loop: EventLoop, readSize: Int, on path: String) -> PeerSocket? {
         do {
-            return try PeerSocket(loop: loop, fd: fd, readSize: readSize)
+            return try PeerSocket(loop: loop, fd: fd, peer: peer, readSize: readSize)
         } catch {
             report(.acceptFailed(socket: path, error: "\(error)"))
             fd.close()
             return nil
         }
+    }
+
+    // MARK: handshake deadlines
+    //
+    // Every client gets the same timeout, so accept order is deadline order:
+    // a list ordered by accept time and one timer armed for its head cover
+    // any number of pending clients. The timer is armed only while the list
+    // is non-empty, so an idle server has nothing to wake it.
+
+    private func addPending(_ connection: ClientConnection) {
+        connection.olderPending = newestPending
+        newestPending?.newerPending = connection
+        newestPending = connection
+        if oldestPending == nil { oldestPending = connection }
+        pendingCount += 1
+        if pendingCount == 1 { handshakeTimer?.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
+    }
+
+    private func removePending(_ connection: ClientConnection) {
+        let isListed = oldestPending === connection || connection.olderPending != nil
+        guard isListed else { return }
+        let older = connection.olderPending
+        let newer = connection.newerPending
+        older?.newerPending = newer
+        newer?.olderPending = older
+        if oldestPending === connection { oldestPending = newer }
+        if newestPending === connection { newestPending = older }
+        connection.olderPending = nil
+        connection.newerPending = nil
+        pendingCount -= 1
+        if pendingCount == 0 { handshakeTimer?.disarm() }
+        if refusedWhileFull > 0 && pendingCount < configuration.maximumPending {
+            report(.pendingLimitCleared(refused: refusedWhileFull))
+            refusedWhileFull = 0
+        }
+    }
+
+    private func expireHandshakes() {
+        guard let timer = handshakeTimer else { return }
+        let now = timer.now
+        while let oldest = oldestPending, oldest.deadline <= now {
+            oldest.timeOut(after: configuration.handshakeTimeoutMilliseconds)
+            removePending(oldest)  // already done by its close; makes progress certain
+        }
+        if let oldest = oldestPending { timer.arm(milliseconds: oldest.deadline - now) }
     }
 }
 

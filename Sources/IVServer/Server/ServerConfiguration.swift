@@ -6,25 +6,45 @@ public struct ServerConfiguration: Sendable {
     public static let defaultQemuSocketPath = "/tmp/ivshmem_socket_qemu"
     public static let defaultClientSocketPath = "/tmp/ivshmem_socket_client"
 
+    public static let defaultSocketMode: UInt32 = 0o660
+    public static let defaultSharedMemoryMode: UInt32 = 0o600
+    public static let defaultHandshakeTimeoutMilliseconds: UInt64 = 5000
+    public static let defaultMaximumPending = 1024
+
     public var layout: LayoutPlan
     /// Where the layout came from, for logs.
     public var layoutSource: String
     public var sharedMemoryPath: String
     public var qemuSocketPath: String
     public var clientSocketPath: String
+    /// Mode of both socket files, and their group when set.
+    public var socketMode: UInt32 = defaultSocketMode
+    public var socketGroup: UInt32?
+    public var sharedMemoryMode: UInt32 = defaultSharedMemoryMode
+    /// Who may connect to either socket.
+    public var accessPolicy: AccessPolicy
+    /// A host client that has not finished its handshake by then is closed.
+    public var handshakeTimeoutMilliseconds: UInt64 = defaultHandshakeTimeoutMilliseconds
+    /// Host clients mid-handshake beyond this are closed at once.
+    public var maximumPending: Int = defaultMaximumPending
 
     public init(
         layout: LayoutPlan, layoutSource: String,
         sharedMemoryPath: String = defaultSharedMemoryPath,
         qemuSocketPath: String = defaultQemuSocketPath,
-        clientSocketPath: String = defaultClientSocketPath
+        clientSocketPath: String = defaultClientSocketPath,
+        accessPolicy: AccessPolicy
     ) {
         self.layout = layout
         self.layoutSource = layoutSource
         self.sharedMemoryPath = sharedMemoryPath
         self.qemuSocketPath = qemuSocketPath
         self.clientSocketPath = clientSocketPath
+        self.accessPolicy = accessPolicy
     }
+
+    /// The lock that keeps a second server off these paths.
+    public var lockPath: String { sharedMemoryPath + ".lock" }
 
     /// The QEMU options that attach a VM to this server.
     public var qemuArguments: [String] {

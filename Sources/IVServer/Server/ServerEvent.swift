@@ -13,11 +13,20 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case clientServed(region: String, index: Int, peer: PeerCredentials?)
     case clientRefused(reason: String, peer: PeerCredentials?)
     case acceptFailed(socket: String, error: String)
+    /// A file a dead server left behind was removed before start-up.
+    case leftoverRemoved(path: String, what: String)
+    /// SO_PEERCRED says this peer may not use the socket.
+    case peerRefused(socket: String, peer: PeerCredentials?)
+    /// The pending-handshake cap was hit; further connections are closed at once.
+    case pendingLimitReached(limit: Int)
+    /// Back under the cap, after closing `refused` connections at once.
+    case pendingLimitCleared(refused: Int)
     case stopping(signal: Int32)
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping: return .info
+        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping, .leftoverRemoved, .pendingLimitCleared: return .info
+        case .peerRefused, .pendingLimitReached: return .warning
         case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
         case .acceptFailed: return .error
         }
@@ -48,6 +57,14 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             return "client served region '\(region)' (#\(index)) to \(describe(peer))"
         case let .clientRefused(reason, peer):
             return "client refused (\(describe(peer))): \(reason)"
+        case let .leftoverRemoved(path, what):
+            return "removed \(what) left by an ivserver that did not stop cleanly: \(path)"
+        case let .peerRefused(socket, peer):
+            return "refused \(describe(peer)) on \(socket): not root, not the server's user, and not allowed by --allow-uid/--allow-gid"
+        case let .pendingLimitReached(limit):
+            return "\(limit) host clients are mid-handshake (--max-pending): closing new client connections at once until some finish"
+        case let .pendingLimitCleared(refused):
+            return "back under --max-pending; \(refused) client connection(s) were closed at once meanwhile"
         case let .acceptFailed(socket, error):
             return "accept on \(socket) failed: \(error)"
         case let .stopping(signal):

@@ -89,6 +89,54 @@ private func pollCallback(_ handle: UnsafeMutablePointer<uv_poll_t>?, _ status: 
     Unmanaged<PollHandle>.fromOpaque(data).takeUnretainedValue().fire(status: status, events: events)
 }
 
+/// A one-shot timer on the loop (uv_timer). Only armed while needed.
+public final class TimerHandle {
+    private let handle: UnsafeMutablePointer<uv_timer_t>
+    private var callback: (() -> Void)?
+    public private(set) var isClosed = false
+
+    public init(loop: EventLoop, callback: @escaping () -> Void) throws(UVError) {
+        handle = .allocate(capacity: 1)
+        let result = uv_timer_init(loop.raw, handle)
+        if result != 0 {
+            handle.deallocate()
+            throw UVError(operation: "uv_timer_init", code: result)
+        }
+        self.callback = callback
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    /// Fires once after `milliseconds`, replacing any earlier arming.
+    public func arm(milliseconds: UInt64) {
+        precondition(!isClosed, "timer used after close")
+        uv_timer_start(handle, timerCallback, milliseconds, 0)
+    }
+
+    public func disarm() {
+        guard !isClosed else { return }
+        uv_timer_stop(handle)
+    }
+
+    /// The loop's cached clock, in milliseconds.
+    public var now: UInt64 { uv_now(handle.pointee.loop) }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        callback = nil
+        closeHandle(handle)
+    }
+
+    fileprivate func fire() {
+        callback?()
+    }
+}
+
+private func timerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
+    guard let data = handle?.pointee.data else { return }
+    Unmanaged<TimerHandle>.fromOpaque(data).takeUnretainedValue().fire()
+}
+
 /// Runs a callback on the loop's thread when a signal arrives.
 public final class SignalHandle {
     private let handle: UnsafeMutablePointer<uv_signal_t>

@@ -18,11 +18,12 @@ final class Listener {
     /// the other or the connections already open.
     static let acceptBatch = 64
 
-    init(loop: EventLoop, path: String, onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
+    init(loop: EventLoop, path: String, mode: UInt32, group: UInt32?,
+         onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         self.path = path
         self.onAccept = onAccept
         self.onError = onError
-        fd = try UnixSocket.listen(path: path)
+        fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
         do {
             file = try CreatedFile(path: path)
         } catch {
@@ -42,6 +43,24 @@ final class Listener {
     func close() {
         poll.close()
         fd.close()
+    }
+
+    /// Clears the way for a socket at `path`: a socket file nobody listens
+    /// on (left by a server that died) is removed; a live listener or any
+    /// other kind of file is an error. True when something was removed.
+    /// Call it only while holding the instance lock.
+    static func removeLeftover(path: String) throws -> Bool {
+        switch try ExistingPath.inspect(path) {
+        case .absent:
+            return false
+        case .staleSocket:
+            try Posix.retrying("remove leftover socket", path) { unlink(path) }
+            return true
+        case .listeningSocket:
+            throw StartupError(path: path, reason: "another process is listening on this socket; nothing was changed")
+        case let other:
+            throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a socket")
+        }
     }
 
     private func acceptPending() {

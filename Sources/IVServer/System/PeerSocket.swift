@@ -6,6 +6,8 @@ import Glibc
 final class PeerSocket {
     enum Event {
         case received(ArraySlice<UInt8>)
+        /// The peer sent file descriptors (now closed) that nobody asked for.
+        case unexpectedFDs
         case endOfStream
         /// Everything queued has been sent.
         case flushed
@@ -29,11 +31,10 @@ final class PeerSocket {
     private let readBuffer: UnsafeMutableRawBufferPointer
 
     /// Starts watching `fd` for input.
-    init(loop: EventLoop, fd: OwnedFD, readSize: Int) throws(UVError) {
+    init(loop: EventLoop, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) throws(UVError) {
         self.fd = fd
         readBuffer = .allocate(byteCount: readSize, alignment: 8)
-        // Unknown credentials only cost us a log field.
-        self.peer = try? UnixSocket.peerCredentials(fd)
+        self.peer = peer
         poll = try PollHandle(loop: loop, fd: fd.rawValue) { [unowned self] status, events in
             self.handleReadiness(status: status, events: events)
         }
@@ -82,7 +83,9 @@ final class PeerSocket {
         // again if more is waiting, and nobody else waits behind a chatty peer.
         let result: ReceiveResult
         do {
-            result = try UnixSocket.receive(fd, into: readBuffer)
+            // Room for a few fds, so a peer that sends some is noticed; they
+            // are closed at once, and any beyond the room never reach us.
+            result = try UnixSocket.receive(fd, into: readBuffer, maximumFDs: 4)
         } catch {
             onEvent(.failed(error))
             return
@@ -90,6 +93,8 @@ final class PeerSocket {
         switch result {
         case .wouldBlock: return  // spurious wakeup
         case .endOfStream: onEvent(.endOfStream)
+        case let .data(_, fds, truncated) where !fds.isEmpty || truncated:
+            onEvent(.unexpectedFDs)
         case let .data(count, _, _): onEvent(.received(ArraySlice(readBuffer[..<count])))
         }
     }

@@ -15,17 +15,45 @@ public final class SharedMemoryFile {
         self.size = size
     }
 
-    /// Creates `path` (it must not exist) with `mode`, sizes it to `size`
-    /// with ftruncate and writes `header` at offset 0 through a shared
-    /// mapping of the header's pages. On any failure nothing is left behind.
+    /// Removes a shared-memory file that a server left behind (it crashed or
+    /// was killed). Only a regular file whose first bytes are a vSoC layout
+    /// descriptor counts: ivserver never deletes what it did not make. Call
+    /// it only while holding the instance lock. True when a file was removed.
+    public static func removeLeftover(path: String) throws -> Bool {
+        switch try ExistingPath.inspect(path) {
+        case .absent:
+            return false
+        case let existing:
+            guard case let .other(mode) = existing, mode & S_IFMT == S_IFREG else {
+                throw StartupError(path: path, reason: "exists and is \(existing.kindDescription), not a shared-memory file")
+            }
+        }
+        let fd = OwnedFD(taking: try Posix.retrying("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) })
+        var descriptor = [UInt8](repeating: 0, count: 16)
+        let count = pread(fd.rawValue, &descriptor, 16, 0)
+        let isLayout = count == 16 && descriptor[0...3] == [2, 0, 0, 0] && descriptor[12...15] == [16, 0, 0, 0]
+        guard isLayout else {
+            throw StartupError(path: path, reason: "exists but holds no vSoC layout, so ivserver did not make it; not replacing it (remove it or pick another --shm-path)")
+        }
+        try Posix.retrying("remove leftover shared memory", path) { unlink(path) }
+        return true
+    }
+
+    /// Creates `path` (it must not exist) with exactly `mode`, sizes it to
+    /// `size` with ftruncate and writes `header` at offset 0 through a
+    /// shared mapping of the header's pages. On any failure nothing is left
+    /// behind.
     public static func create(path: String, size: UInt64, header: [UInt8], mode: mode_t = 0o600) throws(SystemError) -> SharedMemoryFile {
+        // Created with `mode` narrowed by the umask, then set to `mode`: it
+        // is never wider than asked for.
         let raw = try Posix.retrying("create shared memory", path) {
-            open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+            open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
         }
         let fd = OwnedFD(taking: raw)
         do {
             let file = try CreatedFile(path: path)
             do {
+                try Posix.retrying("chmod shared memory", path) { fchmod(fd.rawValue, mode) }
                 try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
                 try writeHeader(header, to: fd, path: path)
                 return SharedMemoryFile(fd: fd, file: file, size: size)

@@ -26,18 +26,28 @@ public enum UnixSocket {
     /// The longest path a socket address holds (sun_path without its NUL).
     public static var maximumPathLength: Int { ivs_sun_path_capacity() - 1 }
 
-    /// A non-blocking socket bound to `path` and listening.
-    public static func listen(path: String, backlog: Int32 = SOMAXCONN) throws(SystemError) -> OwnedFD {
+    /// A non-blocking socket bound to `path` and listening. The socket file
+    /// gets exactly `mode` and, when given, `group`, and is never more open
+    /// than that: bind runs under a umask that yields `mode` (without group
+    /// bits until the group is set).
+    public static func listen(path: String, mode: mode_t = 0o600, group: gid_t? = nil, backlog: Int32 = SOMAXCONN) throws(SystemError) -> OwnedFD {
         var address = try makeAddress(path)
         let socket = OwnedFD(taking: try Posix.retrying("socket", path) { ivs_unix_stream_socket() })
-        try Posix.retrying("bind", path) {
-            withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
+        let bindMode = group == nil ? mode : mode & ~0o070
+        let previousMask = umask(~bindMode & 0o777)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
             }
         }
+        let bindError = errno
+        umask(previousMask)
+        if bound != 0 { throw SystemError("bind", path, errno: bindError) }
         do {
+            if let group {
+                try Posix.retrying("chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
+                try Posix.retrying("chmod socket", path) { chmod(path, mode) }
+            }
             try Posix.retrying("listen", path) { Glibc.listen(socket.rawValue, backlog) }
         } catch {
             _ = unlink(path)
@@ -81,6 +91,19 @@ public enum UnixSocket {
         case EINTR, ECONNABORTED, EPROTO: return .retry
         default: throw SystemError("accept")
         }
+    }
+
+    /// The peer's supplementary groups (SO_PEERGROUPS), empty if unknown.
+    public static func peerGroups(_ socket: OwnedFD) -> [UInt32] {
+        var capacity = 64
+        while capacity <= 65536 {
+            var groups = [UInt32](repeating: 0, count: capacity)
+            let count = ivs_get_peer_groups(socket.rawValue, &groups, Int32(capacity))
+            if count >= 0 { return Array(groups.prefix(Int(count))) }
+            guard errno == ERANGE else { return [] }
+            capacity *= 4
+        }
+        return []
     }
 
     public static func peerCredentials(_ socket: OwnedFD) throws(SystemError) -> PeerCredentials {

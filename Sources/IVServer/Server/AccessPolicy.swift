@@ -1,0 +1,23 @@
+/// Who may use the sockets, checked with SO_PEERCRED on every connection
+/// (the socket file's mode is the first fence, this is the second). By
+/// default only root and the server's own user; `--allow-uid` and
+/// `--allow-gid` widen it.
+public struct AccessPolicy: Equatable, Sendable {
+    public var serverUID: UInt32
+    public var allowedUIDs: Set<UInt32>
+    public var allowedGIDs: Set<UInt32>
+
+    public init(serverUID: UInt32, allowedUIDs: Set<UInt32> = [], allowedGIDs: Set<UInt32> = []) {
+        self.serverUID = serverUID
+        self.allowedUIDs = allowedUIDs
+        self.allowedGIDs = allowedGIDs
+    }
+
+    /// Whether a peer is served. `supplementaryGroups` is asked for only
+    /// when the answer depends on it (it costs a system call).
+    public func allows(_ peer: PeerCredentials, supplementaryGroups: () -> [UInt32]) -> Bool {
+        if peer.uid == 0 || peer.uid == serverUID || allowedUIDs.contains(peer.uid) { return true }
+        guard !allowedGIDs.isEmpty else { return false }
+        return allowedGIDs.contains(peer.gid) || supplementaryGroups().contains { allowedGIDs.contains($0) }
+    }
+}

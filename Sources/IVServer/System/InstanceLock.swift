@@ -1,0 +1,116 @@
+import Glibc
+
+/// Why start-up cannot go on, naming the path: one line for the operator.
+public struct StartupError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// An exclusive flock on `<shared-memory path>.lock`, taken before any other
+/// path is touched, so two servers can never share one VM's files. flock
+/// dies with its process, so a crashed server never blocks its successor;
+/// the lock file holds the owner's pid for the error message.
+public final class InstanceLock {
+    public let path: String
+    private let fd: OwnedFD
+    /// True when the file was already there: a server ended without cleanup.
+    public let foundLeftover: Bool
+
+    private init(path: String, fd: OwnedFD, foundLeftover: Bool) {
+        self.path = path
+        self.fd = fd
+        self.foundLeftover = foundLeftover
+    }
+
+    /// Takes the lock or throws, naming the pid that holds it.
+    public static func acquire(path: String) throws -> InstanceLock {
+        // A holder that exits unlinks the file while still holding the lock,
+        // so a waiter may lock a file that is no longer at `path`: retry then.
+        for _ in 0..<8 {
+            var existed = true
+            var raw = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
+            if raw < 0 && errno == ENOENT {
+                existed = false
+                raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+                if raw < 0 && errno == EEXIST { continue }
+            }
+            guard raw >= 0 else { throw SystemError("open lock file", path) }
+            let fd = OwnedFD(taking: raw)
+            if flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
+                guard errno == EWOULDBLOCK else { throw SystemError("lock", path) }
+                let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
+                throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
+            }
+            var opened = stat()
+            var current = stat()
+            guard fstat(fd.rawValue, &opened) == 0, lstat(path, &current) == 0,
+                  opened.st_dev == current.st_dev, opened.st_ino == current.st_ino
+            else { continue }
+            var text = "\(getpid())\n"
+            _ = ftruncate(fd.rawValue, 0)
+            _ = text.withUTF8 { pwrite(fd.rawValue, $0.baseAddress, $0.count, 0) }
+            return InstanceLock(path: path, fd: fd, foundLeftover: existed)
+        }
+        throw StartupError(path: path, reason: "the lock file keeps changing under us; is another ivserver starting?")
+    }
+
+    /// Removes the lock file while still holding the lock, then releases it.
+    public func release() {
+        guard fd.isOpen else { return }
+        _ = unlink(path)
+        fd.close()
+    }
+
+    deinit { release() }
+
+    private static func readPID(_ fd: OwnedFD) -> Int32? {
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let count = pread(fd.rawValue, &bytes, bytes.count, 0)
+        guard count > 0 else { return nil }
+        return Int32(String(decoding: bytes[..<count], as: UTF8.self).trimmingNewline)
+    }
+}
+
+extension String {
+    var trimmingNewline: Substring {
+        self[...].drop { $0 == " " }.prefix { $0 != "\n" && $0 != " " }
+    }
+}
+
+/// What is at a path where we want to create a socket or the shared memory.
+enum ExistingPath {
+    case absent
+    /// A socket file nobody listens on: left by a server that died.
+    case staleSocket
+    case listeningSocket
+    case other(mode: UInt32)
+
+    static func inspect(_ path: String) throws(SystemError) -> ExistingPath {
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            if errno == ENOENT { return .absent }
+            throw SystemError("stat", path)
+        }
+        guard info.st_mode & S_IFMT == S_IFSOCK else { return .other(mode: info.st_mode) }
+        do {
+            // connect() to a UNIX socket never blocks: refused means no
+            // listener (stale), anything else means somebody is there.
+            _ = try UnixSocket.connect(path: path, nonBlocking: true)
+            return .listeningSocket
+        } catch {
+            return error.errno == ECONNREFUSED ? .staleSocket : .listeningSocket
+        }
+    }
+
+    var kindDescription: String {
+        guard case let .other(mode) = self else { return "a socket" }
+        switch mode & S_IFMT {
+        case S_IFDIR: return "a directory"
+        case S_IFREG: return "a regular file"
+        case S_IFLNK: return "a symbolic link"
+        default: return "not a socket"
+        }
+    }
+}

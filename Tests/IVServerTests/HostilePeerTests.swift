@@ -1,0 +1,320 @@
+import Glibc
+import Testing
+@testable import IVServer
+
+/// Runs a python3 HALD client as another user (setpriv); what it got.
+func haldHandshakeAsUser(uid: UInt32, gid: UInt32, groups: [UInt32] = [], socket: String, region: String) throws -> String {
+    let script = """
+        import socket, struct, array
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect('\(socket)')
+        except OSError as e:
+            print('connect-failed', e.errno); raise SystemExit
+        s.settimeout(5)
+        greeting = s.recv(4)
+        if len(greeting) < 4: print('closed-before-greeting'); raise SystemExit
+        s.send(struct.pack('<h', \(region.utf8.count)) + b'\(region)')
+        msg, anc, flags, addr = s.recvmsg(8, socket.CMSG_SPACE(16))
+        fds = array.array('i')
+        for level, kind, data in anc: fds.frombytes(data)
+        print('fds', len(fds), 'bytes', len(msg))
+        """
+    let directory = TemporaryDirectory()
+    writeText(script, to: directory.path + "/client.py")
+    chmod(directory.path, 0o755)
+    chmod(directory.path + "/client.py", 0o644)
+    let groupList = groups.isEmpty ? "--clear-groups" : "--groups=" + groups.map(String.init).joined(separator: ",")
+    let log = directory.path + "/out"
+    let pid = try spawn(["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(gid)", groupList,
+                         "/usr/bin/env", "python3", directory.path + "/client.py"], logPath: log)
+    guard waitForExit(pid, seconds: 20) != nil else { throw TestFailure("client as uid \(uid) did not finish") }
+    return readText(log).split(separator: "\n").first.map(String.init) ?? ""
+}
+
+/// /proc/PID/fd of the server, settled: counts can lag a close by a moment.
+func settledFDCount(_ server: ServerProcess, expected: Int) -> Int {
+    let deadline = monotonicSeconds() + 5
+    var count = server.openFDCount()
+    while count != expected && monotonicSeconds() < deadline {
+        sleep(milliseconds: 10)
+        count = server.openFDCount()
+    }
+    return count
+}
+
+@Suite("Hostile and careless peers", .serialized)
+struct HostilePeerTests {
+    @Test("a silent client is closed at the handshake deadline, and a slow but complete one is served")
+    func handshakeDeadline() throws {
+        let server = try ServerProcess(arguments: ["--handshake-timeout", "0.3"])
+        let silent = try connectClient(server.clientSocketPath)
+        let start = monotonicSeconds()
+        #expect(try receiveExactly(silent, count: 4, maximumFDs: 0).bytes.count == 4)
+        let after = try receiveExactly(silent, count: 1, maximumFDs: 0)
+        let elapsed = monotonicSeconds() - start
+        #expect(after.bytes.isEmpty, "closed without anything after the version")
+        #expect(elapsed >= 0.25 && elapsed < 3, "closed after \(elapsed) s")
+        #expect(server.waitForLog(containing: "no complete handshake within 300 ms"))
+        let reply = try haldHandshake(server.clientSocketPath, region: "hwcomposer")
+        #expect(reply.fds.count == 3)
+        #expect(server.stop() == 0)
+    }
+
+    @Test("with 1,000 silent connections open a handshake still completes; they are all closed at the deadline")
+    func thousandSilent() throws {
+        let server = try ServerProcess(arguments: ["--handshake-timeout", "2"])
+        let baseline = server.openFDCount()
+        let silent = try (0..<1000).map { _ in try connectClient(server.clientSocketPath) }
+        let start = monotonicSeconds()
+        #expect(try haldHandshake(server.clientSocketPath, region: "e2e_primary").fds.count == 3)
+        #expect(monotonicSeconds() - start < 2, "the handshake waited behind silent clients")
+        for socket in silent {
+            let greeting = try receiveExactly(socket, count: 4, maximumFDs: 0)
+            #expect(greeting.bytes.count == 4)
+            #expect(try receiveExactly(socket, count: 1, maximumFDs: 0).bytes.isEmpty)
+        }
+        #expect(settledFDCount(server, expected: baseline) == baseline, "every silent connection's fd is closed")
+        #expect(server.stop() == 0)
+    }
+
+    @Test("beyond --max-pending new clients are closed at once; QEMU is still served")
+    func pendingCap() throws {
+        let server = try ServerProcess(arguments: ["--max-pending", "10", "--handshake-timeout", "30"])
+        var silent = try (0..<10).map { _ in try connectClient(server.clientSocketPath) }
+        for socket in silent { _ = try receiveExactly(socket, count: 4, maximumFDs: 0) }
+        let extra = try connectClient(server.clientSocketPath)
+        #expect(try receiveExactly(extra, count: 4, maximumFDs: 0).bytes.isEmpty, "closed without even the version")
+        #expect(server.waitForLog(containing: "10 host clients are mid-handshake (--max-pending)"))
+        let vm = try connectClient(server.qemuSocketPath)
+        #expect(try readQemuMessages(vm, count: 3 + 2 * defaultPlan.regionCount).count == 19)
+        silent.removeAll()
+        #expect(server.waitForLog(containing: "back under --max-pending; 1 client connection(s) were closed at once"))
+        #expect(try haldHandshake(server.clientSocketPath, region: "hwcomposer").fds.count == 3)
+        #expect(server.stop() == 0)
+    }
+
+    @Test("a client that sends fds is refused without fds, and the fds it sent are closed")
+    func clientSendsFDs() throws {
+        let server = try ServerProcess()
+        let baseline = server.openFDCount()
+        let socket = try connectClient(server.clientSocketPath)
+        _ = try receiveExactly(socket, count: 4, maximumFDs: 0)
+        let pipeFDs = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+        defer { pipeFDs.deallocate() }
+        #expect(pipe(pipeFDs) == 0)
+        let readEnd = OwnedFD(taking: pipeFDs[0])
+        let writeEnd = OwnedFD(taking: pipeFDs[1])
+        // eight fds: more than the server makes room for, so some are truncated
+        _ = try UnixSocket.send(socket, request("hwcomposer")[...], fds: Array(repeating: writeEnd.rawValue, count: 8))
+        let reply = try receiveExactly(socket, count: 8, maximumFDs: 4)
+        #expect(reply.bytes.isEmpty && reply.fds.isEmpty)
+        #expect(server.waitForLog(containing: "sent file descriptors (closed unread)"))
+        #expect(settledFDCount(server, expected: baseline) == baseline)
+        // the pipe's write end is held by nobody else now: the read end sees EOF
+        writeEnd.close()
+        var byte: UInt8 = 0
+        #expect(read(readEnd.rawValue, &byte, 1) == 0, "the server kept a copy of the fd it was sent")
+        #expect(server.stop() == 0)
+    }
+
+    @Test("10,000 mixed good and bad handshakes leave the server with the fds it started with")
+    func noLeaks() throws {
+        let server = try ServerProcess(arguments: ["--handshake-timeout", "0.2"])
+        let baseline = server.openFDCount()
+        #expect(baseline > 0)
+        for round in 0..<10_000 {
+            switch round % 8 {
+            case 0, 1:
+                let reply = try haldHandshake(server.clientSocketPath, region: defaultPlan.regions[round % 8].name)
+                #expect(reply.fds.count == 3)
+            case 2:
+                _ = try haldHandshake(server.clientSocketPath, request: [0xFF, 0xFF])
+            case 3:
+                _ = try haldHandshake(server.clientSocketPath, request: request("no_such_region"))
+            case 4:
+                // early close mid-name
+                let socket = try connectClient(server.clientSocketPath)
+                try sendAll(socket, [10, 0, 0x68])
+            case 5:
+                // reset: close with unread data
+                let socket = try connectClient(server.clientSocketPath)
+                var linger = linger(l_onoff: 1, l_linger: 0)
+                setsockopt(socket.rawValue, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<linger>.size))
+                try sendAll(socket, request("hwcomposer"))
+            case 6:
+                // vanish before reading the granted fds (EPIPE/ECONNRESET on send)
+                let socket = try connectClient(server.clientSocketPath)
+                try sendAll(socket, request("fb_broadcast"))
+            default:
+                // a silent one now and then, left to the deadline
+                if round % 512 == 7 {
+                    let socket = try connectClient(server.clientSocketPath)
+                    _ = try receiveExactly(socket, count: 4, maximumFDs: 0)
+                    _ = try receiveExactly(socket, count: 1, maximumFDs: 0)
+                } else {
+                    let vm = try connectClient(server.qemuSocketPath)
+                    _ = try readQemuMessages(vm, count: 3)
+                }
+            }
+        }
+        #expect(try haldHandshake(server.clientSocketPath, region: "hwcomposer").fds.count == 3)
+        #expect(settledFDCount(server, expected: baseline) == baseline)
+        #expect(server.stop() == 0)
+    }
+
+    @Test("only root, the server's user and allowed users or groups are served", .enabled(if: getuid() == 0))
+    func peerCredentials() throws {
+        let server = try ServerProcess(arguments: ["--socket-mode", "0666"])
+        chmod(server.directory.path, 0o755)
+        #expect(try haldHandshakeAsUser(uid: 65534, gid: 65534, socket: server.clientSocketPath, region: "hwcomposer")
+            == "closed-before-greeting")
+        #expect(server.waitForLog(containing: "refused pid "), "the refusal is logged")
+        #expect(server.log.contains("uid 65534 gid 65534 on \(server.clientSocketPath)"))
+        #expect(server.stop() == 0)
+
+        let byUser = try ServerProcess(arguments: ["--socket-mode", "0666", "--allow-uid", "65534"])
+        chmod(byUser.directory.path, 0o755)
+        #expect(try haldHandshakeAsUser(uid: 65534, gid: 65534, socket: byUser.clientSocketPath, region: "hwcomposer")
+            == "fds 3 bytes 8")
+        #expect(byUser.stop() == 0)
+
+        // a supplementary group counts, as for a user added to a group
+        let byGroup = try ServerProcess(arguments: ["--socket-mode", "0666", "--allow-gid", "4242"])
+        chmod(byGroup.directory.path, 0o755)
+        #expect(try haldHandshakeAsUser(uid: 65534, gid: 65534, groups: [4242], socket: byGroup.clientSocketPath, region: "hwcomposer")
+            == "fds 3 bytes 8")
+        #expect(try haldHandshakeAsUser(uid: 65534, gid: 65534, socket: byGroup.clientSocketPath, region: "hwcomposer")
+            == "closed-before-greeting")
+        #expect(byGroup.stop() == 0)
+    }
+
+    @Test("socket and shared-memory modes: 0660 and 0600 by default, exactly as asked otherwise, group applied")
+    func fileModes() throws {
+        func mode(_ path: String) -> (mode: UInt32, gid: UInt32) {
+            var info = stat()
+            lstat(path, &info)
+            return (info.st_mode & 0o777, info.st_gid)
+        }
+        let plain = try ServerProcess()
+        #expect(mode(plain.clientSocketPath).mode == 0o660)
+        #expect(mode(plain.qemuSocketPath).mode == 0o660)
+        #expect(mode(plain.sharedMemoryPath).mode == 0o600)
+        #expect(plain.stop() == 0)
+        let custom = try ServerProcess(arguments: ["--socket-mode", "0600", "--shm-mode", "0640", "--socket-group", "4242"])
+        #expect(mode(custom.clientSocketPath) == (0o600, 4242))
+        #expect(mode(custom.sharedMemoryPath).mode == 0o640)
+        #expect(custom.stop() == 0)
+        let group = try ServerProcess(arguments: ["--socket-group", "4242", "--socket-mode", "0770"])
+        #expect(mode(group.qemuSocketPath) == (0o770, 4242))
+        #expect(group.stop() == 0)
+    }
+}
+
+@Suite("One server per VM, nothing stale", .serialized)
+struct InstanceTests {
+    @Test("a second ivserver on the same paths exits at once, names the first's pid and changes nothing")
+    func secondServer() throws {
+        let first = try ServerProcess()
+        var before = stat()
+        stat(first.sharedMemoryPath, &before)
+        let result = try runIVServer(["--shm-path", first.sharedMemoryPath, "--qemu-sock", first.qemuSocketPath,
+                                      "--client-sock", first.clientSocketPath], in: first.directory, timeout: 5)
+        #expect(result.status == 1)
+        #expect(result.output.contains("another ivserver (pid \(first.pid)) holds this lock"))
+        var after = stat()
+        stat(first.sharedMemoryPath, &after)
+        #expect(before.st_ino == after.st_ino)
+        #expect(try haldHandshake(first.clientSocketPath, region: "hwcomposer").fds.count == 3, "the first keeps serving")
+        #expect(first.stop() == 0)
+        #expect(first.directory.entries() == [])
+    }
+
+    @Test("after kill -9 the next server replaces the leftovers and serves")
+    func afterKill9() throws {
+        let crashed = try ServerProcess()
+        crashed.stop(signal: SIGKILL)
+        #expect(crashed.directory.entries() == ["client.sock", "qemu.sock", "shm", "shm.lock"], "a killed server leaves its files")
+        let logPath = "/tmp/ivs-successor-\(getpid()).log"
+        defer { unlink(logPath) }
+        let result = try spawn([ivserverBinary, "--shm-path", crashed.sharedMemoryPath, "--qemu-sock", crashed.qemuSocketPath,
+                                "--client-sock", crashed.clientSocketPath], logPath: logPath)
+        let deadline = monotonicSeconds() + 10
+        while !readText(logPath).contains("ready:") && monotonicSeconds() < deadline { sleep(milliseconds: 5) }
+        let log = readText(logPath)
+        #expect(log.contains("removed shared memory left by an ivserver that did not stop cleanly"), "\(log)")
+        #expect(log.contains("removed a socket nobody listened on left by an ivserver that did not stop cleanly: \(crashed.qemuSocketPath)"))
+        #expect(try haldHandshake(crashed.clientSocketPath, region: "hwcomposer").fds.count == 3)
+        kill(result, SIGTERM)
+        #expect(waitForExit(result, seconds: 10) == 0)
+        #expect(crashed.directory.entries() == [])
+    }
+
+    @Test("start-up refusals name the path and the cause, exit 1 and leave nothing", arguments: [
+        "shm-is-directory", "socket-is-directory", "socket-is-file", "socket-has-listener",
+    ])
+    func startupRefusals(kind: String) throws {
+        let directory = TemporaryDirectory()
+        var listener: OwnedFD?
+        let expected: String
+        switch kind {
+        case "shm-is-directory":
+            mkdir(directory.path + "/shm", 0o755)
+            expected = "\(directory.path)/shm: exists and is a directory, not a shared-memory file"
+        case "socket-is-directory":
+            mkdir(directory.path + "/c", 0o755)
+            expected = "\(directory.path)/c: exists and is a directory, not a socket"
+        case "socket-is-file":
+            writeText("data", to: directory.path + "/c")
+            expected = "\(directory.path)/c: exists and is a regular file, not a socket"
+        default:
+            listener = try UnixSocket.listen(path: directory.path + "/c")
+            expected = "\(directory.path)/c: another process is listening on this socket"
+        }
+        let before = directory.entries()
+        let result = try runIVServer(["--shm-path", directory.path + "/shm", "--qemu-sock", directory.path + "/q",
+                                      "--client-sock", directory.path + "/c"], in: directory)
+        #expect(result.status == 1, "\(kind): \(result.output)")
+        #expect(result.output.contains(expected), "\(kind): \(result.output)")
+        #expect(directory.entries() == before, "\(kind): left \(directory.entries())")
+        withExtendedLifetime(listener) {}
+        rmdir(directory.path + "/shm")
+        rmdir(directory.path + "/c")
+    }
+
+    @Test("a full /dev/shm (a 4 KiB tmpfs here) is one clear line, exit 1, nothing left", .enabled(if: getuid() == 0))
+    func fullSharedMemoryFilesystem() throws {
+        let directory = TemporaryDirectory()
+        let mountPoint = directory.path + "/tiny"
+        mkdir(mountPoint, 0o755)
+        guard mount("tmpfs", mountPoint, "tmpfs", 0, "size=4k") == 0 else {
+            Issue.record("cannot mount a tmpfs here: \(String(cString: strerror(errno)))")
+            return
+        }
+        defer {
+            umount(mountPoint)
+            rmdir(mountPoint)
+        }
+        // fill it
+        writeText(String(repeating: "x", count: 4096), to: mountPoint + "/filler")
+        defer { unlink(mountPoint + "/filler") }
+        let result = try runIVServer(["--shm-path", mountPoint + "/shm", "--qemu-sock", directory.path + "/q",
+                                      "--client-sock", directory.path + "/c"], in: directory)
+        #expect(result.status == 1, "\(result.output)")
+        #expect(result.output.contains(mountPoint + "/shm"))
+        #expect(result.output.contains("No space left on device"), "\(result.output)")
+        #expect(directory.entries() == ["tiny"])
+        #expect(TemporaryDirectoryEntries(mountPoint) == ["filler"])
+    }
+}
+
+func TemporaryDirectoryEntries(_ path: String) -> [String] {
+    guard let directory = opendir(path) else { return [] }
+    defer { closedir(directory) }
+    var names: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names.sorted()
+}
