@@ -9,7 +9,9 @@ SHM_PATH   ?= /dev/shm/ivserver-$(USER_NAME)
 LAYOUT     ?= conf/vsoc_mem.json
 LOG_LEVEL  ?= info
 
-.PHONY: all build run test deps qemu-deps default-layout clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all build run test sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
 
 all: build
 
@@ -54,9 +56,43 @@ test: deps qemu-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# The whole test suite under the address sanitizer (CI runs this one) and,
+# with `make sanitize`, the thread sanitizer too. Separate build folders,
+# so the normal build is not invalidated.
+sanitize: sanitize-address sanitize-thread
+
+sanitize-address: deps qemu-deps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan-suppressions.txt \
+		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+sanitize-thread: deps qemu-deps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+
+# libFuzzer on the two parsers of untrusted input, FUZZ_SECONDS each, with a
+# memory cap. New inputs go to .build-fuzz/, the committed seeds stay as they are.
+FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -module-name IVFuzz
+LAYOUT_SOURCES = $(wildcard Sources/IVServer/Layout/*.swift)
+
+.build-fuzz/layout-fuzzer: Fuzz/LayoutFuzzer.swift $(LAYOUT_SOURCES)
+	@mkdir -p .build-fuzz
+	swiftc $(FUZZ_FLAGS) $^ -o $@
+
+.build-fuzz/handshake-fuzzer: Fuzz/HandshakeFuzzer.swift Sources/IVServer/Protocol/ClientHandshake.swift $(LAYOUT_SOURCES)
+	@mkdir -p .build-fuzz
+	swiftc $(FUZZ_FLAGS) $^ -o $@
+
+fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer
+	@mkdir -p .build-fuzz/corpus-layout .build-fuzz/corpus-handshake
+	.build-fuzz/layout-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -max_len=65536 \
+		.build-fuzz/corpus-layout Fuzz/corpus/layout
+	.build-fuzz/handshake-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 \
+		.build-fuzz/corpus-handshake Fuzz/corpus/handshake
+
 # Regenerates the layout compiled into the binary from conf/vsoc_mem.json.
 default-layout:
 	scripts/generate-default-layout.sh conf/vsoc_mem.json > Sources/IVServer/Layout/DefaultLayout.swift
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-asan .build-tsan .build-fuzz

@@ -29,7 +29,7 @@ struct IVServerCommand: ParsableCommand {
         valueName: "file"))
     var layoutPath: String?
 
-    @Option(name: .customLong("shm-path"), help: ArgumentHelp("Shared-memory file to create; it must not exist.", valueName: "path"))
+    @Option(name: .customLong("shm-path"), help: ArgumentHelp("Shared-memory file to create (one left by a killed ivserver is replaced); <path>.lock keeps a second server off these paths.", valueName: "path"))
     var sharedMemoryPath = ServerConfiguration.defaultSharedMemoryPath
 
     @Option(name: .customLong("qemu-sock"), help: ArgumentHelp("UNIX socket QEMU's ivshmem-doorbell connects to.", valueName: "path"))

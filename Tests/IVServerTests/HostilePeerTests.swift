@@ -304,17 +304,6 @@ struct InstanceTests {
         #expect(result.output.contains(mountPoint + "/shm"))
         #expect(result.output.contains("No space left on device"), "\(result.output)")
         #expect(directory.entries() == ["tiny"])
-        #expect(TemporaryDirectoryEntries(mountPoint) == ["filler"])
+        #expect(directoryEntries(mountPoint) == ["filler"])
     }
-}
-
-func TemporaryDirectoryEntries(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names: [String] = []
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
 }
