@@ -9,27 +9,52 @@ struct IVServerCommand: ParsableCommand {
         commandName: "ivserver",
         abstract: "Host-side shared-memory server for a vSoC (Cuttlefish-style) VM.",
         discussion: """
-            Creates the shared memory described by a layout, one eventfd pair per region, \
-            and serves QEMU's ivshmem-doorbell device on the QEMU socket and host clients \
-            (the HALD handshake) on the client socket until SIGINT, SIGTERM or SIGHUP, \
-            then removes the shared memory and both sockets.
+            With no subcommand, `ivserver [options]` is `ivserver serve [options]`: create the \
+            shared memory described by a layout and one eventfd pair per region, and serve \
+            QEMU's ivshmem-doorbell device on the QEMU socket and host clients on the client \
+            socket until SIGINT, SIGTERM or SIGHUP.
 
-            Attach a VM with:
-              -chardev socket,path=QEMU_SOCK,id=ivsh -device ivshmem-doorbell,chardev=ivsh,vectors=REGIONS
-
-            Exit status: 0 after a clean stop, 1 on a runtime failure (a path that \
-            cannot be created, a socket in use), 2 for a layout that cannot be read or \
-            is invalid, 64 for bad arguments.
+            Exit status: 0 after a clean stop, 1 on a runtime failure (another server on these \
+            paths, a path in use or that cannot be created), 2 for a layout or VM configuration \
+            that cannot be read or is invalid, 64 for bad arguments; `launch` exits with the \
+            VM's status (128+signal if it was killed, 127/126 if it could not be started).
             """,
-        version: IVServerVersion.string
+        version: IVServerVersion.string,
+        subcommands: [Serve.self, Launch.self, QemuArgs.self, LayoutCommand.self],
+        defaultSubcommand: Serve.self
     )
+}
 
+/// Where the layout comes from (shared by every subcommand).
+struct LayoutOptions: ParsableArguments {
     @Option(name: .customLong("layout"), help: ArgumentHelp(
         "Layout JSON file. Without it the built-in default layout (identical to conf/vsoc_mem.json) is used.",
         valueName: "file"))
     var layoutPath: String?
 
-    @Option(name: .customLong("shm-path"), help: ArgumentHelp("Shared-memory file to create (one left by a killed ivserver is replaced); <path>.lock keeps a second server off these paths.", valueName: "path"))
+    func validate() throws {
+        if let layoutPath, layoutPath.isEmpty { throw ValidationError("--layout must not be empty") }
+    }
+
+    /// The plan and where it came from; a layout error ends the process with status 2.
+    func load() throws -> (plan: LayoutPlan, source: String) {
+        do {
+            if let layoutPath { return (try LayoutLoader.load(path: layoutPath), layoutPath) }
+            return (LayoutLoader.loadDefault(), DefaultLayout.sourceName)
+        } catch {
+            writeToStandardError("ivserver: \(error)\n")
+            throw ExitCode(2)
+        }
+    }
+}
+
+/// Everything `serve` and `launch` share.
+struct ServerOptions: ParsableArguments {
+    @OptionGroup var layout: LayoutOptions
+
+    @Option(name: .customLong("shm-path"), help: ArgumentHelp(
+        "Shared-memory file to create (one left by a killed ivserver is replaced); <path>.lock keeps a second server off these paths.",
+        valueName: "path"))
     var sharedMemoryPath = ServerConfiguration.defaultSharedMemoryPath
 
     @Option(name: .customLong("qemu-sock"), help: ArgumentHelp("UNIX socket QEMU's ivshmem-doorbell connects to.", valueName: "path"))
@@ -75,16 +100,14 @@ struct IVServerCommand: ParsableCommand {
         if Set(paths.map(\.1)).count != paths.count {
             throw ValidationError("--shm-path, --qemu-sock and --client-sock must be three different paths")
         }
-        if let layoutPath, layoutPath.isEmpty {
-            throw ValidationError("--layout must not be empty")
-        }
         guard handshakeTimeout > 0, handshakeTimeout <= 86400 else {
             throw ValidationError("--handshake-timeout must be more than 0 and at most 86400 seconds")
         }
         guard maximumPending >= 1 else { throw ValidationError("--max-pending must be at least 1") }
     }
 
-    func run() throws {
+    /// Bootstraps logging once and builds the server's configuration.
+    func start() throws -> (ServerConfiguration, Logger) {
         let level = logLevel.level
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -92,27 +115,12 @@ struct IVServerCommand: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "ivserver")
-
-        let layout: LayoutPlan
-        let source: String
-        do {
-            if let layoutPath {
-                layout = try LayoutLoader.load(path: layoutPath)
-                source = layoutPath
-            } else {
-                layout = LayoutLoader.loadDefault()
-                source = DefaultLayout.sourceName
-                logger.info("no --layout given: using the \(source)")
-            }
-        } catch {
-            writeToStandardError("ivserver: \(error)\n")
-            throw ExitCode(2)
-        }
-
+        let (plan, source) = try layout.load()
+        if layout.layoutPath == nil { logger.info("no --layout given: using the \(source)") }
         // Belt and braces: every send already uses MSG_NOSIGNAL.
         signal(SIGPIPE, SIG_IGN)
         var configuration = ServerConfiguration(
-            layout: layout, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
+            layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
             qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
             accessPolicy: AccessPolicy(
                 serverUID: getuid(), allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGroups.map(\.gid))))
@@ -121,9 +129,18 @@ struct IVServerCommand: ParsableCommand {
         configuration.sharedMemoryMode = sharedMemoryMode.value
         configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
         configuration.maximumPending = maximumPending
-        let server = Server(configuration: configuration) { event in
-            logger.log(level: event.severity.logLevel, "\(event)")
-        }
+        return (configuration, logger)
+    }
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the shared memory until a stop signal (the default).")
+
+    @OptionGroup var options: ServerOptions
+
+    func run() throws {
+        let (configuration, logger) = try options.start()
+        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, "\($0)") }
         do {
             try server.run()
         } catch {
@@ -131,6 +148,111 @@ struct IVServerCommand: ParsableCommand {
             throw ExitCode(1)
         }
         logger.info("stopped")
+    }
+}
+
+struct Launch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve, start the VM once both sockets listen, and stop when it exits.",
+        discussion: """
+            The VM's command comes after `--` or from --vm-config; ivserver appends \
+            `-chardev socket,path=<qemu-sock>,id=ivsh -device ivshmem-doorbell,chardev=ivsh,vectors=<regions>` \
+            and starts it without a shell, with only its standard streams. SIGINT, SIGTERM and SIGHUP \
+            are passed on to the VM; if it has not exited after --vm-stop-timeout it is killed. \
+            ivserver then cleans up and exits with the VM's status.
+            """)
+
+    @OptionGroup var options: ServerOptions
+
+    @Option(name: .customLong("vm-config"), help: ArgumentHelp(
+        "JSON file with the VM's binary, arguments and environment (see the README).", valueName: "file"))
+    var vmConfigPath: String?
+
+    @Option(name: .customLong("vm-stop-timeout"), help: ArgumentHelp(
+        "Seconds the VM gets to exit after a stop signal before it is killed.", valueName: "seconds"))
+    var stopTimeout: Double = 10
+
+    @Argument(parsing: .postTerminator, help: ArgumentHelp("The VM's command and its arguments, after --.", valueName: "command"))
+    var command: [String] = []
+
+    func validate() throws {
+        if command.isEmpty && vmConfigPath == nil {
+            throw ValidationError("give the VM's command after -- (e.g. -- qemu-system-x86_64 -m 2G), or --vm-config")
+        }
+        if !command.isEmpty && vmConfigPath != nil {
+            throw ValidationError("give the VM's command either after -- or in --vm-config, not both")
+        }
+        guard stopTimeout > 0, stopTimeout <= 86400 else {
+            throw ValidationError("--vm-stop-timeout must be more than 0 and at most 86400 seconds")
+        }
+    }
+
+    func run() throws {
+        var launch = LaunchSpec(arguments: command, stopTimeoutMilliseconds: UInt64((stopTimeout * 1000).rounded(.up)))
+        if let vmConfigPath {
+            do {
+                let config = try VMConfig.load(path: vmConfigPath)
+                launch.arguments = [config.binary] + config.arguments
+                launch.environment = config.environment.isEmpty ? nil : config.environment(overriding: ProcessEnvironment.current)
+            } catch {
+                writeToStandardError("ivserver: \(error)\n")
+                throw ExitCode(2)
+            }
+        }
+        let (configuration, logger) = try options.start()
+        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, "\($0)") }
+        let termination: ChildProcess.Termination?
+        do {
+            termination = try server.run(launching: launch)
+        } catch let error as LaunchError {
+            logger.error("\(error)")
+            throw ExitCode(error.shellStatus)
+        } catch {
+            logger.error("\(error)")
+            throw ExitCode(1)
+        }
+        logger.info("stopped")
+        throw ExitCode(termination?.shellStatus ?? 0)
+    }
+}
+
+struct QemuArgs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qemu-args",
+        abstract: "Print the QEMU options that attach a VM to these sockets and this layout.",
+        discussion: "One per line, or shell-quoted on one line with --shell, for launchers that start QEMU themselves.")
+
+    @OptionGroup var layout: LayoutOptions
+
+    @Option(name: .customLong("qemu-sock"), help: ArgumentHelp("UNIX socket QEMU's ivshmem-doorbell connects to.", valueName: "path"))
+    var qemuSocketPath = ServerConfiguration.defaultQemuSocketPath
+
+    @Flag(name: .customLong("shell"), help: "Print one shell-quoted line.")
+    var shell = false
+
+    func run() throws {
+        let (plan, source) = try layout.load()
+        let configuration = ServerConfiguration(
+            layout: plan, layoutSource: source, qemuSocketPath: qemuSocketPath, accessPolicy: AccessPolicy(serverUID: getuid()))
+        let arguments = configuration.qemuArguments
+        print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
+    }
+}
+
+struct LayoutCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "layout",
+        abstract: "Check a layout without creating anything and print its computed table.",
+        discussion: "Exit status 0 when valid, 2 with every problem listed when not.")
+
+    @OptionGroup var layout: LayoutOptions
+
+    @Flag(name: .customLong("json"), help: "Print the table as JSON.")
+    var json = false
+
+    func run() throws {
+        let (plan, source) = try layout.load()
+        print(json ? LayoutReport.json(plan) : LayoutReport.table(plan, source: source), terminator: "")
     }
 }
 

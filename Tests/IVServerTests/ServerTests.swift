@@ -235,7 +235,7 @@ struct StartupErrorTests {
         let directory = TemporaryDirectory()
         let result = try runIVServer(arguments, in: directory)
         #expect(result.status == 64, "\(arguments): \(result.output)")
-        #expect(result.output.contains("Usage: ivserver"))
+        #expect(result.output.contains("Usage: ivserver"), "\(result.output)")
     }
 
     @Test("--version and --help exit 0")
@@ -244,7 +244,10 @@ struct StartupErrorTests {
         let version = try runIVServer(["--version"], in: directory)
         #expect(version.status == 0)
         #expect(version.output == IVServerVersion.string + "\n")
-        let help = try runIVServer(["--help"], in: directory)
+        let overview = try runIVServer(["--help"], in: directory)
+        #expect(overview.status == 0)
+        for subcommand in ["serve (default)", "launch", "qemu-args", "layout"] { #expect(overview.output.contains(subcommand)) }
+        let help = try runIVServer(["serve", "--help"], in: directory)
         #expect(help.status == 0)
         for flag in ["--layout", "--shm-path", "--qemu-sock", "--client-sock", "--log-level", "/dev/shm/ivshmem", "/tmp/ivshmem_socket_qemu"] {
             #expect(help.output.contains(flag))

@@ -50,15 +50,18 @@ public struct LayoutError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Where the layout came from ("conf/vsoc_mem.json", "built-in default").
     public var source: String
     public var problems: [LayoutProblem]
+    /// What kind of file it is, for the message ("layout", "VM configuration").
+    public var kind: String
 
-    public init(source: String, problems: [LayoutProblem]) {
+    public init(source: String, problems: [LayoutProblem], kind: String = "layout") {
         self.source = source
         self.problems = problems
+        self.kind = kind
     }
 
     public var description: String {
         let noun = problems.count == 1 ? "problem" : "problems"
-        return (["invalid layout \(source) (\(problems.count) \(noun)):"] + problems.map { "  \($0)" })
+        return (["invalid \(kind) \(source) (\(problems.count) \(noun)):"] + problems.map { "  \($0)" })
             .joined(separator: "\n")
     }
 }

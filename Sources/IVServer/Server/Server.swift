@@ -21,16 +21,23 @@ public final class Server {
     private var handshakeTimer: TimerHandle?
     private var refusedWhileFull = 0
 
+    // `ivserver launch`: the VM we started, and the timer that kills it
+    // when it ignores a stop signal.
+    private var launchedVM: ChildProcess?
+    private var vmStopTimer: TimerHandle?
+
     public init(configuration: ServerConfiguration, onEvent: @escaping (ServerEvent) -> Void) {
         self.configuration = configuration
         self.report = onEvent
     }
 
-    /// Runs until a stop signal. Throws (StartupError, SystemError or
-    /// UVError) only while starting; whatever it created by then is removed
-    /// before it returns, and a server that finds another one running
-    /// changes nothing at all.
-    public func run() throws {
+    /// Runs until a stop signal or, with `launching`, until the VM it starts
+    /// once both sockets listen has exited; returns how the VM ended. Throws
+    /// (StartupError, SystemError, UVError, LaunchError) only while starting;
+    /// whatever it created by then is removed before it returns, and a server
+    /// that finds another one running changes nothing at all.
+    @discardableResult
+    public func run(launching launch: LaunchSpec? = nil) throws -> ChildProcess.Termination? {
         let plan = configuration.layout
         let lock = try InstanceLock.acquire(path: configuration.lockPath)
         defer { lock.release() }
@@ -74,13 +81,48 @@ public final class Server {
         handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
         for signal in [SIGINT, SIGTERM, SIGHUP] {
             signals.append(try SignalHandle(loop: loop, signal: signal) { [unowned self] signal in
-                self.report(.stopping(signal: signal))
-                self.closeEverything()
+                self.stop(signal: signal, launch: launch)
             })
         }
 
         report(.ready(configuration))
+        if let launch { try startVM(launch, loop: loop) }
         loop.run()
+        return launchedVM?.termination
+    }
+
+    private func stop(signal: Int32, launch: LaunchSpec?) {
+        guard let vm = launchedVM, vm.termination == nil, let launch else {
+            report(.stopping(signal: signal))
+            closeEverything()
+            return
+        }
+        // The VM goes first; we follow when it exits.
+        report(.vmSignalled(pid: vm.pid, signal: signal, timeoutMilliseconds: launch.stopTimeoutMilliseconds))
+        vm.signal(signal)
+        if vmStopTimer == nil, let loop {
+            vmStopTimer = try? TimerHandle(loop: loop) { [unowned self] in
+                guard let vm = self.launchedVM, vm.termination == nil else { return }
+                self.report(.vmKilled(pid: vm.pid))
+                vm.signal(SIGKILL)
+            }
+            vmStopTimer?.arm(milliseconds: launch.stopTimeoutMilliseconds)
+        }
+    }
+
+    private func startVM(_ launch: LaunchSpec, loop: EventLoop) throws {
+        ProcessTable.closeInheritedDescriptorsOnExec()
+        let arguments = launch.arguments + configuration.qemuArguments
+        do {
+            let vm = try ChildProcess(loop: loop, arguments: arguments, environment: launch.environment) { [unowned self] termination in
+                if let pid = self.launchedVM?.pid { self.report(.vmExited(pid: pid, termination: termination)) }
+                self.closeEverything()
+            }
+            launchedVM = vm
+            report(.vmLaunched(pid: vm.pid, command: arguments))
+        } catch {
+            throw LaunchError(command: launch.arguments[0], reason: error.description, shellStatus: ChildProcess.shellStatus(forSpawnError: error.code))
+        }
     }
 
     /// Closes listeners, connections, the timer and signal handles; the loop
@@ -92,6 +134,8 @@ public final class Server {
         for client in Array(clients.values) { client.close() }
         handshakeTimer?.close()
         handshakeTimer = nil
+        vmStopTimer?.close()
+        vmStopTimer = nil
         signals.forEach { $0.close() }
         signals = []
     }
@@ -207,6 +251,31 @@ public final class Server {
         }
         if let oldest = oldestPending { timer.arm(milliseconds: oldest.deadline - now) }
     }
+}
+
+/// What `ivserver launch` starts: the VM's command (the ivshmem options are
+/// appended) and how long it gets to stop.
+public struct LaunchSpec: Sendable {
+    public var arguments: [String]
+    /// Full environment ("NAME=value"); nil to pass ours on.
+    public var environment: [String]?
+    public var stopTimeoutMilliseconds: UInt64
+
+    public init(arguments: [String], environment: [String]? = nil, stopTimeoutMilliseconds: UInt64 = 10_000) {
+        self.arguments = arguments
+        self.environment = environment
+        self.stopTimeoutMilliseconds = stopTimeoutMilliseconds
+    }
+}
+
+/// The VM's command could not be started; `shellStatus` is 127 (not found)
+/// or 126 (not executable), as a shell would say.
+public struct LaunchError: Error, CustomStringConvertible {
+    public var command: String
+    public var reason: String
+    public var shellStatus: Int32
+
+    public var description: String { "cannot start the VM: \(reason)" }
 }
 
 /// The version of ivserver, for --version and logs.

@@ -22,10 +22,20 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     /// Back under the cap, after closing `refused` connections at once.
     case pendingLimitCleared(refused: Int)
     case stopping(signal: Int32)
+    /// `ivserver launch` started the VM.
+    case vmLaunched(pid: Int32, command: [String])
+    /// A stop signal was passed on to the launched VM.
+    case vmSignalled(pid: Int32, signal: Int32, timeoutMilliseconds: UInt64)
+    /// The launched VM did not exit in time and was killed.
+    case vmKilled(pid: Int32)
+    /// The launched VM ended; the server stops with it.
+    case vmExited(pid: Int32, termination: ChildProcess.Termination)
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping, .leftoverRemoved, .pendingLimitCleared: return .info
+        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping, .leftoverRemoved, .pendingLimitCleared,
+             .vmLaunched, .vmSignalled, .vmExited: return .info
+        case .vmKilled: return .warning
         case .peerRefused, .pendingLimitReached: return .warning
         case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
         case .acceptFailed: return .error
@@ -57,6 +67,17 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             return "client served region '\(region)' (#\(index)) to \(describe(peer))"
         case let .clientRefused(reason, peer):
             return "client refused (\(describe(peer))): \(reason)"
+        case let .vmLaunched(pid, command):
+            return "VM started (pid \(pid)): \(command.joined(separator: " "))"
+        case let .vmSignalled(pid, signal, timeout):
+            return "passed \(signalName(signal)) on to the VM (pid \(pid)); killing it if it has not exited in \(timeout) ms"
+        case let .vmKilled(pid):
+            return "the VM (pid \(pid)) did not exit in time: killed it"
+        case let .vmExited(pid, termination):
+            switch termination {
+            case let .exited(code): return "the VM (pid \(pid)) exited with status \(code): stopping"
+            case let .signalled(signal): return "the VM (pid \(pid)) was killed by \(signalName(signal)): stopping"
+            }
         case let .leftoverRemoved(path, what):
             return "removed \(what) left by an ivserver that did not stop cleanly: \(path)"
         case let .peerRefused(socket, peer):
@@ -81,6 +102,7 @@ func signalName(_ signal: Int32) -> String {
     switch signal {
     case 1: return "SIGHUP"
     case 2: return "SIGINT"
+    case 9: return "SIGKILL"
     case 15: return "SIGTERM"
     default: return "signal \(signal)"
     }

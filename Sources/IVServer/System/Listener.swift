@@ -110,8 +110,21 @@ enum FileContents {
     }
 }
 
-/// Facts about other processes, from /proc.
+/// Facts about processes, from /proc.
 enum ProcessTable {
+    /// Marks every descriptor above stderr close-on-exec, so a child gets
+    /// only its standard streams, whatever our parent let us inherit.
+    static func closeInheritedDescriptorsOnExec() {
+        guard let directory = opendir("/proc/self/fd") else { return }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard let fd = Int32(name), fd > 2 else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
+    }
+
     /// The arguments of process `pid`, if /proc lets us read them.
     static func commandLine(of pid: Int32) -> [String]? {
         guard pid > 0, let bytes = try? FileContents.read(path: "/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }
@@ -130,5 +143,32 @@ extension LayoutLoader {
             throw LayoutError(source: path, problems: [LayoutProblem(subject: nil, message: "cannot read \(path): \(error.errnoText)")])
         }
         return try load(json: contents, source: path)
+    }
+}
+
+extension VMConfig {
+    /// Reads and checks a VM configuration file.
+    public static func load(path: String) throws(LayoutError) -> VMConfig {
+        let contents: [UInt8]
+        do {
+            contents = try FileContents.read(path: path)
+        } catch {
+            throw LayoutError(source: path, problems: [LayoutProblem(subject: nil, message: "cannot read \(path): \(error.errnoText)")],
+                              kind: "VM configuration")
+        }
+        return try parse(json: contents, source: path)
+    }
+}
+
+/// This process's environment as "NAME=value" entries.
+public enum ProcessEnvironment {
+    public static var current: [String] {
+        var entries: [String] = []
+        var pointer = environ
+        while let entry = pointer.pointee {
+            entries.append(String(cString: entry))
+            pointer += 1
+        }
+        return entries
     }
 }

@@ -11,8 +11,7 @@ final class QemuProcess {
     let pid: pid_t
     private let wrapperPID: pid_t
     let logPath: String
-    private let connection: OwnedFD
-    private var buffer: [UInt8] = []
+    let session: QTestSession
     private var exited = false
 
     /// Starts QEMU with an ivshmem-doorbell device on `qemuSocket`. QEMU
@@ -21,7 +20,7 @@ final class QemuProcess {
         try Self.requireInstalled()
         let qtestSocket = directory.path + "/qtest.sock"
         logPath = directory.path + "/qemu.log"
-        let listener = try UnixSocket.listen(path: qtestSocket, backlog: 1)
+        let listener = try QTestSession.listen(path: qtestSocket)
         let device = "ivshmem-doorbell,chardev=ivsh" + (vectors.map { ",vectors=\($0)" } ?? "")
         let arguments = [
             "/usr/bin/timeout", "300", Self.binary,
@@ -31,18 +30,13 @@ final class QemuProcess {
         ] + extraArguments
         wrapperPID = try spawn(arguments, logPath: logPath)
         pid = childPID(of: wrapperPID) ?? wrapperPID
-        // QEMU connects to the qtest socket once it has started, which for
-        // an ivshmem-doorbell device means once it has the shared memory.
-        var entry = pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)
-        guard poll(&entry, 1, 20_000) == 1, case let .accepted(socket) = try UnixSocket.accept(listener) else {
+        do {
+            session = try QTestSession(accepting: listener, log: directory.path + "/qemu.log")
+        } catch {
             Glibc.kill(pid, SIGKILL)
             _ = IVServerTests.waitForExit(wrapperPID, seconds: 5)
-            throw TestFailure("QEMU did not connect to qtest; its log:\n\(readText(directory.path + "/qemu.log"))")
+            throw error
         }
-        connection = socket
-        let flags = fcntl(socket.rawValue, F_GETFL)
-        _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
-        try UnixSocket.setTimeouts(socket, seconds: 20)
     }
 
     /// The QEMU tests fail, never skip, when QEMU is missing.
@@ -77,6 +71,35 @@ final class QemuProcess {
         exited = status != nil
         return status
     }
+
+}
+
+/// One qtest connection: QEMU connects to a socket the test listens on.
+final class QTestSession {
+    private let connection: OwnedFD
+    private var buffer: [UInt8] = []
+    private let logPath: String
+
+    static func listen(path: String) throws -> OwnedFD {
+        try UnixSocket.listen(path: path, backlog: 1)
+    }
+
+    /// Waits (20 s at most) for QEMU to connect. QEMU does so once it has
+    /// started, which for an ivshmem-doorbell device means once it has the
+    /// shared memory.
+    init(accepting listener: OwnedFD, log: String) throws {
+        logPath = log
+        var entry = pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)
+        guard poll(&entry, 1, 20_000) == 1, case let .accepted(socket) = try UnixSocket.accept(listener) else {
+            throw TestFailure("QEMU did not connect to qtest; its log:\n\(readText(log))")
+        }
+        connection = socket
+        let flags = fcntl(socket.rawValue, F_GETFL)
+        _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
+        try UnixSocket.setTimeouts(socket, seconds: 20)
+    }
+
+    var log: String { readText(logPath) }
 
     // MARK: the qtest protocol
 
@@ -181,7 +204,7 @@ struct IvshmemDevice {
     static let ivPosition: UInt64 = 8
     static let doorbell: UInt64 = 12
 
-    let qemu: QemuProcess
+    let qemu: QTestSession
     let slot: Int
     /// BAR2's size as the device reports it.
     let sharedMemorySize: UInt64
@@ -190,6 +213,10 @@ struct IvshmemDevice {
     /// Finds the device on bus 0, sizes and assigns its BARs, enables memory
     /// decoding and bus mastering, and points MSI-X vector i at guest RAM.
     init(qemu: QemuProcess) throws {
+        try self.init(session: qemu.session)
+    }
+
+    init(session qemu: QTestSession) throws {
         self.qemu = qemu
         var found: Int?
         for slot in 0..<32 where try qemu.configRead(device: slot, offset: 0) == Self.deviceID << 16 | Self.vendorID {
