@@ -11,7 +11,7 @@ LOG_LEVEL  ?= info
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build run test sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
+.PHONY: all build run test version deb deb-test sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
 
 all: build
 
@@ -90,9 +90,23 @@ fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer
 	.build-fuzz/handshake-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 \
 		.build-fuzz/corpus-handshake Fuzz/corpus/handshake
 
+# The Debian package: build/ivserver_<version>_<arch>.deb (see scripts/build-deb.sh).
+deb: deps
+	scripts/build-deb.sh
+
+# Builds the .deb, checks it with lintian, installs, runs and purges it.
+deb-test: deps
+	@command -v lintian >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends lintian; } \
+		|| { echo "lintian is missing: sudo apt-get install lintian" >&2; exit 1; }
+	scripts/deb-test.sh
+
+# Regenerates the version compiled into the binary from VERSION.
+version:
+	scripts/generate-version.sh VERSION > Sources/IVServer/Version.swift
+
 # Regenerates the layout compiled into the binary from conf/vsoc_mem.json.
 default-layout:
 	scripts/generate-default-layout.sh conf/vsoc_mem.json > Sources/IVServer/Layout/DefaultLayout.swift
 
 clean:
-	rm -rf .build .build-asan .build-tsan .build-fuzz
+	rm -rf .build .build-asan .build-tsan .build-fuzz .build-release build

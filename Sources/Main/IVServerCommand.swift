@@ -36,10 +36,22 @@ struct LayoutOptions: ParsableArguments {
         if let layoutPath, layoutPath.isEmpty { throw ValidationError("--layout must not be empty") }
     }
 
+    #if IVSERVER_PACKAGED
+    /// The packaged binary's default layout: the conffile, when present.
+    static let installedLayoutPath: String? = "/etc/ivserver/vsoc_mem.json"
+    #else
+    static let installedLayoutPath: String? = nil
+    #endif
+
+    /// The layout file used without --layout, if any (else the built-in copy).
+    var defaultLayoutPath: String? {
+        Self.installedLayoutPath.flatMap { access($0, R_OK) == 0 ? $0 : nil }
+    }
+
     /// The plan and where it came from; a layout error ends the process with status 2.
     func load() throws -> (plan: LayoutPlan, source: String) {
         do {
-            if let layoutPath { return (try LayoutLoader.load(path: layoutPath), layoutPath) }
+            if let path = layoutPath ?? defaultLayoutPath { return (try LayoutLoader.load(path: path), path) }
             return (LayoutLoader.loadDefault(), DefaultLayout.sourceName)
         } catch {
             writeToStandardError("ivserver: \(error)\n")
@@ -116,7 +128,7 @@ struct ServerOptions: ParsableArguments {
         }
         let logger = Logger(label: "ivserver")
         let (plan, source) = try layout.load()
-        if layout.layoutPath == nil { logger.info("no --layout given: using the \(source)") }
+        if layout.layoutPath == nil { logger.info("no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
         // Belt and braces: every send already uses MSG_NOSIGNAL.
         signal(SIGPIPE, SIG_IGN)
         var configuration = ServerConfiguration(

@@ -86,6 +86,7 @@ public final class Server {
         }
 
         report(.ready(configuration))
+        ServiceManager.notifyReady()
         if let launch { try startVM(launch, loop: loop) }
         loop.run()
         return launchedVM?.termination
@@ -278,7 +279,3 @@ public struct LaunchError: Error, CustomStringConvertible {
     public var description: String { "cannot start the VM: \(reason)" }
 }
 
-/// The version of ivserver, for --version and logs.
-public enum IVServerVersion {
-    public static let string = "0.1.0"
-}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds build/ivserver_<version>_<arch>.deb with Debian's own tools, from a
+# release build linked with the Swift standard library statically (the
+# installed binary needs no Swift runtime).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+upstream=$(cat VERSION)
+version="$upstream-1"
+arch=$(dpkg --print-architecture)
+out=build/ivserver_${version}_${arch}.deb
+root=build/deb-root
+scratch=.build-release
+
+swift build -c release --static-swift-stdlib --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED
+binary="$scratch/release/ivserver"
+
+rm -rf "$root"
+install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/lib/systemd/system" \
+    "$root/usr/share/man/man1" "$root/usr/share/doc/ivserver"
+install -m 0755 "$binary" "$root/usr/bin/ivserver"
+strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/ivserver"
+install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
+install -m 0644 packaging/ivserver.service packaging/ivserver@.service "$root/lib/systemd/system/"
+install -m 0644 packaging/copyright "$root/usr/share/doc/ivserver/copyright"
+gzip -9n < packaging/changelog > "$root/usr/share/doc/ivserver/changelog.Debian.gz"
+chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"
+
+# The man page comes from the command's own help (swift-argument-parser's
+# generate-manual), built from the packaged binary's sources.
+swift package --scratch-path "$scratch" --allow-writing-to-package-directory generate-manual \
+    --date "$(date -u -d "$(dpkg-parsechangelog -l packaging/changelog -S Date)" +%Y-%m-%d)" \
+    --authors "ivserver developers" >/dev/null
+# Blank lines (paragraphs of the help text) become mdoc paragraph breaks.
+sed 's/^$/.Pp/' "$scratch/plugins/GenerateManual/outputs/Main/ivserver.1" | gzip -9n > "$root/usr/share/man/man1/ivserver.1.gz"
+chmod 0644 "$root/usr/share/man/man1/ivserver.1.gz"
+
+install -d -m 0755 "$root/usr/share/lintian/overrides"
+install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ivserver"
+install -m 0755 packaging/postinst packaging/postrm "$root/DEBIAN/"
+echo /etc/ivserver/vsoc_mem.json > "$root/DEBIAN/conffiles"
+
+# Shared-library dependencies, as dpkg-shlibdeps computes them.
+workdir=$(mktemp -d)
+trap 'rm -rf "$workdir"' EXIT
+mkdir -p "$workdir/debian"
+printf 'Source: ivserver\n\nPackage: ivserver\nArchitecture: any\n' > "$workdir/debian/control"
+depends=$(cd "$workdir" && dpkg-shlibdeps -O "$OLDPWD/$root/usr/bin/ivserver" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+
+size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" \
+    packaging/control.in > "$root/DEBIAN/control"
+(cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
+chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles"
+
+mkdir -p build
+dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
+echo "$out"

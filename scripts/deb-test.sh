@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Tests the .deb as an operator meets it: lintian-clean, the right files,
+# the extracted binary works and needs no Swift runtime, and it installs,
+# serves with the packaged configuration and purges without a trace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pass=0
+fail=0
+check() {  # check DESCRIPTION COMMAND...
+    local description=$1; shift
+    if "$@"; then echo "ok: $description"; pass=$((pass + 1)); else echo "FAILED: $description"; fail=$((fail + 1)); fi
+}
+
+deb=$(scripts/build-deb.sh | tail -1)
+echo "built $deb"
+work=$(mktemp -d /tmp/ivs-deb-XXXXXX)
+cleanup() {
+    [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null || true
+    dpkg --purge ivserver >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A HALD handshake for region $2 on socket $1: prints "fds 3 bytes 8".
+handshake() {
+    python3 - "$1" "$2" <<'PY'
+import socket, struct, array, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect(sys.argv[1])
+assert s.recv(4) == b'\0\0\0\0'
+name = sys.argv[2].encode(); s.send(struct.pack('<h', len(name)) + name)
+msg, anc, flags, addr = s.recvmsg(8, socket.CMSG_SPACE(16))
+fds = array.array('i')
+for level, kind, data in anc: fds.frombytes(data)
+print('fds', len(fds), 'bytes', len(msg))
+PY
+}
+
+# Starts $1 (an ivserver binary) serving on paths in $2; waits for ready.
+serve() {
+    local binary=$1 dir=$2; shift 2
+    "$binary" --shm-path "$dir/shm" --qemu-sock "$dir/q.sock" --client-sock "$dir/c.sock" "$@" >"$dir/log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 200); do grep -q 'ready:' "$dir/log" 2>/dev/null && return 0; sleep 0.05; done
+    cat "$dir/log"; return 1
+}
+stop() {
+    kill -TERM "$server_pid"; wait "$server_pid"; local status=$?; server_pid=; return $status
+}
+
+lintian_output=$(lintian "$deb" 2>&1 | grep -v 'running with root privileges' || true)
+[ -n "$lintian_output" ] && echo "$lintian_output"
+check "lintian reports no error and no warning" test -z "$(echo "$lintian_output" | grep -E '^[EW]:' || true)"
+
+contents=$(dpkg -c "$deb" | awk '{print $6}')
+for path in ./usr/bin/ivserver ./etc/ivserver/vsoc_mem.json ./lib/systemd/system/ivserver.service \
+    ./lib/systemd/system/ivserver@.service ./usr/share/man/man1/ivserver.1.gz \
+    ./usr/share/doc/ivserver/copyright ./usr/share/doc/ivserver/changelog.Debian.gz; do
+    check "dpkg -c lists $path" grep -qx "$path" <<<"$contents"
+done
+check "the layout is a conffile" grep -qx /etc/ivserver/vsoc_mem.json <(dpkg-deb -f "$deb" Conffiles 2>/dev/null; dpkg-deb -I "$deb" conffiles)
+check "the version comes from VERSION" test "$(dpkg-deb -f "$deb" Version)" = "$(cat VERSION)-1"
+
+dpkg -x "$deb" "$work/root"
+extracted=$work/root/usr/bin/ivserver
+libs=$(ldd "$extracted" | awk '{print $1}' | sed 's/\.so.*//' | sort -u | tr '\n' ' ')
+echo "extracted binary needs: $libs"
+check "no Swift runtime: only libuv, libc, libm, libstdc++ and libgcc" \
+    test -z "$(ldd "$extracted" | awk '{print $1}' | grep -vE '^(linux-vdso\.so|/lib64/ld-linux|libuv\.so|libc\.so|libm\.so|libstdc\+\+\.so|libgcc_s\.so)' || true)"
+check "--version prints VERSION" test "$("$extracted" --version)" = "$(cat VERSION)"
+check "layout prints the default table" grep -q '^3  gralloc_memory   0x10000     0x19010000' <("$extracted" layout)
+mkdir "$work/x"
+serve "$extracted" "$work/x"
+check "the extracted binary serves a real handshake" test "$(handshake "$work/x/c.sock" e2e_primary)" = "fds 3 bytes 8"
+stop; check "and stops cleanly, leaving nothing" test -z "$(ls "$work/x" | grep -v '^log$')"
+
+dpkg -i "$deb" >/dev/null
+check "installed: the ivshmem group exists" getent group ivshmem
+check "systemd-analyze verify passes on both units" \
+    systemd-analyze verify /lib/systemd/system/ivserver.service /lib/systemd/system/ivserver@.service
+mkdir "$work/y"
+serve /usr/bin/ivserver "$work/y"
+check "the installed binary uses the packaged layout" grep -q 'no --layout given: using /etc/ivserver/vsoc_mem.json' "$work/y/log"
+check "the installed binary serves a real handshake" test "$(handshake "$work/y/c.sock" hwcomposer)" = "fds 3 bytes 8"
+stop
+dpkg --purge ivserver >/dev/null
+check "purged: no binary" test ! -e /usr/bin/ivserver
+check "purged: no conffile or /etc/ivserver" test ! -e /etc/ivserver
+check "purged: no units" test -z "$(ls /lib/systemd/system/ivserver* 2>/dev/null)"
+check "purged: no group" bash -c '! getent group ivshmem'
+check "purged: no docs" test ! -e /usr/share/doc/ivserver
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
