@@ -143,16 +143,17 @@ public final class Server {
 
     // MARK: accepting
 
-    /// SO_PEERCRED and the access policy; a refused peer is closed here.
-    private func admit(_ fd: OwnedFD, on path: String) -> PeerCredentials?? {
+    /// SO_PEERCRED and the access policy: the peer's credentials when it
+    /// may stay, nil when it was refused (and closed here). A peer whose
+    /// credentials cannot be read is refused.
+    private func admit(_ fd: OwnedFD, on path: String) -> PeerCredentials? {
         let peer = try? UnixSocket.peerCredentials(fd)
-        let allowed = peer.map { configuration.accessPolicy.allows($0) { UnixSocket.peerGroups(fd) } } ?? false
-        guard allowed else {
+        guard let peer, configuration.accessPolicy.allows(peer, supplementaryGroups: { UnixSocket.peerGroups(fd) }) else {
             report(.peerRefused(socket: path, peer: peer))
             fd.close()
             return nil
         }
-        return .some(peer)
+        return peer
     }
 
     private func acceptVM(_ fd: OwnedFD, resources: ServedResources) {

@@ -69,13 +69,9 @@ public final class InstanceLock {
         var bytes = [UInt8](repeating: 0, count: 32)
         let count = pread(fd.rawValue, &bytes, bytes.count, 0)
         guard count > 0 else { return nil }
-        return Int32(String(decoding: bytes[..<count], as: UTF8.self).trimmingNewline)
-    }
-}
-
-extension String {
-    var trimmingNewline: Substring {
-        self[...].drop { $0 == " " }.prefix { $0 != "\n" && $0 != " " }
+        // the file holds "<pid>\n"
+        let digits = bytes[..<count].prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        return Int32(String(decoding: digits, as: UTF8.self))
     }
 }
 

@@ -44,7 +44,6 @@ final class PeerSocket {
     deinit { readBuffer.deallocate() }
 
     var isClosed: Bool { !fd.isOpen }
-    var hasPendingOutput: Bool { nextMessage < outbox.count }
 
     /// Queues messages and sends what the socket takes now.
     func send(_ messages: [Outgoing]) {

@@ -1,0 +1,82 @@
+/// One host client on the client socket, from accept to close: the HALD
+/// handshake (docs/protocols.md §2) driven by `ClientHandshake`.
+final class ClientConnection {
+    private let socket: PeerSocket
+    private let resources: ServedResources
+    private var handshake: ClientHandshake
+    private let onDecided: (ClientConnection) -> Void
+    private let onClose: (ClientConnection) -> Void
+
+    /// Loop time (ms) by which the handshake must be decided.
+    let deadline: UInt64
+    // Links of the server's list of undecided clients (oldest first), so a
+    // client leaves it in O(1) and the handshake timer only looks at its head.
+    var newerPending: ClientConnection?
+    weak var olderPending: ClientConnection?
+
+    init(socket: PeerSocket, resources: ServedResources, deadline: UInt64,
+         onDecided: @escaping (ClientConnection) -> Void, onClose: @escaping (ClientConnection) -> Void) {
+        self.socket = socket
+        self.resources = resources
+        self.handshake = ClientHandshake(regionIndexByName: resources.regionIndexByName)
+        self.deadline = deadline
+        self.onDecided = onDecided
+        self.onClose = onClose
+        socket.onEvent = { [unowned self] event in self.handle(event) }
+    }
+
+    /// Step 1: the protocol version, right away.
+    func start() {
+        socket.send([.init(bytes: ClientHandshake.greeting, fds: [])])
+    }
+
+    /// The deadline passed without a decision.
+    func timeOut(after milliseconds: UInt64) {
+        refuse("no complete handshake within \(milliseconds) ms")
+    }
+
+    func close() {
+        guard !socket.isClosed else { return }
+        socket.close()
+        onDecided(self)
+        onClose(self)
+    }
+
+    private func handle(_ event: PeerSocket.Event) {
+        switch event {
+        case let .received(bytes):
+            apply(handshake.receive(bytes))
+        case .endOfStream:
+            apply(handshake.receiveEndOfStream())
+        case .unexpectedFDs:
+            refuse("sent file descriptors (closed unread); the handshake carries none")
+        case .flushed:
+            // Step 4: after the fds are out, the server closes.
+            if case .grant? = handshake.decision { close() }
+        case let .failed(error):
+            refuse("connection failed: \(error)")
+        }
+    }
+
+    private func apply(_ decision: ClientHandshake.Decision) {
+        switch decision {
+        case .needMoreInput:
+            break
+        case let .grant(index):
+            onDecided(self)
+            // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
+            let channels = resources.channels[index]
+            let fds = [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, resources.sharedMemory.fd.rawValue]
+            resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
+            socket.send([.init(bytes: ClientHandshake.grantPayload, fds: fds)])
+        case let .refuse(refusal):
+            refuse(refusal.description)
+        }
+    }
+
+    private func refuse(_ reason: String) {
+        guard !socket.isClosed else { return }
+        resources.report(.clientRefused(reason: reason, peer: socket.peer))
+        close()
+    }
+}

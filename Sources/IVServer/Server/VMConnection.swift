@@ -1,0 +1,66 @@
+/// The VM's QEMU on the QEMU socket (docs/protocols.md §1). The whole
+/// handshake goes out at accept; the connection then stays open until QEMU
+/// closes it.
+final class VMConnection {
+    private let socket: PeerSocket
+    private let resources: ServedResources
+    private let onClose: (VMConnection) -> Void
+
+    init(socket: PeerSocket, resources: ServedResources, onClose: @escaping (VMConnection) -> Void) {
+        self.socket = socket
+        self.resources = resources
+        self.onClose = onClose
+        socket.onEvent = { [unowned self] event in self.handle(event) }
+    }
+
+    var peer: PeerCredentials? { socket.peer }
+
+    /// QEMU blocks in device realize until it has the shared memory, so
+    /// everything is sent at once, without waiting for QEMU to speak.
+    func start() {
+        resources.report(.vmConnected(peer: socket.peer))
+        let regionCount = resources.plan.regionCount
+        let vectors = socket.peer
+            .flatMap { ProcessTable.commandLine(of: $0.pid) }
+            .flatMap { QemuCommandLine.doorbellVectors(arguments: $0, socketPath: resources.qemuSocketPath) }
+        if let vectors, vectors != regionCount {
+            let dead = vectors < regionCount ? resources.plan.regions[vectors...].map(\.name) : []
+            resources.report(.vmVectorMismatch(peer: socket.peer, vectors: vectors, regions: regionCount, deadRegions: dead))
+        }
+        let messages = QemuHandshake.messages(regionCount: regionCount, vectorCount: vectors).map { message in
+            PeerSocket.Outgoing(bytes: message.payload, fds: message.attachment.map { [resources.rawFD(for: $0)] } ?? [])
+        }
+        socket.send(messages)
+    }
+
+    /// True unless QEMU has hung up (checked without blocking), so a VM that
+    /// closed a moment ago does not block its successor.
+    var isAlive: Bool {
+        !socket.isClosed && !UnixSocket.peerHasHungUp(socket.fd)
+    }
+
+    func close(reason: String) {
+        guard !socket.isClosed else { return }
+        socket.close()
+        resources.report(.vmDisconnected(peer: socket.peer, reason: reason))
+        onClose(self)
+    }
+
+    /// Closes without a disconnect report (server shutdown).
+    func closeSilently() {
+        guard !socket.isClosed else { return }
+        socket.close()
+        onClose(self)
+    }
+
+    private func handle(_ event: PeerSocket.Event) {
+        switch event {
+        case .received, .unexpectedFDs, .flushed:
+            break  // QEMU sends nothing in protocol 0; stray bytes and fds are dropped
+        case .endOfStream:
+            close(reason: "QEMU closed the connection")
+        case let .failed(error):
+            close(reason: "connection failed: \(error)")
+        }
+    }
+}
