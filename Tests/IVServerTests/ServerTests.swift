@@ -166,10 +166,9 @@ struct ServerTests {
     func silentClients() throws {
         let server = try ServerProcess()
         let silent = try (0..<200).map { _ in try connectClient(server.clientSocketPath) }
-        let start = monotonicSeconds()
         let reply = try haldHandshake(server.clientSocketPath, region: "gralloc_memory")
         #expect(reply.fds.count == 3)
-        #expect(monotonicSeconds() - start < 5)
+        #expect(silent.allSatisfy { !UnixSocket.peerHasHungUp($0) }, "served while all 200 silent clients were connected")
         // a slow client, one byte at a time, is served too while they sit there
         let slow = try connectClient(server.clientSocketPath)
         _ = try receiveExactly(slow, count: 4, maximumFDs: 0)
