@@ -11,7 +11,7 @@ LOG_LEVEL  ?= info
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build run test version deb deb-test sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
+.PHONY: all build run test version deb deb-test bench sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
 
 all: build
 
@@ -99,6 +99,15 @@ deb-test: deps
 	@command -v lintian >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends lintian; } \
 		|| { echo "lintian is missing: sudo apt-get install lintian" >&2; exit 1; }
 	scripts/deb-test.sh
+
+# Benchmarks (not part of `make test`): ivserver against a bare C server,
+# side by side; writes bench/results.md. BENCH_SECONDS and BENCH_ROUNDS tune it.
+bench: deps
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-bench
+	@mkdir -p .build-bench
+	$(CC) -O2 -Wall -o .build-bench/limit-server Benchmarks/limit-server.c
+	$(CC) -O2 -Wall -pthread -o .build-bench/loadgen Benchmarks/loadgen.c
+	python3 Benchmarks/run.py
 
 # Regenerates the version compiled into the binary from VERSION.
 version:

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""`make bench`: ivserver against the limit (Benchmarks/limit-server.c), side
+by side in one run, scenarios interleaved (limit, ivserver, limit, ...),
+medians of 3 and the ratio ivserver/limit. Writes bench/results.md."""
+import datetime, json, os, re, signal, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, ".build-bench")
+IVSERVER = os.path.join(OUT, "release", "ivserver")
+LIMIT = os.path.join(OUT, "limit-server")
+LOADGEN = os.path.join(OUT, "loadgen")
+SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+REGIONS = ["hwcomposer", "fb_broadcast", "gralloc_manager", "gralloc_memory",
+           "e2e_primary", "e2e_secondary", "e2e_manager", "e2e_managed"]
+
+
+def run(*args, **kw):
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def parse(line):
+    return {k: float(v) if re.fullmatch(r"[-0-9.]+", v) else v for k, v in (f.split("=") for f in line.split())}
+
+
+class Server:
+    """One server on fresh paths; `kind` is "limit" or "ivserver"."""
+    def __init__(self, kind, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="ivs-bench-")
+        self.qemu, self.client = self.dir + "/q.sock", self.dir + "/c.sock"
+        if kind == "limit":
+            cmd = [LIMIT, self.qemu, self.client] + REGIONS
+        else:
+            cmd = [IVSERVER, "--shm-path", self.dir + "/shm", "--qemu-sock", self.qemu,
+                   "--client-sock", self.client] + list(extra)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while not os.path.exists(self.client) and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+
+    def rss_kb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
+
+    def cpu_ns(self):
+        with open(f"/proc/{self.proc.pid}/schedstat") as f:
+            return int(f.read().split()[0])
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        subprocess.run(["rm", "-rf", self.dir])
+
+
+def hald(server, clients=16, silent=0, seconds=SECONDS):
+    return parse(run(LOADGEN, "hald", server.client, "e2e_primary", str(clients), str(seconds),
+                     str(server.proc.pid), str(silent)))
+
+
+def qemu(server, seconds=SECONDS):
+    return parse(run(LOADGEN, "qemu", server.qemu, str(len(REGIONS)), str(seconds), str(server.proc.pid)))
+
+
+def ready(command, client):
+    return parse(run(LOADGEN, "ready", client, "e2e_primary", "5000", "--", *command))
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def main():
+    results = {"limit": {}, "ivserver": {}}
+    def record(kind, name, value):
+        results[kind].setdefault(name, []).append(value)
+
+    print(f"throughput and latency: {ROUNDS} rounds of {SECONDS} s, interleaved", flush=True)
+    for round_ in range(ROUNDS):
+        for kind in ("limit", "ivserver"):
+            server = Server(kind)
+            h = hald(server)
+            q = qemu(server)
+            server.stop()
+            for key in ("rate", "p50_us", "p99_us", "max_us", "cpu_ns_per"):
+                record(kind, "hald_" + key, h[key])
+                record(kind, "qemu_" + key, q[key])
+            print(f"  round {round_ + 1} {kind}: hald {h['rate']:.0f}/s p99 {h['p99_us']} us, "
+                  f"qemu p50 {q['p50_us']} us p99 {q['p99_us']} us", flush=True)
+
+    print("start-up to first handshake", flush=True)
+    layouts = tempfile.mkdtemp(prefix="ivs-bench-layouts-")
+    big = os.path.join(layouts, "64-regions.json")
+    regions = [{"device_name": f"r{i}", "current_version": 1, "min_compatible_version": 1,
+                "region_size": (32 << 20) - 4096, "guest_to_host_signal_table": {"num_nodes_lg2": 2},
+                "host_to_guest_signal_table": {"num_nodes_lg2": 2}} for i in range(64)]
+    regions[4]["device_name"] = "e2e_primary"
+    with open(big, "w") as f:
+        json.dump({"vsoc_device_regions": regions}, f)
+    startup = {}
+    for round_ in range(20):
+        for name, layout in (("limit", None), ("ivserver", None), ("ivserver-64", big)):
+            d = tempfile.mkdtemp(prefix="ivs-bench-")
+            if name == "limit":
+                cmd = [LIMIT, d + "/q.sock", d + "/c.sock"] + REGIONS
+            else:
+                cmd = [IVSERVER, "--shm-path", d + "/shm", "--qemu-sock", d + "/q.sock", "--client-sock", d + "/c.sock"]
+                if layout:
+                    cmd += ["--layout", layout]
+            r = ready(cmd, d + "/c.sock")
+            startup.setdefault(name, []).append(r)
+            subprocess.run(["rm", "-rf", d])
+    subprocess.run(["rm", "-rf", layouts])
+
+    print("memory, idle CPU and silent connections", flush=True)
+    memory = {}
+    for kind in ("limit", "ivserver"):
+        server = Server(kind, ["--max-pending", "20000", "--handshake-timeout", "3600"] if kind == "ivserver" else [])
+        memory[kind + "_start"] = server.rss_kb()
+        idle0 = server.cpu_ns()
+        time.sleep(10)
+        memory[kind + "_idle_cpu_ms"] = (server.cpu_ns() - idle0) / 1e6
+        done = 0
+        while done < 1_000_000:
+            done += hald(server, seconds=5)["rate"] * 5
+        memory[kind + "_after_1m"] = server.rss_kb()
+        quiet = hald(server)
+        before_silent = server.rss_kb()
+        loaded = hald(server, silent=10000)
+        # the silent connections are gone when loadgen exits; measure while they were open:
+        memory[kind + "_p99_quiet"] = quiet["p99_us"]
+        memory[kind + "_p99_silent"] = loaded["p99_us"]
+        memory[kind + "_before_silent"] = before_silent
+        server.stop()
+
+    # RSS per silent connection, measured while they are open
+    per_pending = {}
+    for kind in ("limit", "ivserver"):
+        server = Server(kind, ["--max-pending", "20000", "--handshake-timeout", "3600"] if kind == "ivserver" else [])
+        base = server.rss_kb()
+        holder = subprocess.Popen([sys.executable, "-c", f"""
+import socket, time, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+socks = []
+for _ in range(10000):
+    s = socket.socket(socket.AF_UNIX); s.connect({server.client!r}); socks.append(s)
+print('open', flush=True)
+time.sleep(30)
+"""], stdout=subprocess.PIPE, text=True)
+        holder.stdout.readline()
+        time.sleep(1)
+        per_pending[kind] = (server.rss_kb() - base) * 1024 / 10000
+        holder.kill(); holder.wait()
+        server.stop()
+
+    write_report(results, startup, memory, per_pending)
+
+
+def write_report(results, startup, memory, per_pending):
+    def row(label, key, target, better="lower"):
+        l, i = median(results["limit"][key]), median(results["ivserver"][key])
+        return f"| {label} | {l:,.1f} | {i:,.1f} | {i / l:.2f}× | {target} |"
+
+    s_limit = median([r["us"] for r in startup["limit"]]) / 1000
+    s_iv = median([r["us"] for r in startup["ivserver"]]) / 1000
+    s_iv64 = median([r["us"] for r in startup["ivserver-64"]]) / 1000
+    lines = [
+        "# ivserver benchmark",
+        "",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"{ROUNDS} interleaved rounds of {SECONDS} s per scenario (medians). "
+        "Limit: `Benchmarks/limit-server.c`, a bare epoll server doing the same exchanges. "
+        "ivserver: release build, static Swift stdlib, default options (info log to /dev/null).",
+        "",
+        "| measure | limit | ivserver | ratio | target |",
+        "|---|---|---|---|---|",
+        row("HALD handshakes/s, 16 clients", "hald_rate", "≥ 0.9×"),
+        row("HALD server CPU per handshake (ns)", "hald_cpu_ns_per", "≤ 1.3×"),
+        row("HALD p99 latency (µs)", "hald_p99_us", "≤ 1.5×"),
+        row("HALD p50 latency (µs)", "hald_p50_us", "–"),
+        row("QEMU handshake p50 latency (µs), 1 client", "qemu_p50_us", "≤ 1.2×"),
+        row("QEMU handshake p99 latency (µs)", "qemu_p99_us", "≤ 1.2×"),
+        row("QEMU server CPU per handshake (ns)", "qemu_cpu_ns_per", "≤ 1.3×"),
+        row("QEMU handshakes/s", "qemu_rate", "–"),
+        "",
+        "| measure | limit | ivserver | target |",
+        "|---|---|---|---|",
+        f"| start-up to first handshake, default layout (ms, median of 20) | {s_limit:.2f} | {s_iv:.2f} | ≤ 3 ms |",
+        f"| start-up, 64 regions / 2 GiB (ms) | – | {s_iv64:.2f} | ≤ 6 ms |",
+        f"| RSS after start (KiB) | {memory['limit_start']} | {memory['ivserver_start']} | ≤ 12 MiB |",
+        f"| RSS after 1,000,000 HALD handshakes (KiB) | {memory['limit_after_1m']} | {memory['ivserver_after_1m']} | no growth |",
+        f"| CPU over 10 s idle (ms) | {memory['limit_idle_cpu_ms']:.2f} | {memory['ivserver_idle_cpu_ms']:.2f} | 0 |",
+        f"| HALD p99 with no silent connections (µs) | {memory['limit_p99_quiet']} | {memory['ivserver_p99_quiet']} | – |",
+        f"| HALD p99 with 10,000 silent connections open (µs) | {memory['limit_p99_silent']} | {memory['ivserver_p99_silent']} | ≤ 2× without |",
+        f"| memory per pending connection beyond the kernel's (bytes) | {per_pending['limit']:.0f} | {per_pending['ivserver']:.0f} | ≤ 1 KiB |",
+        "",
+    ]
+    text = "\n".join(lines)
+    os.makedirs(os.path.join(ROOT, "bench"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
