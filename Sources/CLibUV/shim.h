@@ -17,6 +17,7 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -38,6 +39,28 @@ static inline struct cmsghdr *ivs_cmsg_nxthdr(struct msghdr *message, struct cms
 
 static inline unsigned char *ivs_cmsg_data(struct cmsghdr *header) {
     return CMSG_DATA(header);
+}
+
+/// The layout of glibc's `struct mmsghdr` (declared only under _GNU_SOURCE).
+struct ivs_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+
+enum { IVS_SENDMMSG_MAX = 64 };
+
+/// sendmmsg(2) for up to IVS_SENDMMSG_MAX messages: returns how many were
+/// sent (bytes of each in `sent`), or -1 with errno.
+static inline int ivs_sendmmsg(int fd, struct msghdr *messages, unsigned int *sent, unsigned int count, int flags) {
+    struct ivs_mmsghdr batch[IVS_SENDMMSG_MAX];
+    if (count > IVS_SENDMMSG_MAX) count = IVS_SENDMMSG_MAX;
+    for (unsigned int i = 0; i < count; i++) {
+        batch[i].msg_hdr = messages[i];
+        batch[i].msg_len = 0;
+    }
+    long result = syscall(SYS_sendmmsg, fd, batch, count, flags);
+    for (long i = 0; i < result; i++) sent[i] = batch[i].msg_len;
+    return (int)result;
 }
 
 // MARK: peer credentials

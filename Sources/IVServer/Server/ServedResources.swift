@@ -20,6 +20,19 @@ final class ServedResources {
         regionIndexByName = names
     }
 
+    /// The QEMU handshake as outgoing messages, built once per vector count.
+    private var qemuHandshakes: [Int: [PeerSocket.Outgoing]] = [:]
+
+    func qemuHandshake(vectorCount: Int?) -> [PeerSocket.Outgoing] {
+        let key = min(vectorCount ?? plan.regionCount, plan.regionCount)
+        if let cached = qemuHandshakes[key] { return cached }
+        let messages = QemuHandshake.messages(regionCount: plan.regionCount, vectorCount: key).map { message in
+            PeerSocket.Outgoing(bytes: message.payload, fds: message.attachment.map { [rawFD(for: $0)] } ?? [])
+        }
+        qemuHandshakes[key] = messages
+        return messages
+    }
+
     func rawFD(for attachment: QemuHandshake.Attachment) -> Int32 {
         switch attachment {
         case .sharedMemory: return sharedMemory.fd.rawValue

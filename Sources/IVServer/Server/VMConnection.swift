@@ -27,10 +27,7 @@ final class VMConnection {
             let dead = vectors < regionCount ? resources.plan.regions[vectors...].map(\.name) : []
             resources.report(.vmVectorMismatch(peer: socket.peer, vectors: vectors, regions: regionCount, deadRegions: dead))
         }
-        let messages = QemuHandshake.messages(regionCount: regionCount, vectorCount: vectors).map { message in
-            PeerSocket.Outgoing(bytes: message.payload, fds: message.attachment.map { [resources.rawFD(for: $0)] } ?? [])
-        }
-        socket.send(messages)
+        socket.send(resources.qemuHandshake(vectorCount: vectors))
     }
 
     /// True unless QEMU has hung up (checked without blocking), so a VM that

@@ -100,6 +100,31 @@ final class PeerSocket {
 
     private func flush() {
         while nextMessage < outbox.count {
+            // Whole messages queued together (the QEMU handshake) go out in
+            // one sendmmsg rather than one sendmsg each.
+            if bytesSentOfNext == 0 && outbox.count - nextMessage > 1 {
+                let batch = outbox[nextMessage...].map { (bytes: $0.bytes, fds: $0.fds) }
+                let sent: [Int]?
+                do {
+                    sent = try UnixSocket.sendBatch(fd, batch[...])
+                } catch {
+                    onEvent(.failed(error))
+                    return
+                }
+                guard let sent, !sent.isEmpty else {
+                    poll.watch(readable: true, writable: true)
+                    return
+                }
+                for bytes in sent {
+                    if bytes == outbox[nextMessage].bytes.count {
+                        nextMessage += 1
+                    } else {
+                        bytesSentOfNext = bytes  // partial: the rest goes by sendmsg
+                        break
+                    }
+                }
+                continue
+            }
             let message = outbox[nextMessage]
             // The fds go with the first byte; a resumed partial send has none.
             let fds = bytesSentOfNext == 0 ? message.fds : []
