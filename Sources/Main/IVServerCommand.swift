@@ -121,11 +121,7 @@ struct ServerOptions: ParsableArguments {
     /// Bootstraps logging once and builds the server's configuration.
     func start() throws -> (ServerConfiguration, Logger) {
         let level = logLevel.level
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(logLevel: level, label: label) }
         let logger = Logger(label: "ivserver")
         let (plan, source) = try layout.load()
         if layout.layoutPath == nil { logger.info("no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
