@@ -1,11 +1,12 @@
 import Glibc
 import Logging
+import Synchronization
 
 /// ivserver's log lines on stderr: "2026-11-25T14:04:16Z info ivserver: …",
-/// one write(2) per line. Timestamps are UTC from gmtime_r, so logging never
-/// consults the time-zone database (swift-log's stream handler calls
-/// localtime_r, which stats /etc/localtime on every line: a measurable share
-/// of a host-client handshake's cost).
+/// one write(2) per line. Timestamps are UTC from gmtime_r, formatted once
+/// per second: swift-log's stream handler formats local time on every line,
+/// and glibc stats /etc/localtime each time, which made logging the largest
+/// share of a host-client handshake's cost (see README, Performance).
 struct StandardErrorLogHandler: LogHandler {
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
@@ -17,7 +18,7 @@ struct StandardErrorLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = Self.timestamp()
+        var line = Self.clock.timestamp()
         line += " \(event.level) \(label): \(event.message)"
         let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
         if !merged.isEmpty {
@@ -27,17 +28,43 @@ struct StandardErrorLogHandler: LogHandler {
         writeToStandardError(line)
     }
 
-    static func timestamp() -> String {
+    private static let clock = TimestampCache()
+}
+
+/// The current second as "YYYY-MM-DDTHH:MM:SSZ", rebuilt when it changes.
+private final class TimestampCache: Sendable {
+    private let cached = Mutex<(second: Int, text: String)>((-1, ""))
+
+    func timestamp() -> String {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
-        var seconds = now.tv_sec
+        return cached.withLock { cached in
+            if cached.second != now.tv_sec {
+                cached = (now.tv_sec, Self.format(now.tv_sec))
+            }
+            return cached.text
+        }
+    }
+
+    private static func format(_ seconds: Int) -> String {
+        var seconds = seconds
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int = 2) -> String {
-            let digits = String(value)
-            return String(repeating: "0", count: max(0, width - digits.count)) + digits
+        var bytes: [UInt8] = []
+        func digits(_ value: Int32, _ width: Int) {
+            var divisor: Int32 = 1
+            for _ in 1..<width { divisor *= 10 }
+            while divisor > 0 {
+                bytes.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
+                divisor /= 10
+            }
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1))-\(pad(parts.tm_mday))"
-            + "T\(pad(parts.tm_hour)):\(pad(parts.tm_min)):\(pad(parts.tm_sec))Z"
+        digits(parts.tm_year + 1900, 4); bytes.append(UInt8(ascii: "-"))
+        digits(parts.tm_mon + 1, 2); bytes.append(UInt8(ascii: "-"))
+        digits(parts.tm_mday, 2); bytes.append(UInt8(ascii: "T"))
+        digits(parts.tm_hour, 2); bytes.append(UInt8(ascii: ":"))
+        digits(parts.tm_min, 2); bytes.append(UInt8(ascii: ":"))
+        digits(parts.tm_sec, 2); bytes.append(UInt8(ascii: "Z"))
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
