@@ -52,9 +52,12 @@ qemu-deps:
 		exit 1; \
 	fi
 
+# --no-parallel: the tests spawn processes, and a fork in one test copies
+# every fd of the test process until the child execs; a socket another test
+# just closed would then stay open a moment longer, which the VM tests see.
 test: deps qemu-deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 
 # The whole test suite under the address sanitizer (CI runs this one) and,
 # with `make sanitize`, the thread sanitizer too. Separate build folders,
@@ -64,11 +67,11 @@ sanitize: sanitize-address sanitize-thread
 sanitize-address: deps qemu-deps
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan-suppressions.txt \
-		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+		$(SWIFT) test --skip-build --no-parallel --sanitize=address --scratch-path .build-asan
 
 sanitize-thread: deps qemu-deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+	$(SWIFT) test --skip-build --no-parallel --sanitize=thread --scratch-path .build-tsan
 
 # libFuzzer on the two parsers of untrusted input, FUZZ_SECONDS each, with a
 # memory cap. New inputs go to .build-fuzz/, the committed seeds stay as they are.
