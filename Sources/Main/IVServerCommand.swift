@@ -285,8 +285,8 @@ struct GroupArgument: ExpressibleByArgument {
     init?(argument: String) {
         if let number = UInt32(argument) {
             gid = number
-        } else if let entry = getgrnam(argument) {
-            gid = entry.pointee.gr_gid
+        } else if let gid = HostSystem.groupID(named: argument) {
+            self.gid = gid
         } else {
             return nil
         }
@@ -318,8 +318,6 @@ extension ServerEvent.Severity {
     }
 }
 
-/// Writes to fd 2 directly (the `stderr` FILE is a global Swift 6 rejects).
 func writeToStandardError(_ text: String) {
-    var text = text
-    text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+    HostSystem.writeToStandardError(text)
 }

@@ -29,6 +29,25 @@ struct LaunchRun {
         return nil
     }
 
+    /// `ivserver launch -- qemu … -qtest …`: ivserver's pid and the qtest
+    /// session of the QEMU it started.
+    func launchQemuUnderQtest() throws -> (ivserver: pid_t, session: QTestSession) {
+        try QemuProcess.requireInstalled()
+        let qtestPath = directory.path + "/test-qtest.sock"
+        let listener = try QTestSession.listen(path: qtestPath)
+        let ivserver = try spawnLaunch([], command: [
+            QemuProcess.binary, "-machine", "q35", "-accel", "tcg", "-S", "-display", "none", "-nodefaults",
+            "-qtest", "unix:\(qtestPath)", "-qtest-log", "/dev/null",
+        ])
+        do {
+            return (ivserver, try QTestSession(accepting: listener, log: logPath))
+        } catch {
+            kill(ivserver, SIGKILL)
+            _ = waitForExit(ivserver, seconds: 5)
+            throw error
+        }
+    }
+
     /// Only the log and what the test put there may remain.
     func leftovers() -> [String] { directory.entries().filter { !$0.hasPrefix("test-") } }
 }
@@ -37,17 +56,10 @@ struct LaunchRun {
 struct LaunchTests {
     @Test("launch starts QEMU attached to the server; killing QEMU ends ivserver with QEMU's status, nothing left")
     func launchQemu() throws {
-        try QemuProcess.requireInstalled()
         let run = LaunchRun()
         defer { unlink(run.logPath) }
-        let qtestPath = run.directory.path + "/test-qtest.sock"
-        let listener = try QTestSession.listen(path: qtestPath)
-        let ivserver = try run.spawnLaunch([], command: [
-            QemuProcess.binary, "-machine", "q35", "-accel", "tcg", "-S", "-display", "none", "-nodefaults",
-            "-qtest", "unix:\(qtestPath)", "-qtest-log", "/dev/null",
-        ])
+        let (ivserver, session) = try run.launchQemuUnderQtest()
         defer { kill(ivserver, SIGKILL); _ = waitForExit(ivserver, seconds: 5) }
-        let session = try QTestSession(accepting: listener, log: run.logPath)
         let device = try IvshmemDevice(session: session)
         #expect(try device.register(IvshmemDevice.ivPosition) == 1024)
         let client = try haldHandshake(run.clientSocket, region: "e2e_primary")
@@ -63,17 +75,10 @@ struct LaunchTests {
 
     @Test("SIGTERM to ivserver stops QEMU first, then cleans up; ivserver exits with QEMU's status")
     func sigtermStopsQemu() throws {
-        try QemuProcess.requireInstalled()
         let run = LaunchRun()
         defer { unlink(run.logPath) }
-        let qtestPath = run.directory.path + "/test-qtest.sock"
-        let listener = try QTestSession.listen(path: qtestPath)
-        let ivserver = try run.spawnLaunch([], command: [
-            QemuProcess.binary, "-machine", "q35", "-accel", "tcg", "-S", "-display", "none", "-nodefaults",
-            "-qtest", "unix:\(qtestPath)", "-qtest-log", "/dev/null",
-        ])
+        let (ivserver, session) = try run.launchQemuUnderQtest()
         defer { kill(ivserver, SIGKILL); _ = waitForExit(ivserver, seconds: 5) }
-        let session = try QTestSession(accepting: listener, log: run.logPath)
         #expect(try IvshmemDevice(session: session).register(IvshmemDevice.ivPosition) == 1024)
         let qemu = try #require(run.vmPID())
         kill(ivserver, SIGTERM)

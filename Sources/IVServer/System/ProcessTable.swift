@@ -34,3 +34,18 @@ public enum ProcessEnvironment {
         return entries
     }
 }
+
+/// The group database and the standard error stream, for the command line.
+public enum HostSystem {
+    /// The id of a group given by name, if the system knows it.
+    public static func groupID(named name: String) -> UInt32? {
+        getgrnam(name).map { $0.pointee.gr_gid }
+    }
+
+    /// Writes `text` to fd 2 in one call (the `stderr` FILE is a global
+    /// Swift 6 rejects, and log lines should not interleave).
+    public static func writeToStandardError(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
+    }
+}
