@@ -19,7 +19,8 @@ struct StandardErrorLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         var line = Self.clock.timestamp()
-        line += " \(event.level) \(label): \(event.message)"
+        // rawValue: interpolating the enum itself goes through reflection
+        line += " " + event.level.rawValue + " " + label + ": " + event.message.description
         let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
         if !merged.isEmpty {
             line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")

@@ -95,7 +95,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 }
 
 private func describe(_ peer: PeerCredentials?) -> String {
-    peer.map(String.init(describing:)) ?? "unknown peer"
+    peer?.description ?? "unknown peer"
 }
 
 func signalName(_ signal: Int32) -> String {
