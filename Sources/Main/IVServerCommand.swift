@@ -148,7 +148,7 @@ struct Serve: ParsableCommand {
 
     func run() throws {
         let (configuration, logger) = try options.start()
-        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, "\($0.description)") }
+        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, Logger.Message(stringLiteral: $0.description)) }
         do {
             try server.run()
         } catch {
@@ -208,7 +208,7 @@ struct Launch: ParsableCommand {
             }
         }
         let (configuration, logger) = try options.start()
-        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, "\($0.description)") }
+        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, Logger.Message(stringLiteral: $0.description)) }
         let termination: ChildProcess.Termination?
         do {
             termination = try server.run(launching: launch)

@@ -18,14 +18,18 @@ struct StandardErrorLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
+        // One allocation for the line; rawValue because interpolating the
+        // level enum goes through reflection.
         var line = Self.clock.timestamp()
-        // rawValue: interpolating the enum itself goes through reflection
-        line += " " + event.level.rawValue + " " + label + ": " + event.message.description
+        let message = event.message.description
+        line.reserveCapacity(line.utf8.count + label.utf8.count + message.utf8.count + 16)
+        line.append(" "); line.append(event.level.rawValue)
+        line.append(" "); line.append(label); line.append(": "); line.append(message)
         let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
         if !merged.isEmpty {
             line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         }
-        line += "\n"
+        line.append("\n")
         writeToStandardError(line)
     }
 

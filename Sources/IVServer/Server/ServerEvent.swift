@@ -64,7 +64,11 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             return "QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has only \(regions) regions: "
                 + "vectors \(regions)...\(vectors - 1) will never fire; vectors=\(regions) is enough"
         case let .clientServed(region, index, peer):
-            return "client served region '\(region)' (#\(index)) to \(describe(peer))"
+            // once per host client: built without generic formatting
+            var text = LogText()
+            text.append("client served region '"); text.append(region)
+            text.append("' (#"); text.append(index); text.append(") to "); text.append(peer)
+            return text.string
         case let .clientRefused(reason, peer):
             return "client refused (\(describe(peer))): \(reason)"
         case let .vmLaunched(pid, command):

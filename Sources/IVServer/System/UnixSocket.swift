@@ -8,7 +8,11 @@ public struct PeerCredentials: Equatable, Sendable, CustomStringConvertible {
     public var uid: UInt32
     public var gid: UInt32
 
-    public var description: String { "pid \(pid) uid \(uid) gid \(gid)" }
+    public var description: String {
+        var text = LogText(capacity: 40)
+        text.append(self)
+        return text.string
+    }
 }
 
 /// What a non-blocking receive produced.
