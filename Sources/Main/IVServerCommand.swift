@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import IVServer
 import Logging
 
@@ -45,7 +44,7 @@ struct LayoutOptions: ParsableArguments {
 
     /// The layout file used without --layout, if any (else the built-in copy).
     var defaultLayoutPath: String? {
-        Self.installedLayoutPath.flatMap { access($0, R_OK) == 0 ? $0 : nil }
+        Self.installedLayoutPath.flatMap { HostSystem.isReadable($0) ? $0 : nil }
     }
 
     /// The plan and where it came from; a layout error ends the process with status 2.
@@ -125,13 +124,12 @@ struct ServerOptions: ParsableArguments {
         let logger = Logger(label: "ivserver")
         let (plan, source) = try layout.load()
         if layout.layoutPath == nil { logger.info("no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
-        // Belt and braces: every send already uses MSG_NOSIGNAL.
-        signal(SIGPIPE, SIG_IGN)
+        HostSystem.ignoreBrokenPipes()
         var configuration = ServerConfiguration(
             layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
             qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
             accessPolicy: AccessPolicy(
-                serverUID: getuid(), allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGroups.map(\.gid))))
+                serverUID: HostSystem.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGroups.map(\.gid))))
         configuration.socketMode = socketMode.value
         configuration.socketGroup = socketGroup?.gid
         configuration.sharedMemoryMode = sharedMemoryMode.value
@@ -241,7 +239,7 @@ struct QemuArgs: ParsableCommand {
     func run() throws {
         let (plan, source) = try layout.load()
         let configuration = ServerConfiguration(
-            layout: plan, layoutSource: source, qemuSocketPath: qemuSocketPath, accessPolicy: AccessPolicy(serverUID: getuid()))
+            layout: plan, layoutSource: source, qemuSocketPath: qemuSocketPath, accessPolicy: AccessPolicy(serverUID: HostSystem.currentUID))
         let arguments = configuration.qemuArguments
         print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
     }

@@ -1,9 +1,9 @@
-import Glibc
+import IVServer
 import Logging
 import Synchronization
 
 /// ivserver's log lines on stderr: "2026-11-25T14:04:16Z info ivserver: …",
-/// one write(2) per line. Timestamps are UTC from gmtime_r, formatted once
+/// one write(2) per line. Timestamps are UTC, formatted once
 /// per second: swift-log's stream handler formats local time on every line,
 /// and glibc stats /etc/localtime each time, which made logging the largest
 /// share of a host-client handshake's cost (see README, Performance).
@@ -41,35 +41,10 @@ private final class TimestampCache: Sendable {
     private let cached = Mutex<(second: Int, text: String)>((-1, ""))
 
     func timestamp() -> String {
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
+        let now = HostSystem.currentSecond()
         return cached.withLock { cached in
-            if cached.second != now.tv_sec {
-                cached = (now.tv_sec, Self.format(now.tv_sec))
-            }
+            if cached.second != now { cached = (now, HostSystem.utcTimestamp(now)) }
             return cached.text
         }
-    }
-
-    private static func format(_ seconds: Int) -> String {
-        var seconds = seconds
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        var bytes: [UInt8] = []
-        func digits(_ value: Int32, _ width: Int) {
-            var divisor: Int32 = 1
-            for _ in 1..<width { divisor *= 10 }
-            while divisor > 0 {
-                bytes.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
-                divisor /= 10
-            }
-        }
-        digits(parts.tm_year + 1900, 4); bytes.append(UInt8(ascii: "-"))
-        digits(parts.tm_mon + 1, 2); bytes.append(UInt8(ascii: "-"))
-        digits(parts.tm_mday, 2); bytes.append(UInt8(ascii: "T"))
-        digits(parts.tm_hour, 2); bytes.append(UInt8(ascii: ":"))
-        digits(parts.tm_min, 2); bytes.append(UInt8(ascii: ":"))
-        digits(parts.tm_sec, 2); bytes.append(UInt8(ascii: "Z"))
-        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -42,6 +42,45 @@ public enum HostSystem {
         getgrnam(name).map { $0.pointee.gr_gid }
     }
 
+    /// The real user id of this process.
+    public static var currentUID: UInt32 { getuid() }
+
+    /// Whether this process may read `path`.
+    public static func isReadable(_ path: String) -> Bool { access(path, R_OK) == 0 }
+
+    /// A peer that vanishes must be an EPIPE, never a SIGPIPE (every send
+    /// already uses MSG_NOSIGNAL; this is belt and braces).
+    public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
+
+    /// Seconds since the epoch, from the real-time clock.
+    public static func currentSecond() -> Int {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return now.tv_sec
+    }
+
+    /// `seconds` since the epoch as "YYYY-MM-DDTHH:MM:SSZ" (UTC: no
+    /// time-zone database is consulted).
+    public static func utcTimestamp(_ seconds: Int) -> String {
+        var seconds = seconds
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var text = LogText(capacity: 20)
+        func field(_ value: Int32, width: Int, then separator: String) {
+            var digits = String(value)
+            while digits.count < width { digits = "0" + digits }
+            text.append(digits)
+            text.append(separator)
+        }
+        field(parts.tm_year + 1900, width: 4, then: "-")
+        field(parts.tm_mon + 1, width: 2, then: "-")
+        field(parts.tm_mday, width: 2, then: "T")
+        field(parts.tm_hour, width: 2, then: ":")
+        field(parts.tm_min, width: 2, then: ":")
+        field(parts.tm_sec, width: 2, then: "Z")
+        return text.string
+    }
+
     /// Writes `text` to fd 2 in one call (the `stderr` FILE is a global
     /// Swift 6 rejects, and log lines should not interleave).
     public static func writeToStandardError(_ text: String) {
