@@ -6,7 +6,9 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "ivserver", targets: ["Main"]),
+        .executable(name: "ivctl", targets: ["IVCtl"]),
         .library(name: "IVServer", targets: ["IVServer"]),
+        .library(name: "IVClient", targets: ["IVClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -20,10 +22,14 @@ let package = Package(
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
+        // The byte formats server and clients share: the vSoC layout header
+        // and the HALD handshake's constants. Pure, no I/O.
+        .target(name: "VSoCFormat"),
         .target(
             name: "IVServer",
             dependencies: [
                 "CLibUV",
+                "VSoCFormat",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -35,9 +41,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The host-side SDK: a region's fds, mapping and signalling.
+        .target(
+            name: "IVClient",
+            dependencies: ["CLibUV", "VSoCFormat"]
+        ),
+        .executableTarget(
+            name: "IVCtl",
+            dependencies: [
+                "IVClient",
+                "VSoCFormat",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "CLibUV"]
+            dependencies: ["IVServer", "IVClient", "VSoCFormat", "CLibUV"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,14 +1,4 @@
-/// Where one signal table sits inside its region (offsets relative to the
-/// region's begin, as in the binary descriptor).
-public struct SignalTableLayout: Equatable, Sendable {
-    public var nodesLg2: UInt32
-    /// Start of the 2^nodesLg2 u32 entries ("futex_uaddr_table_offset").
-    public var tableOffset: UInt32
-    /// The word set to 1 when the table has news ("interrupt_signalled_offset").
-    public var signalledOffset: UInt32
-
-    public var nodeCount: UInt32 { 1 << nodesLg2 }
-}
+import VSoCFormat
 
 /// A region with every offset computed.
 public struct PlannedRegion: Equatable, Sendable {
@@ -49,12 +39,10 @@ public struct LayoutPlan: Equatable, Sendable {
 /// arithmetic: no I/O, so it is tested against the worked example directly.
 public enum LayoutPlanner {
     public static let pageSize: UInt64 = 4096
-    public static let layoutDescriptorSize: UInt64 = 16
-    public static let regionDescriptorSize: UInt64 = 60
     /// device_name is a 16-byte field that keeps a terminating NUL.
     public static let maximumNameLength = 15
     /// A larger table could never fit a u32-sized region anyway.
-    public static let maximumNodesLg2: UInt32 = 29
+    public static let maximumNodesLg2 = LayoutHeader.maximumNodesLg2
     /// The largest power of two a u32 `size` can hold.
     public static let maximumTotalSize: UInt64 = 1 << 31
 
@@ -117,7 +105,7 @@ public enum LayoutPlanner {
 
     /// Offsets and sizes for valid regions (docs/layout.md, "Allocation").
     static func allocate(_ regions: [RegionSpec]) -> LayoutPlan {
-        let headerEnd = layoutDescriptorSize + regionDescriptorSize * UInt64(regions.count)
+        let headerEnd = UInt64(LayoutHeader.encodedSize(regionCount: regions.count))
         var offset = roundUp(headerEnd, to: pageSize)
         var planned: [PlannedRegion] = []
         for (index, region) in regions.enumerated() {

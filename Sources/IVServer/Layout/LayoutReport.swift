@@ -1,26 +1,14 @@
+import VSoCFormat
+
 /// What `ivserver layout` prints: the computed plan as a table for people
 /// or as JSON for tools. Pure.
 public enum LayoutReport {
     public static func table(_ plan: LayoutPlan, source: String) -> String {
-        var rows = [["#", "name", "begin", "end", "size", "g2h table", "g2h word", "h2g table", "h2g word", "data", "managed by"]]
-        for region in plan.regions {
-            let manager = region.spec.managedBy ?? "-"
-            rows.append([
-                "\(region.index)", region.name, hex0x(region.beginOffset), hex0x(region.endOffset), "\(region.size)",
-                "\(region.guestToHost.tableOffset)", "\(region.guestToHost.signalledOffset)",
-                "\(region.hostToGuest.tableOffset)", "\(region.hostToGuest.signalledOffset)",
-                "\(region.dataOffset)", manager,
-            ])
-        }
-        let widths = (0..<rows[0].count).map { column in rows.map { $0[column].count }.max() ?? 0 }
         var lines = ["layout \(source): \(plan.regionCount) regions, valid"]
-        for row in rows {
-            lines.append(zip(row, widths).map { $0 + String(repeating: " ", count: $1 - $0.count) }
-                .joined(separator: "  ").trimmingTrailingSpaces)
-        }
+        lines += RegionTable.lines(LayoutEncoder.header(plan))
         lines.append("allocated \(plan.allocatedSize) bytes (\(hex0x(plan.allocatedSize))); "
             + "shared memory size \(plan.size) bytes (\(hex0x(plan.size)), the next power of two)")
-        lines.append("offsets of tables, words and data are relative to the region's begin")
+        lines.append(RegionTable.offsetsNote)
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -61,12 +49,3 @@ public enum LayoutReport {
     }
 }
 
-private func hex0x<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }
-
-extension String {
-    var trimmingTrailingSpaces: String {
-        var text = self
-        while text.last == " " { text.removeLast() }
-        return text
-    }
-}

@@ -1,3 +1,5 @@
+import VSoCFormat
+
 /// The host-client (HALD) handshake, version 0, as a pure state machine:
 /// bytes in, a decision out. No I/O here; `ClientConnection` does the
 /// sending. Spec: docs/protocols.md §2.
@@ -8,18 +10,14 @@
 ///     4. server closes; a bad length, unknown name or early close ends
 ///        in a close with no fds                             `.refuse(_:)`
 public struct ClientHandshake: Sendable {
-    public static let protocolVersion: UInt32 = 0
-    public static let maximumNameLength = 16
+    public static let protocolVersion = HALDProtocol.version
+    public static let maximumNameLength = HALDProtocol.nameLengths.upperBound
 
     /// Step 1's bytes, sent as soon as a client is accepted.
-    public static let greeting: [UInt8] = {
-        var bytes: [UInt8] = []
-        bytes.appendLittleEndian(protocolVersion)
-        return bytes
-    }()
+    public static let greeting = HALDProtocol.greeting
 
     /// Step 3's payload; the fds travel with it.
-    public static let grantPayload: [UInt8] = Array(repeating: 0, count: 8)
+    public static let grantPayload = HALDProtocol.grantPayload
 
     public enum Refusal: Equatable, Sendable, CustomStringConvertible {
         case badNameLength(Int16)

@@ -1,3 +1,5 @@
+import VSoCFormat
+
 /// QEMU's ivshmem server protocol, version 0, as ivserver speaks it: the
 /// host pretends to be peer 0 and the VM is peer 1024. Spec:
 /// docs/protocols.md §1. Pure: it only says which messages to send, in

@@ -1,10 +1,12 @@
+import VSoCFormat
+
 /// Everything the server needs to run one VM's shared memory.
 public struct ServerConfiguration: Sendable {
     /// Defaults a normal user can use: /dev/shm and /tmp are world-writable.
     /// They are the original Cuttlefish server's, so its clients find us.
     public static let defaultSharedMemoryPath = "/dev/shm/ivshmem"
     public static let defaultQemuSocketPath = "/tmp/ivshmem_socket_qemu"
-    public static let defaultClientSocketPath = "/tmp/ivshmem_socket_client"
+    public static let defaultClientSocketPath = HALDProtocol.defaultSocketPath
 
     public static let defaultSocketMode: UInt32 = 0o660
     public static let defaultSharedMemoryMode: UInt32 = 0o600
