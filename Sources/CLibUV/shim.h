@@ -11,13 +11,16 @@
 // conflicting definition. The few GNU pieces needed are declared below.
 
 #include <errno.h>
+#include <linux/futex.h>
 #include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <sys/types.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -143,5 +146,74 @@ static inline int ivs_peer_has_hung_up(int fd) {
     if (ready < 0) return -1;
     return (entry.revents & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) ? 1 : 0;
 }
+
+// MARK: shared-memory words (host client library)
+
+// Sequentially consistent atomics on u32 words of a shared mapping. Swift's
+// Atomic needs storage it owns; these work on any aligned address, such as
+// a word of the vSoC shared memory that the guest also touches.
+
+static inline uint32_t ivs_atomic_load_u32(const uint32_t *word) {
+    return __atomic_load_n(word, __ATOMIC_SEQ_CST);
+}
+
+static inline void ivs_atomic_store_u32(uint32_t *word, uint32_t value) {
+    __atomic_store_n(word, value, __ATOMIC_SEQ_CST);
+}
+
+static inline uint32_t ivs_atomic_exchange_u32(uint32_t *word, uint32_t value) {
+    return __atomic_exchange_n(word, value, __ATOMIC_SEQ_CST);
+}
+
+/// Stores `desired` if the word holds `expected`; returns what it held.
+static inline uint32_t ivs_atomic_compare_exchange_u32(uint32_t *word, uint32_t expected, uint32_t desired) {
+    __atomic_compare_exchange_n(word, &expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    return expected;
+}
+
+static inline uint32_t ivs_atomic_fetch_add_u32(uint32_t *word, uint32_t value) {
+    return __atomic_fetch_add(word, value, __ATOMIC_SEQ_CST);
+}
+
+/// FUTEX_WAIT (shared: the word is in a file mapping other processes use)
+/// with an optional relative timeout; 0 or -1 with errno (EAGAIN when the
+/// word did not hold `expected`, ETIMEDOUT, EINTR). syscall(2) is variadic,
+/// which Swift cannot call.
+static inline int ivs_futex_wait(uint32_t *word, uint32_t expected, const struct timespec *timeout) {
+    return (int)syscall(SYS_futex, word, FUTEX_WAIT, expected, timeout, NULL, 0);
+}
+
+/// FUTEX_WAKE of up to `count` waiters; how many were woken, or -1.
+static inline int ivs_futex_wake(uint32_t *word, int count) {
+    return (int)syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+// MARK: edge-triggered readiness (ivctl watch)
+
+// struct epoll_event is packed on x86-64; these helpers keep it in C.
+
+enum { IVS_EPOLL_BATCH = 64 };
+
+static inline int ivs_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+/// Watches `fd` for becoming readable, edge-triggered: one event per write
+/// to an eventfd, whether or not anybody reads its counter.
+static inline int ivs_epoll_add_readable_edge(int epoll_fd, int fd, uint64_t token) {
+    struct epoll_event event = { .events = EPOLLIN | EPOLLET, .data = { .u64 = token } };
+    return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event);
+}
+
+/// epoll_wait for up to IVS_EPOLL_BATCH events; stores each event's token.
+static inline int ivs_epoll_wait_tokens(int epoll_fd, uint64_t *tokens, int capacity, int timeout_ms) {
+    struct epoll_event events[IVS_EPOLL_BATCH];
+    if (capacity > IVS_EPOLL_BATCH) capacity = IVS_EPOLL_BATCH;
+    int count = epoll_wait(epoll_fd, events, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) tokens[i] = events[i].data.u64;
+    return count;
+}
+
+#ifndef MSG_CMSG_CLOEXEC
+#define MSG_CMSG_CLOEXEC 0x40000000  /* Linux: received fds are close-on-exec */
+#endif
 
 #endif

@@ -1,0 +1,69 @@
+import Glibc
+import VSoCFormat
+
+/// Everything that can go wrong for a host client. Each error names the
+/// socket, the region when there is one, and the system's text for errno.
+public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: Equatable, Sendable {
+        /// Nothing exists at the socket path.
+        case socketMissing
+        /// Something exists at the path but nobody listens (a dead server).
+        case serverNotListening
+        /// The server closed the handshake without fds: it does not serve
+        /// that region to this client (unknown name, or not allowed).
+        case refused
+        /// The server serves a layout without this region.
+        case unknownRegion(available: [String])
+        case unsupportedProtocol(serverVersion: UInt32)
+        /// The server broke the handshake (wrong fds or payload).
+        case protocolViolation(String)
+        /// The shared memory's header is unusable.
+        case badLayout(HeaderError)
+        /// A caller's argument that cannot work (offset outside the region,
+        /// misaligned word, name too long).
+        case invalidArgument(String)
+        /// Every slot of the outgoing signal table holds another offset.
+        case signalTableFull(offset: UInt32)
+        /// The server did not answer within the handshake timeout.
+        case timedOut
+        case system(operation: String, errno: Int32)
+    }
+
+    public var kind: Kind
+    public var socketPath: String
+    public var region: String?
+
+    public init(_ kind: Kind, socketPath: String, region: String?) {
+        self.kind = kind
+        self.socketPath = socketPath
+        self.region = region
+    }
+
+    public var description: String {
+        let subject = region.map { "region '\($0)' at \(socketPath)" } ?? socketPath
+        switch kind {
+        case .socketMissing:
+            return "\(socketPath): no such socket; is ivserver running, and is this its --client-sock?"
+        case .serverNotListening:
+            return "\(socketPath): nobody is listening (connection refused); ivserver is not running there"
+        case .refused:
+            return "\(subject): the server refused the handshake (it does not know that region, or does not allow this user)"
+        case let .unknownRegion(available):
+            return "\(subject): no such region; the layout has: \(available.joined(separator: ", "))"
+        case let .unsupportedProtocol(version):
+            return "\(subject): the server speaks HALD protocol version \(version); this client speaks \(HALDProtocol.version)"
+        case let .protocolViolation(what):
+            return "\(subject): the server broke the handshake: \(what)"
+        case let .badLayout(error):
+            return "\(subject): the shared memory's layout is unusable: \(error)"
+        case let .invalidArgument(what):
+            return "\(subject): \(what)"
+        case let .signalTableFull(offset):
+            return "\(subject): the host_to_guest signal table is full; offset \(offset) was not queued (the guest has been interrupted to drain it; retry)"
+        case .timedOut:
+            return "\(subject): the server did not answer in time"
+        case let .system(operation, code):
+            return "\(subject): \(operation) failed: \(String(cString: strerror(code))) (errno \(code))"
+        }
+    }
+}

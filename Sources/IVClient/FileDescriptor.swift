@@ -1,0 +1,71 @@
+import CLibUV
+import Glibc
+
+/// An open file descriptor this library owns: closed exactly once, when the
+/// last reference goes.
+public final class FileDescriptor: Sendable {
+    public let rawValue: Int32
+
+    init(_ rawValue: Int32) { self.rawValue = rawValue }
+
+    deinit { close(rawValue) }
+}
+
+/// The system calls of the client, each retried on EINTR and reporting
+/// errno; `fail` turns an errno into the caller's typed error.
+enum Syscall {
+    static func retrying(_ call: () -> Int) -> (result: Int, errno: Int32) {
+        while true {
+            let result = call()
+            if result >= 0 { return (result, 0) }
+            if errno != EINTR { return (result, errno) }
+        }
+    }
+
+    /// poll(2) on one fd until it reports `events`, the deadline passes
+    /// (false), or an error. EINTR restarts with the time that is left.
+    static func waitUntilReadable(_ fd: Int32, deadline: ContinuousClock.Instant?) -> (ready: Bool, errno: Int32) {
+        var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        while true {
+            let result = poll(&entry, 1, milliseconds(until: deadline))
+            if result > 0 { return (true, 0) }
+            if result == 0 { return (false, 0) }
+            if errno != EINTR { return (false, errno) }
+        }
+    }
+
+    /// The poll timeout for a deadline: -1 for none, rounded up otherwise.
+    static func milliseconds(until deadline: ContinuousClock.Instant?) -> Int32 {
+        guard let deadline else { return -1 }
+        let left = deadline - ContinuousClock.now
+        if left <= .zero { return 0 }
+        let (seconds, attoseconds) = left.components
+        let total = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(clamping: total)
+    }
+
+    /// Adds 1 to an eventfd's counter. A counter already at its maximum
+    /// means an interrupt is pending anyway.
+    static func signalEventFD(_ fd: Int32) -> Int32 {
+        var one: UInt64 = 1
+        let (result, code) = retrying { write(fd, &one, 8) }
+        return result == 8 || code == EAGAIN ? 0 : code
+    }
+
+    /// Reads an eventfd's counter, resetting it: nil when it is 0.
+    static func drainEventFD(_ fd: Int32) -> (count: UInt64?, errno: Int32) {
+        var count: UInt64 = 0
+        let (result, code) = retrying { read(fd, &count, 8) }
+        if result == 8 { return (count, 0) }
+        return (nil, code == EAGAIN ? 0 : code)
+    }
+
+    /// Sets O_NONBLOCK (eventfds must be non-blocking: several clients may
+    /// read one, and a blocking read after a lost race would hang).
+    static func makeNonBlocking(_ fd: Int32) -> Int32 {
+        let flags = fcntl(fd, F_GETFL)
+        guard flags >= 0 else { return errno }
+        if flags & O_NONBLOCK != 0 { return 0 }
+        return fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 ? 0 : errno
+    }
+}

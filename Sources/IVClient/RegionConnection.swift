@@ -1,0 +1,219 @@
+import CLibUV
+import Glibc
+import VSoCFormat
+
+/// A host client's hold on one region: the fds from the HALD handshake, the
+/// layout read from the shared memory, the region mapped, and the vSoC
+/// signalling (docs/protocols.md §3). Opening blocks up to a timeout; after
+/// that nothing here talks to the server again.
+///
+///     let display = try RegionConnection.open(region: "hwcomposer")
+///     try display.memory.store(1, offset: Int(display.descriptor.dataOffset))
+///     try display.sendSignal(offset: display.descriptor.dataOffset)
+///     if let count = try display.waitForGuest(timeout: .seconds(1)) { ... }
+public final class RegionConnection: Sendable {
+    /// ivserver's default client socket.
+    public static let defaultSocketPath = HALDProtocol.defaultSocketPath
+
+    public let socketPath: String
+    public let regionName: String
+    /// The region's index, which is also its interrupt vector.
+    public let regionIndex: Int
+    public let descriptor: RegionDescriptor
+    /// The whole layout, as the shared memory's header says.
+    public let layout: LayoutHeader
+    /// The region's bytes, mapped once.
+    public let memory: RegionMemory
+    /// Rung by the guest (and by QEMU for its doorbell) for this region.
+    public let guestToHost: FileDescriptor
+    /// Rung by host clients; QEMU turns it into MSI-X vector `regionIndex`.
+    public let hostToGuest: FileDescriptor
+    public let sharedMemory: FileDescriptor
+
+    private init(socketPath: String, regionName: String, regionIndex: Int, layout: LayoutHeader,
+                 memory: RegionMemory, fds: GrantedRegion) {
+        self.socketPath = socketPath
+        self.regionName = regionName
+        self.regionIndex = regionIndex
+        self.layout = layout
+        self.descriptor = layout.regions[regionIndex]
+        self.memory = memory
+        guestToHost = fds.guestToHost
+        hostToGuest = fds.hostToGuest
+        sharedMemory = fds.sharedMemory
+    }
+
+    /// Connects to `socket`, asks for `region` and maps it. When the server
+    /// refuses, the layout is looked up through a well-known region name so
+    /// the error can list the regions that do exist.
+    public static func open(region: String, socket: String = defaultSocketPath,
+                            timeout: Duration = .seconds(5)) throws(IVClientError) -> RegionConnection {
+        let handshake = HandshakeClient(socketPath: socket, region: region, timeout: timeout)
+        let fds: GrantedRegion
+        do {
+            fds = try handshake.run()
+        } catch where error.kind == .refused {
+            let others = HALDProtocol.wellKnownRegionNames.filter { $0 != region }
+            if let layout = try? readLayout(socket: socket, tryingRegions: others, timeout: timeout),
+               layout.region(named: region) == nil {
+                throw IVClientError(.unknownRegion(available: layout.regions.map(\.name)), socketPath: socket, region: region)
+            }
+            throw error
+        }
+        let layout = try readLayout(fds.sharedMemory, socketPath: socket, region: region)
+        guard let (index, descriptor) = layout.region(named: region) else {
+            throw IVClientError(.unknownRegion(available: layout.regions.map(\.name)), socketPath: socket, region: region)
+        }
+        let memory = try RegionMemory(fd: fds.sharedMemory.rawValue, offset: UInt64(descriptor.beginOffset),
+                                      count: Int(descriptor.size), socketPath: socket, region: region)
+        return RegionConnection(socketPath: socket, regionName: region, regionIndex: index, layout: layout,
+                                memory: memory, fds: fds)
+    }
+
+    /// The live layout, through the shared memory of the first of `names`
+    /// the server grants. The protocol gives the shared memory only to a
+    /// handshake that names a region, so one name must be right.
+    public static func readLayout(socket: String = defaultSocketPath,
+                                  tryingRegions names: [String] = HALDProtocol.wellKnownRegionNames,
+                                  timeout: Duration = .seconds(5)) throws(IVClientError) -> LayoutHeader {
+        var refusal = IVClientError(.refused, socketPath: socket, region: names.first)
+        for name in names {
+            do {
+                let fds = try HandshakeClient(socketPath: socket, region: name, timeout: timeout).run()
+                return try readLayout(fds.sharedMemory, socketPath: socket, region: name)
+            } catch where error.kind == .refused || error.kind.isInvalidArgument {
+                refusal = error
+            }
+        }
+        throw refusal
+    }
+
+    /// Reads and checks the header with pread: the layout descriptor, then
+    /// exactly the descriptors it announces, against the file's size.
+    static func readLayout(_ sharedMemory: FileDescriptor, socketPath: String, region: String) throws(IVClientError) -> LayoutHeader {
+        func failure(_ operation: String) -> IVClientError {
+            IVClientError(.system(operation: operation, errno: errno), socketPath: socketPath, region: region)
+        }
+        var info = stat()
+        guard fstat(sharedMemory.rawValue, &info) == 0 else { throw failure("fstat of the shared memory") }
+        let fileSize = UInt64(max(info.st_size, 0))
+        func readBytes(_ count: Int) throws(IVClientError) -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: count)
+            var done = 0
+            while done < count {
+                let (result, code) = bytes.withUnsafeMutableBytes { buffer in
+                    Syscall.retrying { pread(sharedMemory.rawValue, buffer.baseAddress! + done, count - done, off_t(done)) }
+                }
+                if code != 0 { errno = code; throw failure("pread of the layout header") }
+                if result == 0 { break }
+                done += result
+            }
+            return Array(bytes[..<done])
+        }
+        do {
+            let first = try readBytes(LayoutHeader.layoutDescriptorSize)
+            let length = try LayoutHeader.encodedLength(descriptorBytes: first, fileSize: fileSize)
+            return try LayoutHeader.decode(try readBytes(length), fileSize: fileSize)
+        } catch let error as HeaderError {
+            throw IVClientError(.badLayout(error), socketPath: socketPath, region: region)
+        } catch let error as IVClientError {
+            throw error
+        } catch {
+            fatalError("unexpected error \(error)")
+        }
+    }
+
+    /// An error about this region and socket.
+    public func error(_ kind: IVClientError.Kind) -> IVClientError {
+        IVClientError(kind, socketPath: socketPath, region: regionName)
+    }
+
+    // MARK: interrupts
+
+    /// Rings the guest: QEMU delivers MSI-X vector `regionIndex`.
+    public func interruptGuest() throws(IVClientError) {
+        let code = Syscall.signalEventFD(hostToGuest.rawValue)
+        if code != 0 { throw error(.system(operation: "write to the host_to_guest eventfd", errno: code)) }
+    }
+
+    /// Waits until the guest rings this region, at most `timeout` (nil:
+    /// forever); the number of rings since the last wait (they coalesce),
+    /// or nil on timeout. Uses poll: the eventfd is non-blocking, and another
+    /// client of the region may take the count first (then this waits on).
+    public func waitForGuest(timeout: Duration?) throws(IVClientError) -> UInt64? {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            let (ready, code) = Syscall.waitUntilReadable(guestToHost.rawValue, deadline: deadline)
+            if code != 0 { throw error(.system(operation: "poll of the guest_to_host eventfd", errno: code)) }
+            if !ready { return nil }
+            let drained = Syscall.drainEventFD(guestToHost.rawValue)
+            if drained.errno != 0 { throw error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno)) }
+            if let count = drained.count { return count }
+        }
+    }
+
+    // MARK: signal tables
+
+    /// Tells the guest that the futex word at `offset` (region-relative,
+    /// 4-byte aligned, not 0) changed: queues it in the host_to_guest table
+    /// and interrupts the guest unless an interrupt is already pending. With
+    /// `roundTrip` the guest signals the same word back when it has seen it.
+    public func sendSignal(offset: UInt32, roundTrip: Bool = false) throws(IVClientError) {
+        try checkSignalOffset(offset)
+        let table = SignalTable(layout: descriptor.hostToGuest)
+        switch table.send(offset: offset, roundTrip: roundTrip, words: memory) {
+        case .alreadyQueued, .queued(ring: false):
+            return
+        case .queued(ring: true):
+            try interruptGuest()
+        case let .full(ring):
+            if ring { try interruptGuest() }
+            throw error(.signalTableFull(offset: offset))
+        }
+    }
+
+    /// Handles what the guest queued in the guest_to_host table: for each
+    /// offset, calls `handler`, wakes the futex waiters on that word, and
+    /// signals it back when the guest asked for a round trip. Offsets that
+    /// are not words of this region are dropped. Returns how many were
+    /// handled. Call it after `waitForGuest`, or use a `RegionWorker`.
+    @discardableResult
+    public func processSignals(_ handler: (UInt32) -> Void) throws(IVClientError) -> Int {
+        var received: [(offset: UInt32, roundTrip: Bool)] = []
+        SignalTable(layout: descriptor.guestToHost).drain(words: memory) { received.append(($0, $1)) }
+        var handled = 0
+        for (offset, roundTrip) in received where offset != 0 && Int(offset) <= memory.count - 4 {
+            handler(offset)
+            try memory.wake(offset: Int(offset))
+            if roundTrip { try sendSignal(offset: offset) }
+            handled += 1
+        }
+        return handled
+    }
+
+    private func checkSignalOffset(_ offset: UInt32) throws(IVClientError) {
+        guard offset != 0, offset % 4 == 0, Int(offset) <= memory.count - 4 else {
+            throw error(.invalidArgument("signal offset \(offset) is not a non-zero, 4-byte aligned word of the region's \(memory.count) bytes"))
+        }
+    }
+
+    // MARK: futex
+
+    /// FUTEX_WAIT on the region word at `offset`; see `RegionMemory.wait`.
+    public func wait(offset: UInt32, expected: UInt32, timeout: Duration?) throws(IVClientError) -> FutexWaitResult {
+        try memory.wait(offset: Int(offset), expected: expected, timeout: timeout)
+    }
+
+    /// FUTEX_WAKE of every waiter on the region word at `offset`.
+    @discardableResult
+    public func wake(offset: UInt32) throws(IVClientError) -> Int {
+        try memory.wake(offset: Int(offset))
+    }
+}
+
+extension IVClientError.Kind {
+    var isInvalidArgument: Bool {
+        if case .invalidArgument = self { return true }
+        return false
+    }
+}

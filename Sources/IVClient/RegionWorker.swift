@@ -1,0 +1,91 @@
+import CLibUV
+import Glibc
+import Synchronization
+
+/// A thread that serves a region's incoming signals, like the original
+/// RegionWorker: it waits for the guest's interrupts and runs
+/// `processSignals(handler)` after each, until `stop()`. Stopping is prompt:
+/// the thread waits on the guest's eventfd and on a stop eventfd together.
+///
+/// While a worker runs, it takes the region's interrupts: do not also call
+/// `waitForGuest` on the same region.
+public final class RegionWorker: Sendable {
+    private let connection: RegionConnection
+    private let handler: @Sendable (UInt32) -> Void
+    private let stopFD: FileDescriptor
+    private let thread = Mutex<pthread_t?>(nil)
+    private let failure = Mutex<IVClientError?>(nil)
+
+    /// Starts the thread; it first handles anything already queued.
+    public init(connection: RegionConnection, handler: @escaping @Sendable (UInt32) -> Void) throws(IVClientError) {
+        self.connection = connection
+        self.handler = handler
+        let raw = ivs_eventfd_nonblocking(0)
+        guard raw >= 0 else { throw connection.error(.system(operation: "eventfd for the worker's stop signal", errno: errno)) }
+        stopFD = FileDescriptor(raw)
+        var created = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&created, nil, { context in
+            let worker = Unmanaged<RegionWorker>.fromOpaque(context!).takeRetainedValue()
+            worker.run()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<RegionWorker>.fromOpaque(context).release()
+            throw connection.error(.system(operation: "pthread_create for the region worker", errno: result))
+        }
+        thread.withLock { $0 = created }
+    }
+
+    deinit {
+        // The thread holds a reference while it runs, so by now it is gone.
+    }
+
+    /// Stops the thread and waits for it; the error that ended it early, if
+    /// any, is thrown. Safe to call more than once.
+    public func stop() throws(IVClientError) {
+        _ = Syscall.signalEventFD(stopFD.rawValue)
+        let running = thread.withLock { value -> pthread_t? in
+            defer { value = nil }
+            return value
+        }
+        if let running, pthread_equal(running, pthread_self()) == 0 {
+            pthread_join(running, nil)
+        }
+        if let error = failure.withLock({ $0 }) { throw error }
+    }
+
+    private func run() {
+        do throws(IVClientError) {
+            try connection.processSignals(handler)
+            var entries = [
+                pollfd(fd: connection.guestToHost.rawValue, events: Int16(POLLIN), revents: 0),
+                pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0),
+            ]
+            while true {
+                let ready = poll(&entries, 2, -1)
+                if ready < 0 {
+                    if errno == EINTR { continue }
+                    throw connection.error(.system(operation: "poll in the region worker", errno: errno))
+                }
+                if entries[1].revents != 0 { return }
+                if entries[0].revents != 0 {
+                    let drained = Syscall.drainEventFD(connection.guestToHost.rawValue)
+                    if drained.errno != 0 {
+                        throw connection.error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno))
+                    }
+                    try connection.processSignals(handler)
+                }
+            }
+        } catch {
+            failure.withLock { $0 = error }
+        }
+    }
+}
+
+extension RegionConnection {
+    /// Starts a `RegionWorker` for this region.
+    public func startWorker(handler: @escaping @Sendable (UInt32) -> Void) throws(IVClientError) -> RegionWorker {
+        try RegionWorker(connection: self, handler: handler)
+    }
+}

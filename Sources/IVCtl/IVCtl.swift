@@ -1,0 +1,252 @@
+import ArgumentParser
+import Glibc
+import IVClient
+import VSoCFormat
+
+/// `ivctl`: look at and poke a running ivserver's regions from the shell.
+/// Argument parsing and printing only; the work is IVClient's.
+@main
+struct IVCtl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ivctl",
+        abstract: "Inspect and signal the regions of a running ivserver, as a host client.",
+        discussion: """
+            Every command connects to ivserver's client socket (--client-sock) and
+            makes the HALD handshake for a region, as a host HAL would. Offsets are
+            relative to the region's begin, like the offsets in signal tables; they
+            may be written in decimal or as 0x-prefixed hex.
+
+            Exit codes:
+              0   success
+              1   the server could not be reached, refused, or an operation failed
+              2   wait: the timeout passed before --count interrupts
+              3   no region of that name (the message lists the regions)
+              64  bad command line (also: --offset/--length outside the region)
+            """,
+        subcommands: [Regions.self, Dump.self, Signal.self, Wait.self, Watch.self]
+    )
+}
+
+/// The exit codes in the help text above.
+enum Exit {
+    static let failure = ExitCode(1)
+    static let timedOut = ExitCode(2)
+    static let unknownRegion = ExitCode(3)
+    static let usage = ExitCode.validationFailure
+}
+
+struct ServerOptions: ParsableArguments {
+    @Option(name: .customLong("client-sock"), help: ArgumentHelp("ivserver's client socket.", valueName: "path"))
+    var clientSocket = RegionConnection.defaultSocketPath
+
+    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp("Seconds to wait for the server's answer.", valueName: "seconds"))
+    var handshakeTimeout = 5.0
+
+    func validate() throws {
+        guard handshakeTimeout > 0, handshakeTimeout.isFinite else {
+            throw ValidationError("--handshake-timeout must be a positive number of seconds")
+        }
+    }
+
+    var timeout: Duration { .milliseconds(Int64(handshakeTimeout * 1000)) }
+
+    func open(_ region: String) throws -> RegionConnection {
+        try report { () throws(IVClientError) in
+            try RegionConnection.open(region: region, socket: clientSocket, timeout: timeout)
+        }
+    }
+}
+
+/// Runs `body`; an IVClientError becomes one line on stderr and its exit code.
+func report<Result>(_ body: () throws(IVClientError) -> Result) throws -> Result {
+    do {
+        return try body()
+    } catch {
+        Output.error("ivctl: \(error)")
+        if case .unknownRegion = error.kind { throw Exit.unknownRegion }
+        if case .invalidArgument = error.kind { throw Exit.usage }
+        throw Exit.failure
+    }
+}
+
+/// A byte offset or length: decimal or 0x-prefixed hex.
+struct ByteValue: ExpressibleByArgument {
+    var value: Int
+
+    init?(argument: String) {
+        let parsed = argument.lowercased().hasPrefix("0x") ? Int(argument.dropFirst(2), radix: 16) : Int(argument)
+        guard let parsed, parsed >= 0 else { return nil }
+        value = parsed
+    }
+}
+
+struct Regions: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the live region table, read from the shared memory.",
+        discussion: "The server hands out the shared memory only to a handshake that names a region; without --region, ivctl tries the region names of Cuttlefish's layouts.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Option(help: ArgumentHelp("A region the server knows, to make the handshake with.", valueName: "name"))
+    var region: String?
+
+    func run() throws {
+        let socket = server.clientSocket
+        let timeout = server.timeout
+        let names = region.map { [$0] } ?? HALDProtocol.wellKnownRegionNames
+        let layout = try report { () throws(IVClientError) in
+            try RegionConnection.readLayout(socket: socket, tryingRegions: names, timeout: timeout)
+        }
+        var lines = ["layout at \(socket): \(layout.regions.count) regions, version \(layout.majorVersion).\(layout.minorVersion), "
+            + "shared memory \(layout.size) bytes (\(hex0x(layout.size)))"]
+        lines += RegionTable.lines(layout)
+        lines.append(RegionTable.offsetsNote)
+        Output.lines(lines)
+    }
+}
+
+struct Dump: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Hexdump a region's bytes (hexdump -C style; repeated lines become '*').",
+        discussion: "Reads with pread, so dumping a large sparse region allocates no memory in the shared-memory file.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Argument(help: "The region's name.")
+    var region: String
+
+    @Option(help: ArgumentHelp("First byte, relative to the region's begin.", valueName: "n"))
+    var offset = ByteValue(argument: "0")!
+
+    @Option(help: ArgumentHelp("How many bytes (default: to the region's end).", valueName: "n"))
+    var length: ByteValue?
+
+    func run() throws {
+        let connection = try server.open(region)
+        let size = Int(connection.descriptor.size)
+        let start = offset.value
+        let count = length?.value ?? max(size - start, 0)
+        guard start <= size, count <= size - start else {
+            Output.error("ivctl: bytes \(start)..<\(start + count) are outside region '\(region)' (\(size) bytes)")
+            throw Exit.usage
+        }
+        var dump = HexDump(startOffset: start)
+        let chunkSize = 1 << 20
+        var position = 0
+        var chunk = [UInt8](repeating: 0, count: min(chunkSize, max(count, 1)))
+        while position < count {
+            let wanted = min(chunkSize, count - position)
+            let fileOffset = off_t(Int(connection.descriptor.beginOffset) + start + position)
+            let got = chunk.withUnsafeMutableBytes { pread(connection.sharedMemory.rawValue, $0.baseAddress, wanted, fileOffset) }
+            guard got > 0 else {
+                if got < 0 && errno == EINTR { continue }
+                Output.error("ivctl: region '\(region)' at \(server.clientSocket): pread of the shared memory failed: \(String(cString: strerror(errno)))")
+                throw Exit.failure
+            }
+            Output.text(dump.feed(chunk[..<got]))
+            position += got
+        }
+        Output.text(dump.finish())
+    }
+}
+
+struct Signal: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Interrupt the guest on a region (its MSI-X vector), or signal a futex word through the host_to_guest table.")
+
+    @OptionGroup var server: ServerOptions
+
+    @Argument(help: "The region's name.")
+    var region: String
+
+    @Option(help: ArgumentHelp("Queue this futex word's offset in the host_to_guest signal table first.", valueName: "n"))
+    var offset: ByteValue?
+
+    @Flag(help: "With --offset: ask the guest to signal the word back.")
+    var roundTrip = false
+
+    func validate() throws {
+        if roundTrip && offset == nil { throw ValidationError("--round-trip needs --offset") }
+    }
+
+    func run() throws {
+        let connection = try server.open(region)
+        try report { () throws(IVClientError) in
+            if let offset {
+                guard let word = UInt32(exactly: offset.value) else {
+                    throw connection.error(.invalidArgument("offset \(offset.value) is outside the region"))
+                }
+                try connection.sendSignal(offset: word, roundTrip: roundTrip)
+            } else {
+                try connection.interruptGuest()
+            }
+        }
+        let what = offset.map { "signalled offset \($0.value)\(roundTrip ? " (round trip)" : "") to" } ?? "interrupted"
+        Output.lines(["\(what) the guest on region \(region) (vector \(connection.regionIndex))"])
+    }
+}
+
+struct Wait: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Wait for the guest to interrupt a region; print each wake-up with its count.",
+        discussion: "This consumes the interrupts: a HAL waiting on the same region at the same time may miss them (watch does not consume).")
+
+    @OptionGroup var server: ServerOptions
+
+    @Argument(help: "The region's name.")
+    var region: String
+
+    @Option(help: ArgumentHelp("Give up after this many seconds (exit code 2).", valueName: "seconds"))
+    var timeout: Double?
+
+    @Option(help: ArgumentHelp("Stop once this many interrupts were counted.", valueName: "n"))
+    var count = 1
+
+    func validate() throws {
+        if let timeout, !(timeout >= 0 && timeout.isFinite) { throw ValidationError("--timeout must be a number of seconds >= 0") }
+        if count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+
+    func run() throws {
+        let connection = try server.open(region)
+        let deadline = timeout.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
+        var seen: UInt64 = 0
+        while seen < UInt64(count) {
+            let left = deadline.map { $0 - ContinuousClock.now }
+            let woke = try report { () throws(IVClientError) in try connection.waitForGuest(timeout: left) }
+            guard let woke else {
+                Output.error("ivctl: region '\(region)': timed out after \(seen) of \(count) interrupts")
+                throw Exit.timedOut
+            }
+            seen += woke
+            Output.lines(["\(region): \(woke) interrupt\(woke == 1 ? "" : "s")"])
+        }
+    }
+}
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a line whenever the guest interrupts any region, until Ctrl-C.",
+        discussion: "Watching does not consume the interrupts: the regions' own clients still get them. Rings of one region that come faster than they are printed show as one line.")
+
+    @OptionGroup var server: ServerOptions
+
+    func run() throws {
+        let socket = server.clientSocket
+        let timeout = server.timeout
+        let watcher: InterruptWatcher
+        let names: [String]
+        (watcher, names) = try report { () throws(IVClientError) in
+            let layout = try RegionConnection.readLayout(socket: socket, timeout: timeout)
+            let connections = try layout.regions.map { region throws(IVClientError) in
+                try RegionConnection.open(region: region.name, socket: socket, timeout: timeout)
+            }
+            return (try InterruptWatcher(connections: connections), connections.map(\.regionName))
+        }
+        Output.lines(["watching \(names.count) regions at \(socket): \(names.joined(separator: ", "))"])
+        while true {
+            let rung = try report { () throws(IVClientError) in try watcher.next(timeout: nil) }
+            Output.lines(rung.map { "\(names[$0]): interrupted" })
+        }
+    }
+}

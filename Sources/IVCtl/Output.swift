@@ -1,0 +1,85 @@
+import Glibc
+
+/// Unbuffered output: every line reaches a pipe or file at once, which a
+/// long-running `watch` needs.
+enum Output {
+    static func text(_ text: String) {
+        write(1, text)
+    }
+
+    static func lines(_ lines: [String]) {
+        guard !lines.isEmpty else { return }
+        write(1, lines.joined(separator: "\n") + "\n")
+    }
+
+    static func error(_ line: String) {
+        write(2, line + "\n")
+    }
+
+    private static func write(_ fd: Int32, _ text: String) {
+        var bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let result = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            if result < 0 && errno == EINTR { continue }
+            guard result > 0 else { return }
+            done += result
+        }
+    }
+}
+
+/// `hexdump -C` lines for a stream of bytes: offset, 16 bytes in two
+/// groups, the printable characters; a run of lines equal to the previous
+/// one becomes a single '*'. Pure.
+struct HexDump {
+    private var offset: Int
+    private var pending: [UInt8] = []
+    private var previous: [UInt8]?
+    private var squeezing = false
+
+    init(startOffset: Int) { offset = startOffset }
+
+    /// The lines complete after `bytes`.
+    mutating func feed(_ bytes: some Collection<UInt8>) -> String {
+        var out = ""
+        pending += bytes
+        var index = 0
+        while pending.count - index >= 16 {
+            out += line(Array(pending[index..<index + 16]))
+            index += 16
+        }
+        pending.removeFirst(index)
+        return out
+    }
+
+    /// The last partial line and the final offset.
+    mutating func finish() -> String {
+        var out = pending.isEmpty ? "" : line(pending, force: true)
+        pending = []
+        out += Self.hex(offset, width: 8) + "\n"
+        return out
+    }
+
+    private mutating func line(_ bytes: [UInt8], force: Bool = false) -> String {
+        defer { offset += bytes.count }
+        if !force && bytes == previous {
+            if squeezing { return "" }
+            squeezing = true
+            return "*\n"
+        }
+        previous = bytes
+        squeezing = false
+        var text = Self.hex(offset, width: 8) + " "
+        for column in 0..<16 {
+            if column == 8 { text += " " }
+            text += column < bytes.count ? " " + Self.hex(Int(bytes[column]), width: 2) : "   "
+        }
+        text += "  |" + String(decoding: bytes.map { (0x20..<0x7F).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self) + "|\n"
+        return text
+    }
+
+    static func hex(_ value: Int, width: Int) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: max(width - digits.count, 0)) + digits
+    }
+}
