@@ -69,13 +69,18 @@ func sleep(milliseconds: Int) {
     usleep(useconds_t(milliseconds * 1000))
 }
 
-/// Spawns `arguments` with stdout and stderr going to `logPath`.
-func spawn(_ arguments: [String], logPath: String) throws -> pid_t {
+/// Spawns `arguments` with stdout going to `logPath` and stderr to
+/// `errorPath` (by default the same file).
+func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
     posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-    posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    if let errorPath {
+        posix_spawn_file_actions_addopen(&actions, 2, errorPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+    } else {
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+    }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
