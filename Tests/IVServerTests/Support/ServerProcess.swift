@@ -70,8 +70,22 @@ func sleep(milliseconds: Int) {
 }
 
 /// Spawns `arguments` with stdout going to `logPath` and stderr to
-/// `errorPath` (by default the same file).
-func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil) throws -> pid_t {
+/// `errorPath` (by default the same file). The child inherits the test
+/// runner's blocked signals unless `defaultSignals`, as from a shell.
+func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil, defaultSignals: Bool = false) throws -> pid_t {
+    var attributes = posix_spawnattr_t()
+    posix_spawnattr_init(&attributes)
+    defer { posix_spawnattr_destroy(&attributes) }
+    if defaultSignals {
+        var none = sigset_t()
+        var handled = sigset_t()
+        sigemptyset(&none)
+        sigemptyset(&handled)
+        for signal in [SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGPIPE] { sigaddset(&handled, signal) }
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &handled)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -85,7 +99,7 @@ func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil) thr
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
     var pid: pid_t = 0
-    let result = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+    let result = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
     guard result == 0 else { throw TestFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(result)))") }
     return pid
 }
