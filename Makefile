@@ -73,25 +73,35 @@ sanitize-thread: deps qemu-deps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	$(SWIFT) test --skip-build --no-parallel --sanitize=thread --scratch-path .build-tsan
 
-# libFuzzer on the two parsers of untrusted input, FUZZ_SECONDS each, with a
-# memory cap. New inputs go to .build-fuzz/, the committed seeds stay as they are.
-FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -module-name IVFuzz
+# libFuzzer on the three parsers of untrusted input, FUZZ_SECONDS each, with
+# a memory cap. New inputs go to .build-fuzz/, the committed seeds stay as
+# they are. VSoCFormat is built first as its own (instrumented) module.
+FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -I .build-fuzz -L .build-fuzz -lVSoCFormat
 LAYOUT_SOURCES = $(wildcard Sources/IVServer/Layout/*.swift)
+FORMAT_SOURCES = $(wildcard Sources/VSoCFormat/*.swift)
 
-.build-fuzz/layout-fuzzer: Fuzz/LayoutFuzzer.swift $(LAYOUT_SOURCES)
+.build-fuzz/libVSoCFormat.a: $(FORMAT_SOURCES)
 	@mkdir -p .build-fuzz
-	swiftc $(FUZZ_FLAGS) $^ -o $@
+	swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name VSoCFormat \
+		-emit-module -emit-module-path .build-fuzz/VSoCFormat.swiftmodule -emit-library -static -o $@ $^
 
-.build-fuzz/handshake-fuzzer: Fuzz/HandshakeFuzzer.swift Sources/IVServer/Protocol/ClientHandshake.swift $(LAYOUT_SOURCES)
-	@mkdir -p .build-fuzz
-	swiftc $(FUZZ_FLAGS) $^ -o $@
+.build-fuzz/layout-fuzzer: Fuzz/LayoutFuzzer.swift $(LAYOUT_SOURCES) .build-fuzz/libVSoCFormat.a
+	swiftc $(FUZZ_FLAGS) -module-name IVFuzz $(filter %.swift,$^) -o $@
 
-fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer
-	@mkdir -p .build-fuzz/corpus-layout .build-fuzz/corpus-handshake
+.build-fuzz/handshake-fuzzer: Fuzz/HandshakeFuzzer.swift Sources/IVServer/Protocol/ClientHandshake.swift $(LAYOUT_SOURCES) .build-fuzz/libVSoCFormat.a
+	swiftc $(FUZZ_FLAGS) -module-name IVFuzz $(filter %.swift,$^) -o $@
+
+.build-fuzz/header-fuzzer: Fuzz/HeaderFuzzer.swift .build-fuzz/libVSoCFormat.a
+	swiftc $(FUZZ_FLAGS) -module-name IVFuzz $(filter %.swift,$^) -o $@
+
+fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer .build-fuzz/header-fuzzer
+	@mkdir -p .build-fuzz/corpus-layout .build-fuzz/corpus-handshake .build-fuzz/corpus-header
 	.build-fuzz/layout-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -max_len=65536 \
 		.build-fuzz/corpus-layout Fuzz/corpus/layout
 	.build-fuzz/handshake-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 \
 		.build-fuzz/corpus-handshake Fuzz/corpus/handshake
+	.build-fuzz/header-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -max_len=8192 \
+		.build-fuzz/corpus-header Fuzz/corpus/header
 
 # The Debian package: build/ivserver_<version>_<arch>.deb (see scripts/build-deb.sh).
 deb: deps
