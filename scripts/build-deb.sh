@@ -13,27 +13,31 @@ root=build/deb-root
 scratch=.build-release
 
 swift build -c release --static-swift-stdlib --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED
-binary="$scratch/release/ivserver"
 
 rm -rf "$root"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/lib/systemd/system" \
     "$root/usr/share/man/man1" "$root/usr/share/doc/ivserver"
-install -m 0755 "$binary" "$root/usr/bin/ivserver"
-strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/ivserver"
+for tool in ivserver ivctl; do
+    install -m 0755 "$scratch/release/$tool" "$root/usr/bin/$tool"
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/$tool"
+done
 install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
 install -m 0644 packaging/ivserver.service packaging/ivserver@.service "$root/lib/systemd/system/"
 install -m 0644 packaging/copyright "$root/usr/share/doc/ivserver/copyright"
 gzip -9n < packaging/changelog > "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 
-# The man page comes from the command's own help (swift-argument-parser's
+# The man pages come from the commands' own help (swift-argument-parser's
 # generate-manual), built from the packaged binary's sources.
 swift package --scratch-path "$scratch" --allow-writing-to-package-directory generate-manual \
     --date "$(date -u -d "$(dpkg-parsechangelog -l packaging/changelog -S Date)" +%Y-%m-%d)" \
     --authors "ivserver developers" >/dev/null
 # Blank lines (paragraphs of the help text) become mdoc paragraph breaks.
-sed 's/^$/.Pp/' "$scratch/plugins/GenerateManual/outputs/Main/ivserver.1" | gzip -9n > "$root/usr/share/man/man1/ivserver.1.gz"
-chmod 0644 "$root/usr/share/man/man1/ivserver.1.gz"
+for page in Main/ivserver IVCtl/ivctl; do
+    name=$(basename "$page")
+    sed 's/^$/.Pp/' "$scratch/plugins/GenerateManual/outputs/$page.1" | gzip -9n > "$root/usr/share/man/man1/$name.1.gz"
+    chmod 0644 "$root/usr/share/man/man1/$name.1.gz"
+done
 
 install -d -m 0755 "$root/usr/share/lintian/overrides"
 install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ivserver"
@@ -45,7 +49,7 @@ workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
 mkdir -p "$workdir/debian"
 printf 'Source: ivserver\n\nPackage: ivserver\nArchitecture: any\n' > "$workdir/debian/control"
-depends=$(cd "$workdir" && dpkg-shlibdeps -O "$OLDPWD/$root/usr/bin/ivserver" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
+depends=$(cd "$workdir" && dpkg-shlibdeps -O "$OLDPWD/$root/usr/bin/ivserver" "$OLDPWD/$root/usr/bin/ivctl" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 
 size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" \

@@ -53,7 +53,7 @@ lintian_output=$(lintian "$deb" 2>&1 | grep -v 'running with root privileges' ||
 check "lintian reports no error and no warning" test -z "$(echo "$lintian_output" | grep -E '^[EW]:' || true)"
 
 contents=$(dpkg -c "$deb" | awk '{print $6}')
-for path in ./usr/bin/ivserver ./etc/ivserver/vsoc_mem.json ./lib/systemd/system/ivserver.service \
+for path in ./usr/bin/ivserver ./usr/bin/ivctl ./usr/share/man/man1/ivctl.1.gz ./etc/ivserver/vsoc_mem.json ./lib/systemd/system/ivserver.service \
     ./lib/systemd/system/ivserver@.service ./usr/share/man/man1/ivserver.1.gz \
     ./usr/share/doc/ivserver/copyright ./usr/share/doc/ivserver/changelog.Debian.gz; do
     check "dpkg -c lists $path" grep -qx "$path" <<<"$contents"
@@ -65,8 +65,10 @@ dpkg -x "$deb" "$work/root"
 extracted=$work/root/usr/bin/ivserver
 libs=$(ldd "$extracted" | awk '{print $1}' | sed 's/\.so.*//' | sort -u | tr '\n' ' ')
 echo "extracted binary needs: $libs"
-check "no Swift runtime: only libuv, libc, libm, libstdc++ and libgcc" \
-    test -z "$(ldd "$extracted" | awk '{print $1}' | grep -vE '^(linux-vdso\.so|/lib64/ld-linux|libuv\.so|libc\.so|libm\.so|libstdc\+\+\.so|libgcc_s\.so)' || true)"
+for binary in "$extracted" "$work/root/usr/bin/ivctl"; do
+    check "no Swift runtime in $(basename "$binary"): only libuv, libc, libm, libstdc++ and libgcc" \
+        test -z "$(ldd "$binary" | awk '{print $1}' | grep -vE '^(linux-vdso\.so|/lib64/ld-linux|libuv\.so|libc\.so|libm\.so|libstdc\+\+\.so|libgcc_s\.so)' || true)"
+done
 check "--version prints VERSION" test "$("$extracted" --version)" = "$(cat VERSION)"
 check "layout prints the default table" grep -q '^3  gralloc_memory   0x10000     0x19010000' <("$extracted" layout)
 mkdir "$work/x"
@@ -82,9 +84,12 @@ mkdir "$work/y"
 serve /usr/bin/ivserver "$work/y"
 check "the installed binary uses the packaged layout" grep -q 'no --layout given: using /etc/ivserver/vsoc_mem.json' "$work/y/log"
 check "the installed binary serves a real handshake" test "$(handshake "$work/y/c.sock" hwcomposer)" = "fds 3 bytes 8"
+check "the installed ivctl reads the live table" grep -q '^3  gralloc_memory   0x10000     0x19010000' \
+    <(/usr/bin/ivctl regions --client-sock "$work/y/c.sock")
+check "ivctl's man page documents the exit codes" grep -q "wait: the timeout passed" <(zcat /usr/share/man/man1/ivctl.1.gz)
 stop
 dpkg --purge ivserver >/dev/null
-check "purged: no binary" test ! -e /usr/bin/ivserver
+check "purged: no binaries" test ! -e /usr/bin/ivserver -a ! -e /usr/bin/ivctl
 check "purged: no conffile or /etc/ivserver" test ! -e /etc/ivserver
 check "purged: no units" test -z "$(ls /lib/systemd/system/ivserver* 2>/dev/null)"
 check "purged: no group" bash -c '! getent group ivshmem'

@@ -182,6 +182,34 @@ struct ClientTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("the README's example runs as written")
+    func readmeExample() throws {
+        let server = try ServerProcess()
+        let vm = try FakeVM(server: server, regionCount: plan.regionCount)
+        // from README.md, "IVClient", with the socket path of this server
+        let region = try RegionConnection.open(region: "e2e_primary",
+                                               socket: server.clientSocketPath)
+        let data = Int(region.descriptor.dataOffset)
+
+        try region.memory.write(Array("hello".utf8), offset: data)
+        try region.memory.store(1, offset: 64)
+        let old = try region.memory.compareExchange(expected: 1, desired: 2, offset: 64)
+
+        try region.interruptGuest()
+        if let count = try region.waitForGuest(timeout: .seconds(1)) { print("guest rang \(count)×") }
+
+        try region.sendSignal(offset: 64, roundTrip: false)
+        let worker = try region.startWorker { offset in print("guest changed word \(offset)") }
+        _ = try region.wait(offset: 64, expected: 2, timeout: .seconds(1))
+        try worker.stop()
+        // what it did
+        #expect(old == 1)
+        #expect(try region.memory.read(offset: data, count: 5) == Array("hello".utf8))
+        #expect(try waitForEventFD(vm.ownVectors[4], seconds: 1) == 2, "interruptGuest and sendSignal each rang the guest")
+        #expect(try region.memory.load(offset: 12) == 64, "64 queued in host_to_guest slot 0")
+        #expect(server.stop() == 0)
+    }
+
     @Test("errors name the socket, the region and the cause")
     func errors() throws {
         let directory = TemporaryDirectory()
