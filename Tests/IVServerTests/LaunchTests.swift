@@ -92,9 +92,11 @@ struct LaunchTests {
     func stopTimeout() throws {
         let run = LaunchRun()
         defer { unlink(run.logPath) }
-        let ivserver = try run.spawnLaunch(["--vm-stop-timeout", "0.3"], command: ["sh", "-c", "trap '' TERM; echo VM-IGNORES-TERM; exec sleep 30"])
+        let ivserver = try run.spawnLaunch(["--vm-stop-timeout", "0.3"], command: ["sh", "-c", "trap '' TERM; echo VM-IGNORES-''TERM; exec sleep 30"])
         _ = try #require(run.vmPID())
-        // only once the trap is set may the signal come
+        // only once the trap is set may the signal come; the marker is
+        // quoted in the command, so ivserver's "VM started" line (which
+        // shows the command) does not match it before the shell ran
         let deadline = monotonicSeconds() + 10
         while !run.log.contains("VM-IGNORES-TERM") && monotonicSeconds() < deadline { sleep(milliseconds: 5) }
         #expect(fileExists(run.clientSocket))
