@@ -188,7 +188,7 @@ static inline int ivs_futex_wake(uint32_t *word, int count) {
     return (int)syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
 }
 
-// MARK: edge-triggered readiness (ivctl watch)
+// MARK: epoll sets (the server's peer sockets, ivctl watch)
 
 // struct epoll_event is packed on x86-64; these helpers keep it in C.
 
@@ -201,6 +201,25 @@ static inline int ivs_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); 
 static inline int ivs_epoll_add_readable_edge(int epoll_fd, int fd, uint64_t token) {
     struct epoll_event event = { .events = EPOLLIN | EPOLLET, .data = { .u64 = token } };
     return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event);
+}
+
+/// epoll_ctl(op) of `fd` for `events` (EPOLLIN, EPOLLOUT, ...), level-triggered,
+/// reporting `token` with each event.
+static inline int ivs_epoll_control(int epoll_fd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event = { .events = events, .data = { .u64 = token } };
+    return epoll_ctl(epoll_fd, op, fd, &event);
+}
+
+/// epoll_wait for up to IVS_EPOLL_BATCH events: each event's token and bits.
+static inline int ivs_epoll_wait_events(int epoll_fd, uint64_t *tokens, uint32_t *events, int capacity, int timeout_ms) {
+    struct epoll_event batch[IVS_EPOLL_BATCH];
+    if (capacity > IVS_EPOLL_BATCH) capacity = IVS_EPOLL_BATCH;
+    int count = epoll_wait(epoll_fd, batch, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) {
+        tokens[i] = batch[i].data.u64;
+        events[i] = batch[i].events;
+    }
+    return count;
 }
 
 /// epoll_wait for up to IVS_EPOLL_BATCH events; stores each event's token.

@@ -9,6 +9,8 @@ public final class Server {
     private let report: (ServerEvent) -> Void
 
     private var loop: EventLoop?
+    /// Readiness of every peer socket, through one poll handle.
+    private var peers: ReadinessSet?
     private var listeners: [Listener] = []
     private var signals: [SignalHandle] = []
     private var clients: [ObjectIdentifier: ClientConnection] = [:]
@@ -68,6 +70,7 @@ public final class Server {
             loop.close()
             self.loop = nil
         }
+        peers = try ReadinessSet(loop: loop)
         for (path, accept) in [
             (configuration.qemuSocketPath, { [unowned self] (fd: OwnedFD) in self.acceptVM(fd, resources: resources) }),
             (configuration.clientSocketPath, { [unowned self] (fd: OwnedFD) in self.acceptClient(fd, resources: resources) }),
@@ -139,6 +142,8 @@ public final class Server {
         vmStopTimer = nil
         signals.forEach { $0.close() }
         signals = []
+        peers?.close()
+        peers = nil
     }
 
     // MARK: accepting
@@ -170,7 +175,7 @@ public final class Server {
             // It hung up, but its end of stream has not been read yet.
             current.close(reason: "QEMU hung up")
         }
-        guard let loop, let socket = makePeerSocket(fd, peer: peer, loop: loop, readSize: 256, on: configuration.qemuSocketPath)
+        guard let peers, let socket = makePeerSocket(fd, peer: peer, peers: peers, readSize: 256, on: configuration.qemuSocketPath)
         else { return }
         let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
             if self.vm === closed { self.vm = nil }
@@ -187,8 +192,8 @@ public final class Server {
             return
         }
         guard let peer = admit(fd, on: configuration.clientSocketPath),
-              let loop, let timer = handshakeTimer,
-              let socket = makePeerSocket(fd, peer: peer, loop: loop, readSize: 64, on: configuration.clientSocketPath)
+              let peers, let timer = handshakeTimer,
+              let socket = makePeerSocket(fd, peer: peer, peers: peers, readSize: 64, on: configuration.clientSocketPath)
         else { return }
         let connection = ClientConnection(
             socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
@@ -199,9 +204,9 @@ public final class Server {
         connection.start()
     }
 
-    private func makePeerSocket(_ fd: OwnedFD, peer: PeerCredentials?, loop: EventLoop, readSize: Int, on path: String) -> PeerSocket? {
+    private func makePeerSocket(_ fd: OwnedFD, peer: PeerCredentials?, peers: ReadinessSet, readSize: Int, on path: String) -> PeerSocket? {
         do {
-            return try PeerSocket(loop: loop, fd: fd, peer: peer, readSize: readSize)
+            return try PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: readSize)
         } catch {
             report(.acceptFailed(socket: path, error: "\(error)"))
             fd.close()

@@ -1,6 +1,7 @@
 import Glibc
 
-/// An accepted, non-blocking connection watched by a libuv poll handle, with
+/// An accepted, non-blocking connection watched through the server's
+/// ReadinessSet (one libuv poll handle for every peer), with
 /// an outgoing queue of messages that may carry fds. It turns readiness into
 /// events; what the bytes mean is up to the connection that owns it.
 final class PeerSocket {
@@ -23,7 +24,7 @@ final class PeerSocket {
     let fd: OwnedFD
     let peer: PeerCredentials?
     var onEvent: (Event) -> Void = { _ in }
-    private var poll: PollHandle!
+    private var readiness: ReadinessSet.Registration!
     private var outbox: [Outgoing] = []
     private var nextMessage = 0
     private var bytesSentOfNext = 0
@@ -31,14 +32,19 @@ final class PeerSocket {
     private let readBuffer: UnsafeMutableRawBufferPointer
 
     /// Starts watching `fd` for input.
-    init(loop: EventLoop, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) throws(UVError) {
+    init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) throws(SystemError) {
         self.fd = fd
         readBuffer = .allocate(byteCount: readSize, alignment: 8)
         self.peer = peer
-        poll = try PollHandle(loop: loop, fd: fd.rawValue) { [unowned self] status, events in
+        readiness = set.register(fd: fd.rawValue) { [unowned self] status, events in
             self.handleReadiness(status: status, events: events)
         }
-        poll.watch(readable: true, writable: false)
+        do {
+            try readiness.watch(readable: true, writable: false)
+        } catch {
+            readiness.close()
+            throw error
+        }
     }
 
     deinit { readBuffer.deallocate() }
@@ -52,10 +58,10 @@ final class PeerSocket {
         flush()
     }
 
-    /// Stops watching, then closes the fd (libuv's rule: stop before close).
+    /// Stops watching, then closes the fd (which leaves the epoll set).
     func close() {
         guard !isClosed else { return }
-        poll.close()
+        readiness.close()
         fd.close()
         outbox = []
     }
@@ -112,7 +118,7 @@ final class PeerSocket {
                     return
                 }
                 guard let sent, !sent.isEmpty else {
-                    poll.watch(readable: true, writable: true)
+                    watch(writable: true)
                     return
                 }
                 for bytes in sent {
@@ -136,7 +142,7 @@ final class PeerSocket {
                 return
             }
             guard let sent else {
-                poll.watch(readable: true, writable: true)
+                watch(writable: true)
                 return
             }
             bytesSentOfNext += sent
@@ -147,7 +153,20 @@ final class PeerSocket {
         }
         outbox.removeAll(keepingCapacity: true)
         nextMessage = 0
-        poll.watch(readable: true, writable: false)
+        guard watch(writable: false) else { return }
         onEvent(.flushed)
+    }
+
+    /// Always readable, writable while output waits; false (and the
+    /// failure reported) when the set would not take the change.
+    @discardableResult
+    private func watch(writable: Bool) -> Bool {
+        do {
+            try readiness.watch(readable: true, writable: writable)
+            return true
+        } catch {
+            onEvent(.failed(error))
+            return false
+        }
     }
 }
