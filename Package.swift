@@ -56,7 +56,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "VSoCFormat", "CLibUV"]
+            dependencies: ["IVServer", "IVClient", "VSoCFormat", "CLibUV", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -2,7 +2,23 @@ import ArgumentParser
 import IVServer
 import Logging
 
+/// The entry point: a plain `serve` command line starts at once (see
+/// QuickServe); everything else is ArgumentParser's.
 @main
+enum Entry {
+    static func main() {
+        guard let settings = QuickServe.settings(Array(CommandLine.arguments.dropFirst())) else {
+            IVServerCommand.main()
+            return
+        }
+        do {
+            try Serve.serve(settings)
+        } catch {
+            IVServerCommand.exit(withError: error)
+        }
+    }
+}
+
 struct IVServerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ivserver",
@@ -43,12 +59,16 @@ struct LayoutOptions: ParsableArguments {
     #endif
 
     /// The layout file used without --layout, if any (else the built-in copy).
-    var defaultLayoutPath: String? {
-        Self.installedLayoutPath.flatMap { HostSystem.isReadable($0) ? $0 : nil }
+    static var defaultLayoutPath: String? {
+        installedLayoutPath.flatMap { HostSystem.isReadable($0) ? $0 : nil }
     }
 
     /// The plan and where it came from; a layout error ends the process with status 2.
     func load() throws -> (plan: LayoutPlan, source: String) {
+        try Self.load(path: layoutPath)
+    }
+
+    static func load(path layoutPath: String?) throws -> (plan: LayoutPlan, source: String) {
         do {
             if let path = layoutPath ?? defaultLayoutPath { return (try LayoutLoader.load(path: path), path) }
             return (LayoutLoader.loadDefault(), DefaultLayout.sourceName)
@@ -103,39 +123,22 @@ struct ServerOptions: ParsableArguments {
         "Host clients allowed mid-handshake at once; more are closed at once.", valueName: "count"))
     var maximumPending = ServerConfiguration.defaultMaximumPending
 
-    func validate() throws {
-        let paths = [("--shm-path", sharedMemoryPath), ("--qemu-sock", qemuSocketPath), ("--client-sock", clientSocketPath)]
-        for (flag, path) in paths where path.isEmpty {
-            throw ValidationError("\(flag) must not be empty")
-        }
-        if Set(paths.map(\.1)).count != paths.count {
-            throw ValidationError("--shm-path, --qemu-sock and --client-sock must be three different paths")
-        }
-        guard handshakeTimeout > 0, handshakeTimeout <= 86400 else {
-            throw ValidationError("--handshake-timeout must be more than 0 and at most 86400 seconds")
-        }
-        guard maximumPending >= 1 else { throw ValidationError("--max-pending must be at least 1") }
+    /// The parsed values, for the checks and the configuration they share
+    /// with QuickServe.
+    var settings: ServeSettings {
+        ServeSettings(
+            layoutPath: layout.layoutPath, sharedMemoryPath: sharedMemoryPath, qemuSocketPath: qemuSocketPath,
+            clientSocketPath: clientSocketPath, logLevel: logLevel, socketMode: socketMode.value,
+            socketGroup: socketGroup?.gid, sharedMemoryMode: sharedMemoryMode.value, allowedUIDs: allowedUIDs,
+            allowedGIDs: allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending)
     }
 
-    /// Bootstraps logging once and builds the server's configuration.
+    func validate() throws {
+        if let problem = settings.problem { throw ValidationError(problem) }
+    }
+
     func start() throws -> (ServerConfiguration, Logger) {
-        let level = logLevel.level
-        LoggingSystem.bootstrap { label in StandardErrorLogHandler(logLevel: level, label: label) }
-        let logger = Logger(label: "ivserver")
-        let (plan, source) = try layout.load()
-        if layout.layoutPath == nil { logger.info("no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
-        HostSystem.ignoreBrokenPipes()
-        var configuration = ServerConfiguration(
-            layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
-            qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
-            accessPolicy: AccessPolicy(
-                serverUID: HostSystem.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGroups.map(\.gid))))
-        configuration.socketMode = socketMode.value
-        configuration.socketGroup = socketGroup?.gid
-        configuration.sharedMemoryMode = sharedMemoryMode.value
-        configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
-        configuration.maximumPending = maximumPending
-        return (configuration, logger)
+        try settings.start()
     }
 }
 
@@ -145,7 +148,11 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: ServerOptions
 
     func run() throws {
-        let (configuration, logger) = try options.start()
+        try Self.serve(options.settings)
+    }
+
+    static func serve(_ settings: ServeSettings) throws {
+        let (configuration, logger) = try settings.start()
         let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, Logger.Message(stringLiteral: $0.description)) }
         do {
             try server.run()

@@ -1,0 +1,152 @@
+import IVServer
+import Logging
+
+/// The values of the server's flags as plain data, and the one place that
+/// checks them and turns them into a configuration. ArgumentParser fills
+/// them through `ServerOptions`; `QuickServe` fills them for a plain
+/// `serve` command line without ArgumentParser's start-up cost.
+struct ServeSettings: Equatable {
+    var layoutPath: String?
+    var sharedMemoryPath = ServerConfiguration.defaultSharedMemoryPath
+    var qemuSocketPath = ServerConfiguration.defaultQemuSocketPath
+    var clientSocketPath = ServerConfiguration.defaultClientSocketPath
+    var logLevel = LogLevelArgument.info
+    var socketMode = ServerConfiguration.defaultSocketMode
+    var socketGroup: UInt32?
+    var sharedMemoryMode = ServerConfiguration.defaultSharedMemoryMode
+    var allowedUIDs: [UInt32] = []
+    var allowedGIDs: [UInt32] = []
+    var handshakeTimeout = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
+    var maximumPending = ServerConfiguration.defaultMaximumPending
+
+    /// What is wrong with these values, in the words of the usage error.
+    var problem: String? {
+        if let layoutPath, layoutPath.isEmpty { return "--layout must not be empty" }
+        let paths = [("--shm-path", sharedMemoryPath), ("--qemu-sock", qemuSocketPath), ("--client-sock", clientSocketPath)]
+        for (flag, path) in paths where path.isEmpty {
+            return "\(flag) must not be empty"
+        }
+        if Set(paths.map(\.1)).count != paths.count {
+            return "--shm-path, --qemu-sock and --client-sock must be three different paths"
+        }
+        guard handshakeTimeout > 0, handshakeTimeout <= 86400 else {
+            return "--handshake-timeout must be more than 0 and at most 86400 seconds"
+        }
+        guard maximumPending >= 1 else { return "--max-pending must be at least 1" }
+        return nil
+    }
+
+    /// Bootstraps logging once and builds the server's configuration; a
+    /// layout that cannot be used ends the process with status 2.
+    func start() throws -> (ServerConfiguration, Logger) {
+        let level = logLevel.level
+        LoggingSystem.bootstrap { label in StandardErrorLogHandler(logLevel: level, label: label) }
+        let logger = Logger(label: "ivserver")
+        let (plan, source) = try LayoutOptions.load(path: layoutPath)
+        if layoutPath == nil { logger.info("no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
+        HostSystem.ignoreBrokenPipes()
+        var configuration = ServerConfiguration(
+            layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
+            qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
+            accessPolicy: AccessPolicy(
+                serverUID: HostSystem.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGIDs)))
+        configuration.socketMode = socketMode
+        configuration.socketGroup = socketGroup
+        configuration.sharedMemoryMode = sharedMemoryMode
+        configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
+        configuration.maximumPending = maximumPending
+        return (configuration, logger)
+    }
+}
+
+/// `ivserver [serve] --flag value ...` read by hand when every argument is
+/// a server flag with a value it accepts. swift-argument-parser finds a
+/// command's options by reflection, which in a static binary costs most of
+/// the start-up time (callgrind: about 78%); a server started by a launcher
+/// should be ready sooner than that. Anything else — help, --version,
+/// another subcommand, an unknown or repeated flag, a value the flag would
+/// reject, values that fail validation — returns nil and goes to
+/// ArgumentParser, so every message and exit code stays its. A test checks
+/// that both readings agree.
+enum QuickServe {
+    private typealias Apply = @Sendable (inout ServeSettings, String) -> Bool
+
+    private static let singleValued: [String: Apply] = [
+        "--layout": { $0.layoutPath = $1; return true },
+        "--shm-path": { $0.sharedMemoryPath = $1; return true },
+        "--qemu-sock": { $0.qemuSocketPath = $1; return true },
+        "--client-sock": { $0.clientSocketPath = $1; return true },
+        "--log-level": { settings, value in
+            guard let level = LogLevelArgument(rawValue: value) else { return false }
+            settings.logLevel = level
+            return true
+        },
+        "--socket-mode": { settings, value in
+            guard let mode = FileMode(argument: value) else { return false }
+            settings.socketMode = mode.value
+            return true
+        },
+        "--socket-group": { settings, value in
+            guard let group = GroupArgument(argument: value) else { return false }
+            settings.socketGroup = group.gid
+            return true
+        },
+        "--shm-mode": { settings, value in
+            guard let mode = FileMode(argument: value) else { return false }
+            settings.sharedMemoryMode = mode.value
+            return true
+        },
+        "--handshake-timeout": { settings, value in
+            guard let seconds = Double(value) else { return false }
+            settings.handshakeTimeout = seconds
+            return true
+        },
+        "--max-pending": { settings, value in
+            guard let count = Int(value) else { return false }
+            settings.maximumPending = count
+            return true
+        },
+    ]
+
+    private static let repeatable: [String: Apply] = [
+        "--allow-uid": { settings, value in
+            guard let uid = UInt32(value) else { return false }
+            settings.allowedUIDs.append(uid)
+            return true
+        },
+        "--allow-gid": { settings, value in
+            guard let group = GroupArgument(argument: value) else { return false }
+            settings.allowedGIDs.append(group.gid)
+            return true
+        },
+    ]
+
+    static func settings(_ arguments: [String]) -> ServeSettings? {
+        var rest = arguments[...]
+        if rest.first == "serve" { rest = rest.dropFirst() }
+        var settings = ServeSettings()
+        var seen: Set<String> = []
+        while let token = rest.popFirst() {
+            guard token.hasPrefix("--") else { return nil }
+            let flag: String
+            let value: String
+            if let equals = token.firstIndex(of: "=") {
+                flag = String(token[..<equals])
+                value = String(token[token.index(after: equals)...])
+            } else {
+                guard let next = rest.popFirst() else { return nil }
+                flag = token
+                value = next
+            }
+            guard !value.hasPrefix("-") else { return nil }
+            if let apply = singleValued[flag] {
+                guard seen.insert(flag).inserted, apply(&settings, value) else { return nil }
+            } else if let apply = repeatable[flag] {
+                guard apply(&settings, value) else { return nil }
+            } else {
+                return nil
+            }
+        }
+        return settings.problem == nil ? settings : nil
+    }
+}

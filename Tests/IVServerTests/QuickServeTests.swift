@@ -1,0 +1,64 @@
+import Testing
+@testable import Main
+
+/// `QuickServe` reads plain `serve` command lines without ArgumentParser;
+/// it must agree with ArgumentParser wherever it answers, and leave
+/// everything else to it.
+@Suite("Quick serve arguments agree with ArgumentParser")
+struct QuickServeTests {
+    /// What the real command line parser makes of `arguments`, if it runs serve.
+    func viaArgumentParser(_ arguments: [String]) -> ServeSettings? {
+        guard let command = try? IVServerCommand.parseAsRoot(arguments) else { return nil }
+        return (command as? Serve)?.options.settings
+    }
+
+    @Test("plain serve command lines are read the same way", arguments: [
+        [],
+        ["serve"],
+        ["--shm-path", "/dev/shm/x", "--qemu-sock", "/run/q.sock", "--client-sock", "/run/c.sock"],
+        ["serve", "--layout", "conf/vsoc_mem.json", "--log-level", "debug"],
+        ["--layout=conf/vsoc_mem.json", "--log-level=warning", "--socket-mode=0666", "--shm-mode", "600"],
+        ["--allow-uid", "1000", "--allow-uid=1001", "--allow-gid", "0", "--allow-gid", "root"],
+        ["--socket-group", "root", "--handshake-timeout", "0.25", "--max-pending", "20000"],
+        ["--handshake-timeout=86400", "--max-pending=1", "--log-level", "trace"],
+    ])
+    func agrees(_ arguments: [String]) {
+        let quick = QuickServe.settings(arguments)
+        #expect(quick != nil, "\(arguments) should take the quick path")
+        #expect(quick == viaArgumentParser(arguments))
+    }
+
+    @Test("everything else goes to ArgumentParser", arguments: [
+        ["--help"], ["-h"], ["--version"], ["serve", "--help"], ["help"], ["layout"], ["launch", "--", "true"],
+        ["qemu-args"], ["--shm-path"], ["--shm-path", "--qemu-sock", "x"], ["--bogus", "1"], ["extra"],
+        ["--log-level", "loud"], ["--socket-mode", "999"], ["--socket-group", "no-such-group-here"],
+        ["--allow-uid", "-1"], ["--allow-uid", "x"], ["--max-pending", "0"], ["--handshake-timeout", "0"],
+        ["--handshake-timeout", "nan"], ["--shm-path", "/a", "--shm-path", "/b"], ["--layout="],
+        ["--qemu-sock", "/same", "--client-sock", "/same"], ["serve", "serve"], ["--", "--shm-path"],
+    ])
+    func defers(_ arguments: [String]) {
+        #expect(QuickServe.settings(arguments) == nil)
+    }
+
+    @Test("random command lines: wherever the quick path answers, ArgumentParser answers the same")
+    func randomCommandLines() {
+        let flags = ["--layout", "--shm-path", "--qemu-sock", "--client-sock", "--log-level", "--socket-mode", "--socket-group",
+                     "--shm-mode", "--allow-uid", "--allow-gid", "--handshake-timeout", "--max-pending", "--bogus", "-h"]
+        let values = ["/tmp/a", "/tmp/b", "/tmp/c", "", "0", "1", "0660", "777", "1000", "root", "info", "debug", "2.5",
+                      "-1", "x", "nan", "86401", "serve", "--shm-path"]
+        var generator = SystemRandomNumberGenerator()
+        var answered = 0
+        for _ in 0..<800 {
+            var arguments: [String] = Bool.random(using: &generator) ? ["serve"] : []
+            for _ in 0..<Int.random(in: 0...4, using: &generator) {
+                let flag = flags.randomElement(using: &generator)!
+                let value = values.randomElement(using: &generator)!
+                arguments += Bool.random(using: &generator) ? [flag, value] : [flag + "=" + value]
+            }
+            guard let quick = QuickServe.settings(arguments) else { continue }
+            answered += 1
+            #expect(quick == viaArgumentParser(arguments), "\(arguments)")
+        }
+        #expect(answered > 25, "the generator must reach the quick path often enough to mean something")
+    }
+}
