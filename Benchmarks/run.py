@@ -19,6 +19,14 @@ def run(*args, **kw):
     return subprocess.run(args, check=True, text=True, capture_output=True, **kw).stdout
 
 
+def shm_path(directory):
+    """The shared memory on tmpfs, where ivserver keeps it by default (and
+    where the limit's memfd lives): on a disk file system, writing the
+    header page costs milliseconds of journaling that say nothing about
+    ivserver."""
+    return "/dev/shm/" + os.path.basename(directory)
+
+
 def parse(line):
     return {k: float(v) if re.fullmatch(r"[-0-9.]+", v) else v for k, v in (f.split("=") for f in line.split())}
 
@@ -31,7 +39,7 @@ class Server:
         if kind == "limit":
             cmd = [LIMIT, self.qemu, self.client] + REGIONS
         else:
-            cmd = [IVSERVER, "--shm-path", self.dir + "/shm", "--qemu-sock", self.qemu,
+            cmd = [IVSERVER, "--shm-path", shm_path(self.dir), "--qemu-sock", self.qemu,
                    "--client-sock", self.client] + list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
@@ -50,7 +58,7 @@ class Server:
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=10)
-        subprocess.run(["rm", "-rf", self.dir])
+        subprocess.run(["rm", "-rf", self.dir, shm_path(self.dir), shm_path(self.dir) + ".lock"])
 
 
 def hald(server, clients=16, silent=0, seconds=SECONDS):
@@ -104,12 +112,12 @@ def main():
             if name == "limit":
                 cmd = [LIMIT, d + "/q.sock", d + "/c.sock"] + REGIONS
             else:
-                cmd = [IVSERVER, "--shm-path", d + "/shm", "--qemu-sock", d + "/q.sock", "--client-sock", d + "/c.sock"]
+                cmd = [IVSERVER, "--shm-path", shm_path(d), "--qemu-sock", d + "/q.sock", "--client-sock", d + "/c.sock"]
                 if layout:
                     cmd += ["--layout", layout]
             r = ready(cmd, d + "/c.sock")
             startup.setdefault(name, []).append(r)
-            subprocess.run(["rm", "-rf", d])
+            subprocess.run(["rm", "-rf", d, shm_path(d), shm_path(d) + ".lock"])
     subprocess.run(["rm", "-rf", layouts])
 
     print("memory, idle CPU and silent connections", flush=True)
