@@ -18,32 +18,36 @@ struct StandardErrorLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        // One allocation for the line; rawValue because interpolating the
-        // level enum goes through reflection.
+        // The line is built as bytes, in one buffer: String appends cost
+        // several times more, and this runs once per host client.
+        var message = event.message.description
         var line = Self.clock.timestamp()
-        let message = event.message.description
-        line.reserveCapacity(line.utf8.count + label.utf8.count + message.utf8.count + 16)
-        line.append(" "); line.append(event.level.rawValue)
-        line.append(" "); line.append(label); line.append(": "); line.append(message)
+        line.reserveCapacity(line.count + label.utf8.count + message.utf8.count + 16)
+        line.append(UInt8(ascii: " "))
+        line += event.level.rawValue.utf8  // rawValue: interpolating the enum goes through reflection
+        line.append(UInt8(ascii: " "))
+        line += label.utf8
+        line += ": ".utf8
+        message.withUTF8 { line.append(contentsOf: $0) }
         let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
         if !merged.isEmpty {
-            line += " " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            line += (" " + merged.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")).utf8
         }
-        line.append("\n")
-        writeToStandardError(line)
+        line.append(UInt8(ascii: "\n"))
+        HostSystem.writeToStandardError(line)
     }
 
     private static let clock = TimestampCache()
 }
 
-/// The current second as "YYYY-MM-DDTHH:MM:SSZ", rebuilt when it changes.
+/// The current second as "YYYY-MM-DDTHH:MM:SSZ" in UTF-8, rebuilt when it changes.
 private final class TimestampCache: Sendable {
-    private let cached = Mutex<(second: Int, text: String)>((-1, ""))
+    private let cached = Mutex<(second: Int, text: [UInt8])>((-1, []))
 
-    func timestamp() -> String {
+    func timestamp() -> [UInt8] {
         let now = HostSystem.currentSecond()
         return cached.withLock { cached in
-            if cached.second != now { cached = (now, HostSystem.utcTimestamp(now)) }
+            if cached.second != now { cached = (now, Array(HostSystem.utcTimestamp(now).utf8)) }
             return cached.text
         }
     }

@@ -70,6 +70,18 @@ public struct ClientHandshake: Sendable {
     public mutating func receive<Bytes: Collection>(_ bytes: Bytes) -> Decision where Bytes.Element == UInt8 {
         bytesReceived += bytes.count
         var input = bytes[...]
+        // The usual case: the whole request in one read. Decided here
+        // without copying the bytes (the loop below gives the same answer).
+        if case let .awaitingLength(received) = state, received.isEmpty, input.count >= 2 {
+            let length = Int(Int16(bitPattern: UInt16(input[input.startIndex]) | UInt16(input[input.index(after: input.startIndex)]) << 8))
+            if (1...Self.maximumNameLength).contains(length), input.count >= 2 + length {
+                let name = input.dropFirst(2).prefix(length)
+                if let text = String(validating: name, as: UTF8.self), let index = regionIndexByName[text] {
+                    state = .finished(.grant(region: index))
+                    return .grant(region: index)
+                }
+            }
+        }
         while true {
             switch state {
             case let .finished(decision):

@@ -27,7 +27,7 @@ final class ClientConnection {
 
     /// Step 1: the protocol version, right away.
     func start() {
-        socket.send([.init(bytes: ClientHandshake.greeting, fds: [])])
+        socket.send(resources.greeting)
     }
 
     /// The deadline passed without a decision.
@@ -65,10 +65,8 @@ final class ClientConnection {
         case let .grant(index):
             onDecided(self)
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
-            let channels = resources.channels[index]
-            let fds = [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, resources.sharedMemory.fd.rawValue]
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
-            socket.send([.init(bytes: ClientHandshake.grantPayload, fds: fds)])
+            socket.send(resources.grants[index])
         case let .refuse(refusal):
             refuse(refusal.description)
         }

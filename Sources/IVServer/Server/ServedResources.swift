@@ -7,6 +7,10 @@ final class ServedResources {
     let regionIndexByName: [String: Int]
     let qemuSocketPath: String
     let report: (ServerEvent) -> Void
+    /// The HALD handshake's messages, built once: the greeting, and per
+    /// region the grant with its three fds.
+    let greeting: [PeerSocket.Outgoing]
+    let grants: [[PeerSocket.Outgoing]]
 
     init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], qemuSocketPath: String,
          report: @escaping (ServerEvent) -> Void) {
@@ -18,6 +22,11 @@ final class ServedResources {
         var names: [String: Int] = [:]
         for region in plan.regions { names[region.name] = region.index }
         regionIndexByName = names
+        greeting = [PeerSocket.Outgoing(bytes: ClientHandshake.greeting, fds: [])]
+        grants = channels.map { channels in
+            [PeerSocket.Outgoing(bytes: ClientHandshake.grantPayload,
+                                 fds: [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, sharedMemory.fd.rawValue])]
+        }
     }
 
     /// The QEMU handshake as outgoing messages, built once per vector count.

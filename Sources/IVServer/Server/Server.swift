@@ -175,8 +175,8 @@ public final class Server {
             // It hung up, but its end of stream has not been read yet.
             current.close(reason: "QEMU hung up")
         }
-        guard let peers, let socket = makePeerSocket(fd, peer: peer, peers: peers, readSize: 256, on: configuration.qemuSocketPath)
-        else { return }
+        guard let peers else { return }
+        let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256)
         let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
             if self.vm === closed { self.vm = nil }
         }
@@ -192,9 +192,9 @@ public final class Server {
             return
         }
         guard let peer = admit(fd, on: configuration.clientSocketPath),
-              let peers, let timer = handshakeTimer,
-              let socket = makePeerSocket(fd, peer: peer, peers: peers, readSize: 64, on: configuration.clientSocketPath)
+              let peers, let timer = handshakeTimer
         else { return }
+        let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 64)
         let connection = ClientConnection(
             socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
             onDecided: { [unowned self] decided in self.removePending(decided) },
@@ -202,16 +202,6 @@ public final class Server {
         clients[ObjectIdentifier(connection)] = connection
         addPending(connection)
         connection.start()
-    }
-
-    private func makePeerSocket(_ fd: OwnedFD, peer: PeerCredentials?, peers: ReadinessSet, readSize: Int, on path: String) -> PeerSocket? {
-        do {
-            return try PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: readSize)
-        } catch {
-            report(.acceptFailed(socket: path, error: "\(error)"))
-            fd.close()
-            return nil
-        }
     }
 
     // MARK: handshake deadlines

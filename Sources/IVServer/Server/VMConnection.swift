@@ -16,18 +16,19 @@ final class VMConnection {
     var peer: PeerCredentials? { socket.peer }
 
     /// QEMU blocks in device realize until it has the shared memory, so
-    /// everything is sent at once, without waiting for QEMU to speak.
+    /// everything is sent at once, without waiting for QEMU to speak; the
+    /// log lines come after, off QEMU's path.
     func start() {
-        resources.report(.vmConnected(peer: socket.peer))
         let regionCount = resources.plan.regionCount
         let vectors = socket.peer
             .flatMap { ProcessTable.commandLine(of: $0.pid) }
             .flatMap { QemuCommandLine.doorbellVectors(arguments: $0, socketPath: resources.qemuSocketPath) }
+        socket.send(resources.qemuHandshake(vectorCount: vectors))
+        resources.report(.vmConnected(peer: socket.peer))
         if let vectors, vectors != regionCount {
             let dead = vectors < regionCount ? resources.plan.regions[vectors...].map(\.name) : []
             resources.report(.vmVectorMismatch(peer: socket.peer, vectors: vectors, regions: regionCount, deadRegions: dead))
         }
-        socket.send(resources.qemuHandshake(vectorCount: vectors))
     }
 
     /// True unless QEMU has hung up (checked without blocking), so a VM that

@@ -31,19 +31,15 @@ final class PeerSocket {
     /// Reused for every read; a peer's input is consumed before the next one.
     private let readBuffer: UnsafeMutableRawBufferPointer
 
-    /// Starts watching `fd` for input.
-    init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) throws(SystemError) {
+    /// Joins the readiness set; input is watched from the first `send`
+    /// on, so the first bytes go out before the epoll_ctl that registers
+    /// the socket (every connection starts by sending).
+    init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) {
         self.fd = fd
         readBuffer = .allocate(byteCount: readSize, alignment: 8)
         self.peer = peer
         readiness = set.register(fd: fd.rawValue) { [unowned self] status, events in
             self.handleReadiness(status: status, events: events)
-        }
-        do {
-            try readiness.watch(readable: true, writable: false)
-        } catch {
-            readiness.close()
-            throw error
         }
     }
 
@@ -54,7 +50,11 @@ final class PeerSocket {
     /// Queues messages and sends what the socket takes now.
     func send(_ messages: [Outgoing]) {
         guard !isClosed else { return }
-        outbox += messages
+        if outbox.isEmpty {
+            outbox = messages  // shares the caller's (often prebuilt) array
+        } else {
+            outbox += messages
+        }
         flush()
     }
 
@@ -151,7 +151,7 @@ final class PeerSocket {
                 bytesSentOfNext = 0
             }
         }
-        outbox.removeAll(keepingCapacity: true)
+        outbox = []
         nextMessage = 0
         guard watch(writable: false) else { return }
         onEvent(.flushed)

@@ -87,4 +87,9 @@ public enum HostSystem {
         var text = text
         text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
     }
+
+    /// One write(2) of a whole log line.
+    public static func writeToStandardError(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+    }
 }

@@ -53,14 +53,17 @@ final class ReadinessSet {
             guard !isClosed else { return }
             isClosed = true
             callback = nil
-            set?.registrations[token] = nil
+            set?.forget(self)
         }
     }
 
     fileprivate let epoll: OwnedFD
     private var poll: PollHandle!
-    fileprivate var registrations: [UInt64: Registration] = [:]
-    private var nextToken: UInt64 = 1
+    /// Registrations by fd number (fds are small and dense). A token is
+    /// the fd in its low 32 bits and a registration counter above, so an
+    /// event for an fd that was closed and reused finds a different token.
+    private var registrations: [Registration?] = []
+    private var generation: UInt64 = 0
     private var tokens = [UInt64](repeating: 0, count: Int(IVS_EPOLL_BATCH))
     private var events = [UInt32](repeating: 0, count: Int(IVS_EPOLL_BATCH))
 
@@ -74,9 +77,25 @@ final class ReadinessSet {
 
     /// Adds `fd` to the set; it is watched for nothing until `watch`.
     func register(fd: Int32, callback: @escaping Callback) -> Registration {
-        let registration = Registration(set: self, fd: fd, token: nextToken, callback: callback)
-        registrations[nextToken] = registration
-        nextToken += 1
+        generation &+= 1
+        let token = generation << 32 | UInt64(UInt32(bitPattern: fd))
+        let registration = Registration(set: self, fd: fd, token: token, callback: callback)
+        let slot = Int(fd)
+        if slot >= registrations.count {
+            registrations += repeatElement(nil, count: max(slot + 1 - registrations.count, registrations.count))
+        }
+        registrations[slot] = registration
+        return registration
+    }
+
+    fileprivate func forget(_ registration: Registration) {
+        let slot = Int(UInt32(truncatingIfNeeded: registration.token))
+        if slot < registrations.count, registrations[slot] === registration { registrations[slot] = nil }
+    }
+
+    private func registration(for token: UInt64) -> Registration? {
+        let slot = Int(UInt32(truncatingIfNeeded: token))
+        guard slot < registrations.count, let registration = registrations[slot], registration.token == token else { return nil }
         return registration
     }
 
@@ -86,7 +105,7 @@ final class ReadinessSet {
         let count = ivs_epoll_wait_events(epoll.rawValue, &tokens, &events, Int32(tokens.count), 0)
         guard count > 0 else { return }
         for index in 0..<Int(count) {
-            guard let registration = registrations[tokens[index]] else { continue }
+            guard let registration = registration(for: tokens[index]) else { continue }
             let bits = events[index]
             if bits & UInt32(EPOLLERR.rawValue) != 0 {
                 registration.callback?(-EBADF, 0)
@@ -104,6 +123,6 @@ final class ReadinessSet {
     func close() {
         poll.close()
         epoll.close()
-        registrations = [:]
+        registrations = []
     }
 }
