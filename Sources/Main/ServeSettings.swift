@@ -69,63 +69,55 @@ struct ServeSettings: Equatable {
 /// ArgumentParser, so every message and exit code stays its. A test checks
 /// that both readings agree.
 enum QuickServe {
-    private typealias Apply = @Sendable (inout ServeSettings, String) -> Bool
-
-    private static let singleValued: [String: Apply] = [
-        "--layout": { $0.layoutPath = $1; return true },
-        "--shm-path": { $0.sharedMemoryPath = $1; return true },
-        "--qemu-sock": { $0.qemuSocketPath = $1; return true },
-        "--client-sock": { $0.clientSocketPath = $1; return true },
-        "--log-level": { settings, value in
+    /// Applies one flag's value: nil for a flag this path does not know,
+    /// false for a value the flag rejects. A switch, not a table: building
+    /// a dictionary of closures costs more at start-up than it saves.
+    private static func apply(_ flag: String, _ value: String, to settings: inout ServeSettings) -> Bool? {
+        switch flag {
+        case "--layout": settings.layoutPath = value
+        case "--shm-path": settings.sharedMemoryPath = value
+        case "--qemu-sock": settings.qemuSocketPath = value
+        case "--client-sock": settings.clientSocketPath = value
+        case "--log-level":
             guard let level = LogLevelArgument(rawValue: value) else { return false }
             settings.logLevel = level
-            return true
-        },
-        "--socket-mode": { settings, value in
+        case "--socket-mode":
             guard let mode = FileMode(argument: value) else { return false }
             settings.socketMode = mode.value
-            return true
-        },
-        "--socket-group": { settings, value in
+        case "--socket-group":
             guard let group = GroupArgument(argument: value) else { return false }
             settings.socketGroup = group.gid
-            return true
-        },
-        "--shm-mode": { settings, value in
+        case "--shm-mode":
             guard let mode = FileMode(argument: value) else { return false }
             settings.sharedMemoryMode = mode.value
-            return true
-        },
-        "--handshake-timeout": { settings, value in
+        case "--handshake-timeout":
             guard let seconds = Double(value) else { return false }
             settings.handshakeTimeout = seconds
-            return true
-        },
-        "--max-pending": { settings, value in
+        case "--max-pending":
             guard let count = Int(value) else { return false }
             settings.maximumPending = count
-            return true
-        },
-    ]
-
-    private static let repeatable: [String: Apply] = [
-        "--allow-uid": { settings, value in
+        case "--allow-uid":
             guard let uid = UInt32(value) else { return false }
             settings.allowedUIDs.append(uid)
-            return true
-        },
-        "--allow-gid": { settings, value in
+        case "--allow-gid":
             guard let group = GroupArgument(argument: value) else { return false }
             settings.allowedGIDs.append(group.gid)
-            return true
-        },
-    ]
+        default:
+            return nil
+        }
+        return true
+    }
+
+    /// The flags that may be given more than once.
+    private static func isRepeatable(_ flag: String) -> Bool {
+        flag == "--allow-uid" || flag == "--allow-gid"
+    }
 
     static func settings(_ arguments: [String]) -> ServeSettings? {
         var rest = arguments[...]
         if rest.first == "serve" { rest = rest.dropFirst() }
         var settings = ServeSettings()
-        var seen: Set<String> = []
+        var seen: [String] = []
         while let token = rest.popFirst() {
             guard token.hasPrefix("--") else { return nil }
             let flag: String
@@ -138,14 +130,10 @@ enum QuickServe {
                 flag = token
                 value = next
             }
-            guard !value.hasPrefix("-") else { return nil }
-            if let apply = singleValued[flag] {
-                guard seen.insert(flag).inserted, apply(&settings, value) else { return nil }
-            } else if let apply = repeatable[flag] {
-                guard apply(&settings, value) else { return nil }
-            } else {
-                return nil
-            }
+            guard !value.hasPrefix("-"), isRepeatable(flag) || !seen.contains(flag),
+                  apply(flag, value, to: &settings) == true
+            else { return nil }
+            seen.append(flag)
         }
         return settings.problem == nil ? settings : nil
     }
