@@ -51,9 +51,15 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
                 + "QEMU socket \(configuration.qemuSocketPath); client socket \(configuration.clientSocketPath); "
                 + "attach a VM with: \(configuration.qemuArguments.joined(separator: " "))"
         case let .vmConnected(peer):
-            return "VM connected (\(describe(peer))); handshake sent"
+            // once per VM connection, like clientServed: no generic formatting
+            var text = LogText()
+            text.append("VM connected ("); text.append(peer); text.append("); handshake sent")
+            return text.string
         case let .vmDisconnected(peer, reason):
-            return "VM disconnected (\(describe(peer))): \(reason); waiting for the next VM"
+            var text = LogText()
+            text.append("VM disconnected ("); text.append(peer); text.append("): ")
+            text.append(reason); text.append("; waiting for the next VM")
+            return text.string
         case let .vmRefused(peer, current):
             return "refused a second VM connection (\(describe(peer))): the VM of \(describe(current)) is still connected"
         case let .vmVectorMismatch(peer, vectors, regions, dead) where vectors < regions:

@@ -109,10 +109,9 @@ final class PeerSocket {
             // Whole messages queued together (the QEMU handshake) go out in
             // one sendmmsg rather than one sendmsg each.
             if bytesSentOfNext == 0 && outbox.count - nextMessage > 1 {
-                let batch = outbox[nextMessage...].map { (bytes: $0.bytes, fds: $0.fds) }
                 let sent: [Int]?
                 do {
-                    sent = try UnixSocket.sendBatch(fd, batch[...])
+                    sent = try UnixSocket.sendBatch(fd, outbox[nextMessage...])
                 } catch {
                     onEvent(.failed(error))
                     return

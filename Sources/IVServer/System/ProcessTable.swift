@@ -17,8 +17,27 @@ enum ProcessTable {
 
     /// The arguments of process `pid`, if /proc lets us read them.
     static func commandLine(of pid: Int32) -> [String]? {
-        guard pid > 0, let bytes = try? FileContents.read(path: "/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }
+        guard pid > 0, let bytes = procFile("/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }
         return bytes.split(separator: 0, omittingEmptySubsequences: false).dropLast().map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// A procfs file's contents. procfs answers a read with everything up
+    /// to the buffer's size, so one read that does not fill the buffer is
+    /// the whole file (a VM's accept path, hence no zeroed 64 KiB buffer
+    /// and no second read for the end of file); larger ones are read whole.
+    private static func procFile(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        let capacity = 16 << 10
+        var count = 0
+        let bytes = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            count = Glibc.read(fd, buffer.baseAddress, capacity)
+            initialized = max(count, 0)
+        }
+        close(fd)
+        guard count >= 0 else { return nil }
+        if count < capacity { return bytes }
+        return try? FileContents.read(path: path)
     }
 }
 

@@ -135,13 +135,13 @@ public enum UnixSocket {
     /// Sends several whole messages, each with its fds, in one system call
     /// (sendmmsg). Returns the bytes sent of each message that went out, in
     /// order (the last may be partial), or nil when the socket is full.
-    public static func sendBatch(_ socket: OwnedFD, _ messages: ArraySlice<(bytes: [UInt8], fds: [Int32])>) throws(SystemError) -> [Int]? {
+    static func sendBatch(_ socket: OwnedFD, _ messages: ArraySlice<PeerSocket.Outgoing>) throws(SystemError) -> [Int]? {
         let count = min(messages.count, Int(IVS_SENDMMSG_MAX))
         precondition(count > 0 && messages.allSatisfy { !$0.bytes.isEmpty && $0.fds.count <= 1 })
         let fd = socket.rawValue
         var sent = [UInt32](repeating: 0, count: count)
         let result = try Posix.retryingUnlessWouldBlock("sendmmsg") { () -> Int32 in
-            rawSendBatch(fd, Array(messages.prefix(count)), &sent)
+            rawSendBatch(fd, messages.prefix(count), &sent)
         }
         guard let result else { return nil }
         return sent.prefix(Int(result)).map(Int.init)
@@ -267,7 +267,7 @@ private func rawReceive(
 }
 
 /// One sendmmsg for messages of at most one fd each; -1 with errno on failure.
-private func rawSendBatch(_ fd: Int32, _ messages: [(bytes: [UInt8], fds: [Int32])], _ sent: inout [UInt32]) -> Int32 {
+private func rawSendBatch(_ fd: Int32, _ messages: ArraySlice<PeerSocket.Outgoing>, _ sent: inout [UInt32]) -> Int32 {
     let count = messages.count
     let controlSize = ivs_cmsg_space(MemoryLayout<Int32>.size)
     let payloadSize = messages.reduce(0) { $0 + $1.bytes.count }
