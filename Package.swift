@@ -25,10 +25,13 @@ let package = Package(
         // The byte formats server and clients share: the vSoC layout header
         // and the HALD handshake's constants. Pure, no I/O.
         .target(name: "VSoCFormat"),
+        // The one owning fd type, shared by the server and the client library.
+        .target(name: "Descriptors"),
         .target(
             name: "IVServer",
             dependencies: [
                 "CLibUV",
+                "Descriptors",
                 "VSoCFormat",
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -44,7 +47,7 @@ let package = Package(
         // The host-side SDK: a region's fds, mapping and signalling.
         .target(
             name: "IVClient",
-            dependencies: ["CLibUV", "VSoCFormat"]
+            dependencies: ["CLibUV", "Descriptors", "VSoCFormat"]
         ),
         .executableTarget(
             name: "IVCtl",
@@ -56,7 +59,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "VSoCFormat", "CLibUV", "Main"]
+            dependencies: ["IVServer", "IVClient", "Descriptors", "VSoCFormat", "CLibUV", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,12 +1,13 @@
+import Descriptors
 import CLibUV
 import Glibc
 import VSoCFormat
 
 /// The three fds the server grants for a region.
 struct GrantedRegion {
-    var guestToHost: FileDescriptor
-    var hostToGuest: FileDescriptor
-    var sharedMemory: FileDescriptor
+    var guestToHost: OwnedFD
+    var hostToGuest: OwnedFD
+    var sharedMemory: OwnedFD
 }
 
 /// The client's half of the HALD handshake (docs/protocols.md §2), blocking
@@ -52,7 +53,7 @@ struct HandshakeClient {
         return GrantedRegion(guestToHost: grant.fds[0], hostToGuest: grant.fds[1], sharedMemory: grant.fds[2])
     }
 
-    private func connect() throws(IVClientError) -> FileDescriptor {
+    private func connect() throws(IVClientError) -> OwnedFD {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let path = Array(socketPath.utf8)
@@ -65,7 +66,7 @@ struct HandshakeClient {
         }
         let raw = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard raw >= 0 else { throw system("socket", errno) }
-        let socket = FileDescriptor(raw)
+        let socket = OwnedFD(taking: raw)
         var limit = timeval(tv_sec: Int(timeout.components.seconds),
                             tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
         if limit.tv_sec == 0 && limit.tv_usec == 0 { limit.tv_usec = 1 }  // zero would mean "no timeout"
@@ -90,7 +91,7 @@ struct HandshakeClient {
         }
     }
 
-    private func send(_ socket: FileDescriptor, _ bytes: [UInt8]) throws(IVClientError) {
+    private func send(_ socket: OwnedFD, _ bytes: [UInt8]) throws(IVClientError) {
         var sent = 0
         while sent < bytes.count {
             let (result, code) = Syscall.retrying {
@@ -107,9 +108,9 @@ struct HandshakeClient {
 
     /// Reads until `count` bytes or the end of the stream, keeping every fd
     /// that arrives (so none leaks when the reply is then rejected).
-    private func receive(_ socket: FileDescriptor, count: Int) throws(IVClientError) -> (bytes: [UInt8], fds: [FileDescriptor]) {
+    private func receive(_ socket: OwnedFD, count: Int) throws(IVClientError) -> (bytes: [UInt8], fds: [OwnedFD]) {
         var bytes: [UInt8] = []
-        var fds: [FileDescriptor] = []
+        var fds: [OwnedFD] = []
         let maximumFDs = HALDProtocol.grantedFDCount + 1  // room for one too many, to notice it
         let controlSize = ivs_cmsg_space(MemoryLayout<Int32>.size * maximumFDs)
         var buffer = [UInt8](repeating: 0, count: count)
@@ -147,15 +148,15 @@ struct HandshakeClient {
     }
 
     /// Takes ownership of the SCM_RIGHTS fds in a received message.
-    private static func receivedFDs(_ message: inout msghdr) -> [FileDescriptor] {
-        var fds: [FileDescriptor] = []
+    private static func receivedFDs(_ message: inout msghdr) -> [OwnedFD] {
+        var fds: [OwnedFD] = []
         var header = ivs_cmsg_firsthdr(&message)
         while let current = header {
             if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == Int32(SCM_RIGHTS) {
                 let payload = Int(current.pointee.cmsg_len) - Int(ivs_cmsg_len(0))
                 let data = UnsafeRawPointer(ivs_cmsg_data(current)!)
                 for index in 0..<payload / MemoryLayout<Int32>.size {
-                    fds.append(FileDescriptor(data.loadUnaligned(fromByteOffset: index * 4, as: Int32.self)))
+                    fds.append(OwnedFD(taking: data.loadUnaligned(fromByteOffset: index * 4, as: Int32.self)))
                 }
             }
             header = ivs_cmsg_nxthdr(&message, current)

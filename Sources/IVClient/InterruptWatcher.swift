@@ -1,3 +1,4 @@
+import Descriptors
 import CLibUV
 import Glibc
 
@@ -7,14 +8,14 @@ import Glibc
 /// that arrive between two `next` calls on one region are reported once.
 public final class InterruptWatcher {
     private let connections: [RegionConnection]
-    private let epoll: FileDescriptor
+    private let epoll: OwnedFD
 
     public init(connections: [RegionConnection]) throws(IVClientError) {
         self.connections = connections
         let socketPath = connections.first?.socketPath ?? RegionConnection.defaultSocketPath
         let raw = ivs_epoll_create()
         guard raw >= 0 else { throw IVClientError(.system(operation: "epoll_create1", errno: errno), socketPath: socketPath, region: nil) }
-        epoll = FileDescriptor(raw)
+        epoll = OwnedFD(taking: raw)
         for (index, connection) in connections.enumerated() {
             guard ivs_epoll_add_readable_edge(raw, connection.guestToHost.rawValue, UInt64(index)) == 0 else {
                 throw connection.error(.system(operation: "epoll_ctl", errno: errno))

@@ -1,3 +1,4 @@
+import Descriptors
 import CLibUV
 import Glibc
 import VSoCFormat
@@ -25,10 +26,10 @@ public final class RegionConnection: Sendable {
     /// The region's bytes, mapped once.
     public let memory: RegionMemory
     /// Rung by the guest (and by QEMU for its doorbell) for this region.
-    public let guestToHost: FileDescriptor
+    public let guestToHost: OwnedFD
     /// Rung by host clients; QEMU turns it into MSI-X vector `regionIndex`.
-    public let hostToGuest: FileDescriptor
-    public let sharedMemory: FileDescriptor
+    public let hostToGuest: OwnedFD
+    public let sharedMemory: OwnedFD
 
     private init(socketPath: String, regionName: String, regionIndex: Int, layout: LayoutHeader,
                  memory: RegionMemory, fds: GrantedRegion) {
@@ -90,7 +91,7 @@ public final class RegionConnection: Sendable {
 
     /// Reads and checks the header with pread: the layout descriptor, then
     /// exactly the descriptors it announces, against the file's size.
-    static func readLayout(_ sharedMemory: FileDescriptor, socketPath: String, region: String) throws(IVClientError) -> LayoutHeader {
+    static func readLayout(_ sharedMemory: OwnedFD, socketPath: String, region: String) throws(IVClientError) -> LayoutHeader {
         func failure(_ operation: String) -> IVClientError {
             IVClientError(.system(operation: operation, errno: errno), socketPath: socketPath, region: region)
         }

@@ -1,3 +1,4 @@
+import Descriptors
 import CLibUV
 import Glibc
 import Synchronization
@@ -12,7 +13,7 @@ import Synchronization
 public final class RegionWorker: Sendable {
     private let connection: RegionConnection
     private let handler: @Sendable (UInt32) -> Void
-    private let stopFD: FileDescriptor
+    private let stopFD: OwnedFD
     private let thread = Mutex<pthread_t?>(nil)
     private let failure = Mutex<IVClientError?>(nil)
 
@@ -22,7 +23,7 @@ public final class RegionWorker: Sendable {
         self.handler = handler
         let raw = ivs_eventfd_nonblocking(0)
         guard raw >= 0 else { throw connection.error(.system(operation: "eventfd for the worker's stop signal", errno: errno)) }
-        stopFD = FileDescriptor(raw)
+        stopFD = OwnedFD(taking: raw)
         var created = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(&created, nil, { context in

@@ -1,3 +1,4 @@
+import Descriptors
 import Glibc
 
 /// The orchestrator: takes the instance lock, creates the shared memory,

@@ -1,3 +1,4 @@
+import Descriptors
 import Glibc
 
 /// Reads a whole (small) file, naming the path in any error.

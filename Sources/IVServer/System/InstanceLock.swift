@@ -1,3 +1,4 @@
+import Descriptors
 import Glibc
 
 /// Why start-up cannot go on, naming the path: one line for the operator.

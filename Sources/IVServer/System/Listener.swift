@@ -1,3 +1,4 @@
+import Descriptors
 import Glibc
 
 /// A listening UNIX socket watched by the loop. Accepts in batches and hands

@@ -1,3 +1,4 @@
+import Descriptors
 import Glibc
 
 /// An accepted, non-blocking connection watched through the server's

@@ -1,16 +1,6 @@
 import CLibUV
 import Glibc
 
-/// An open file descriptor this library owns: closed exactly once, when the
-/// last reference goes.
-public final class FileDescriptor: Sendable {
-    public let rawValue: Int32
-
-    init(_ rawValue: Int32) { self.rawValue = rawValue }
-
-    deinit { close(rawValue) }
-}
-
 /// The system calls of the client, each retried on EINTR and reporting
 /// errno; `fail` turns an errno into the caller's typed error.
 enum Syscall {
