@@ -129,6 +129,33 @@ public final class RegionConnection: Sendable {
         IVClientError(kind, socketPath: socketPath, region: regionName)
     }
 
+    /// A copy of `count` bytes at `offset` (region-relative), read from the
+    /// shared-memory file rather than through the mapping: reading a hole
+    /// of the sparse file this way allocates nothing, where touching the
+    /// mapping would fill it with zero pages. For dumping large regions.
+    public func readFromFile(offset: Int, count: Int) throws(IVClientError) -> [UInt8] {
+        guard offset >= 0, count >= 0, offset <= memory.count, count <= memory.count - offset else {
+            throw error(.invalidArgument("bytes \(offset)..<\(offset + count) are outside the region's \(memory.count) bytes"))
+        }
+        let start = Int(descriptor.beginOffset) + offset
+        var failure: Int32 = 0
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            while initialized < count {
+                let (result, code) = Syscall.retrying {
+                    pread(sharedMemory.rawValue, buffer.baseAddress! + initialized, count - initialized, off_t(start + initialized))
+                }
+                if code != 0 { failure = code; return }
+                if result == 0 { return }
+                initialized += result
+            }
+        }
+        if failure != 0 { throw error(.system(operation: "pread of the shared memory", errno: failure)) }
+        guard bytes.count == count else {
+            throw error(.system(operation: "pread of the shared memory (the file is shorter than its layout)", errno: EIO))
+        }
+        return bytes
+    }
+
     // MARK: interrupts
 
     /// Rings the guest: QEMU delivers MSI-X vector `regionIndex`.

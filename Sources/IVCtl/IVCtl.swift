@@ -133,18 +133,11 @@ struct Dump: ParsableCommand {
         var dump = HexDump(startOffset: start)
         let chunkSize = 1 << 20
         var position = 0
-        var chunk = [UInt8](repeating: 0, count: min(chunkSize, max(count, 1)))
         while position < count {
             let wanted = min(chunkSize, count - position)
-            let fileOffset = off_t(Int(connection.descriptor.beginOffset) + start + position)
-            let got = chunk.withUnsafeMutableBytes { pread(connection.sharedMemory.rawValue, $0.baseAddress, wanted, fileOffset) }
-            guard got > 0 else {
-                if got < 0 && errno == EINTR { continue }
-                Output.error("ivctl: region '\(region)' at \(server.clientSocket): pread of the shared memory failed: \(String(cString: strerror(errno)))")
-                throw Exit.failure
-            }
-            Output.text(dump.feed(chunk[..<got]))
-            position += got
+            let chunk = try report { () throws(IVClientError) in try connection.readFromFile(offset: start + position, count: wanted) }
+            Output.text(dump.feed(chunk))
+            position += wanted
         }
         Output.text(dump.finish())
     }

@@ -142,11 +142,7 @@ public struct LayoutHeader: Equatable, Sendable {
             throw HeaderError(problems: ["the shared memory is \(bytes.count) bytes, too short for the 16-byte layout descriptor"])
         }
         var reader = LittleEndianReader(bytes)
-        let major: UInt16 = reader.next()
-        let minor: UInt16 = reader.next()
-        let size: UInt32 = reader.next()
-        let count: UInt32 = reader.next()
-        let offset: UInt32 = reader.next()
+        let (major, minor, size, count, offset) = reader.layoutDescriptor()
         guard major == majorVersion else {
             throw HeaderError(problems: ["layout version \(major).\(minor) is not supported (expected \(majorVersion).x)"])
         }
@@ -175,11 +171,7 @@ public struct LayoutHeader: Equatable, Sendable {
             throw HeaderError(problems: ["the header needs \(length) bytes, only \(bytes.count) were read"])
         }
         var reader = LittleEndianReader(bytes)
-        let major: UInt16 = reader.next()
-        let minor: UInt16 = reader.next()
-        let size: UInt32 = reader.next()
-        let count: UInt32 = reader.next()
-        let offset: UInt32 = reader.next()
+        let (major, minor, size, count, offset) = reader.layoutDescriptor()
         reader.position = Int(offset)
         var regions: [RegionDescriptor] = []
         var problems: [String] = []
@@ -255,6 +247,11 @@ struct LittleEndianReader {
         }
         position += MemoryLayout<T>.size
         return value
+    }
+
+    /// The 16-byte layout descriptor's fields, in order.
+    mutating func layoutDescriptor() -> (major: UInt16, minor: UInt16, size: UInt32, count: UInt32, descriptorOffset: UInt32) {
+        (next(), next(), next(), next(), next())
     }
 
     mutating func bytes(_ count: Int) -> ArraySlice<UInt8> {
