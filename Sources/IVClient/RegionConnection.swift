@@ -204,18 +204,28 @@ public final class RegionConnection: Sendable {
     /// offset, calls `handler`, wakes the futex waiters on that word, and
     /// signals it back when the guest asked for a round trip. Offsets that
     /// are not words of this region are dropped. Returns how many were
-    /// handled. Call it after `waitForGuest`, or use a `RegionWorker`.
+    /// handled; if a wake or a round trip failed (a full host_to_guest
+    /// table), the others are still handled and the first error is thrown
+    /// afterwards. Call it after `waitForGuest`, or use a `RegionWorker`.
     @discardableResult
     public func processSignals(_ handler: (UInt32) -> Void) throws(IVClientError) -> Int {
         var received: [(offset: UInt32, roundTrip: Bool)] = []
         SignalTable(layout: descriptor.guestToHost).drain(words: memory) { received.append(($0, $1)) }
+        // The entries are taken from the table now, so every one is handled
+        // even if signalling one back fails; the first failure is thrown after.
         var handled = 0
+        var failure: IVClientError?
         for (offset, roundTrip) in received where offset != 0 && Int(offset) <= memory.count - 4 {
             handler(offset)
-            try memory.wake(offset: Int(offset))
-            if roundTrip { try sendSignal(offset: offset) }
+            do throws(IVClientError) {
+                try memory.wake(offset: Int(offset))
+                if roundTrip { try sendSignal(offset: offset) }
+            } catch {
+                failure = failure ?? error
+            }
             handled += 1
         }
+        if let failure { throw failure }
         return handled
     }
 

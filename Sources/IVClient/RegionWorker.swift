@@ -9,7 +9,10 @@ import Synchronization
 /// the thread waits on the guest's eventfd and on a stop eventfd together.
 ///
 /// While a worker runs, it takes the region's interrupts: do not also call
-/// `waitForGuest` on the same region.
+/// `waitForGuest` on the same region. The thread keeps the worker alive
+/// until `stop()`. A round trip that finds the host_to_guest table full is
+/// not fatal (the guest was interrupted to drain it); any other error ends
+/// the thread and is thrown by `stop()`.
 public final class RegionWorker: Sendable {
     private let connection: RegionConnection
     private let handler: @Sendable (UInt32) -> Void
@@ -38,10 +41,6 @@ public final class RegionWorker: Sendable {
         thread.withLock { $0 = created }
     }
 
-    deinit {
-        // The thread holds a reference while it runs, so by now it is gone.
-    }
-
     /// Stops the thread and waits for it; the error that ended it early, if
     /// any, is thrown. Safe to call more than once.
     public func stop() throws(IVClientError) {
@@ -58,7 +57,7 @@ public final class RegionWorker: Sendable {
 
     private func run() {
         do throws(IVClientError) {
-            try connection.processSignals(handler)
+            try serveSignals()
             var entries = [
                 pollfd(fd: connection.guestToHost.rawValue, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0),
@@ -75,12 +74,29 @@ public final class RegionWorker: Sendable {
                     if drained.errno != 0 {
                         throw connection.error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno))
                     }
-                    try connection.processSignals(handler)
+                    try serveSignals()
                 }
             }
         } catch {
             failure.withLock { $0 = error }
         }
+    }
+}
+
+extension RegionWorker {
+    private func serveSignals() throws(IVClientError) {
+        do throws(IVClientError) {
+            try connection.processSignals(handler)
+        } catch where error.kind.isSignalTableFull {
+            // every entry was handled; only a round trip could not be queued
+        }
+    }
+}
+
+extension IVClientError.Kind {
+    var isSignalTableFull: Bool {
+        if case .signalTableFull = self { return true }
+        return false
     }
 }
 

@@ -158,6 +158,24 @@ struct ClientTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("a round trip into a full host_to_guest table: every entry is still handled, then the error")
+    func roundTripIntoFullTable() throws {
+        let server = try ServerProcess()
+        let host = try open("e2e_manager", server)   // g2h: 2 slots at 0, word 8; h2g: 2 slots at 12, word 20
+        let guest = try open("e2e_manager", server)
+        try host.sendSignal(offset: 40)
+        try host.sendSignal(offset: 44)               // h2g is now full
+        try guest.memory.store(48 | 1, offset: 0)
+        try guest.memory.store(52 | 1, offset: 4)
+        try guest.memory.store(1, offset: 8)
+        var seen: [UInt32] = []
+        let error = clientError { try host.processSignals { seen.append($0) } }
+        #expect(seen == [48, 52], "both entries handled although their round trips failed")
+        #expect(error?.kind == .signalTableFull(offset: 48))
+        #expect(try guest.memory.load(offset: 0) == 0 && guest.memory.load(offset: 4) == 0, "the table was drained")
+        #expect(server.stop() == 0)
+    }
+
     @Test("the worker handles the guest's signals until stopped, and stops promptly")
     func worker() throws {
         let server = try ServerProcess()
