@@ -1,11 +1,17 @@
+/// Who keeps the clients: told when a handshake is decided (it leaves the
+/// pending list) and when the connection closes (it can be let go).
+protocol ClientConnectionOwner: AnyObject {
+    func clientDecided(_ client: ClientConnection)
+    func clientClosed(_ client: ClientConnection)
+}
+
 /// One host client on the client socket, from accept to close: the HALD
 /// handshake (docs/protocols.md §2) driven by `ClientHandshake`.
 final class ClientConnection {
     private let socket: PeerSocket
     private let resources: ServedResources
     private var handshake: ClientHandshake
-    private let onDecided: (ClientConnection) -> Void
-    private let onClose: (ClientConnection) -> Void
+    private unowned let owner: ClientConnectionOwner
 
     /// Loop time (ms) by which the handshake must be decided.
     let deadline: UInt64
@@ -14,14 +20,12 @@ final class ClientConnection {
     var newerPending: ClientConnection?
     weak var olderPending: ClientConnection?
 
-    init(socket: PeerSocket, resources: ServedResources, deadline: UInt64,
-         onDecided: @escaping (ClientConnection) -> Void, onClose: @escaping (ClientConnection) -> Void) {
+    init(socket: PeerSocket, resources: ServedResources, deadline: UInt64, owner: ClientConnectionOwner) {
         self.socket = socket
         self.resources = resources
         self.handshake = ClientHandshake(regionIndexByName: resources.regionIndexByName)
         self.deadline = deadline
-        self.onDecided = onDecided
-        self.onClose = onClose
+        self.owner = owner
         socket.onEvent = { [unowned self] event in self.handle(event) }
     }
 
@@ -38,8 +42,8 @@ final class ClientConnection {
     func close() {
         guard !socket.isClosed else { return }
         socket.close()
-        onDecided(self)
-        onClose(self)
+        owner.clientDecided(self)
+        owner.clientClosed(self)
     }
 
     private func handle(_ event: PeerSocket.Event) {
@@ -63,7 +67,7 @@ final class ClientConnection {
         case .needMoreInput:
             break
         case let .grant(index):
-            onDecided(self)
+            owner.clientDecided(self)
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
             socket.send(resources.grants[index])

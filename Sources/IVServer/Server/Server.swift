@@ -198,8 +198,7 @@ public final class Server {
         let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 64)
         let connection = ClientConnection(
             socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
-            onDecided: { [unowned self] decided in self.removePending(decided) },
-            onClose: { [unowned self] closed in self.clients[ObjectIdentifier(closed)] = nil })
+            owner: self)
         clients[ObjectIdentifier(connection)] = connection
         addPending(connection)
         connection.start()
@@ -276,3 +275,7 @@ public struct LaunchError: Error, CustomStringConvertible {
     public var description: String { "cannot start the VM: \(reason)" }
 }
 
+extension Server: ClientConnectionOwner {
+    func clientDecided(_ client: ClientConnection) { removePending(client) }
+    func clientClosed(_ client: ClientConnection) { clients[ObjectIdentifier(client)] = nil }
+}

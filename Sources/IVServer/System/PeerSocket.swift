@@ -29,22 +29,22 @@ final class PeerSocket {
     private var outbox: [Outgoing] = []
     private var nextMessage = 0
     private var bytesSentOfNext = 0
-    /// Reused for every read; a peer's input is consumed before the next one.
+    /// The set's shared buffer, limited to this peer's read size.
     private let readBuffer: UnsafeMutableRawBufferPointer
+    private let set: ReadinessSet
 
     /// Joins the readiness set; input is watched from the first `send`
     /// on, so the first bytes go out before the epoll_ctl that registers
     /// the socket (every connection starts by sending).
     init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) {
         self.fd = fd
-        readBuffer = .allocate(byteCount: readSize, alignment: 8)
+        self.set = set
+        readBuffer = UnsafeMutableRawBufferPointer(rebasing: set.readBuffer[..<min(readSize, set.readBuffer.count)])
         self.peer = peer
         readiness = set.register(fd: fd.rawValue) { [unowned self] status, events in
             self.handleReadiness(status: status, events: events)
         }
     }
-
-    deinit { readBuffer.deallocate() }
 
     var isClosed: Bool { !fd.isOpen }
 

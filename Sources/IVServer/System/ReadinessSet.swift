@@ -65,6 +65,9 @@ final class ReadinessSet {
     /// event for an fd that was closed and reused finds a different token.
     private var registrations: [Registration?] = []
     private var generation: UInt64 = 0
+    /// One read buffer for every peer: reads happen one at a time on the
+    /// loop's thread, and each peer's input is consumed before the next read.
+    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
     private var tokens = [UInt64](repeating: 0, count: Int(IVS_EPOLL_BATCH))
     private var events = [UInt32](repeating: 0, count: Int(IVS_EPOLL_BATCH))
 
@@ -75,6 +78,8 @@ final class ReadinessSet {
         poll = try PollHandle(loop: loop, fd: raw) { [unowned self] _, _ in self.dispatch() }
         poll.watch(readable: true, writable: false)
     }
+
+    deinit { readBuffer.deallocate() }
 
     /// Adds `fd` to the set; it is watched for nothing until `watch`.
     func register(fd: Int32, callback: @escaping Callback) -> Registration {
