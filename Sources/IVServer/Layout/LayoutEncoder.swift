@@ -4,22 +4,13 @@ import VSoCFormat
 /// VSoCFormat's `LayoutHeader`, shared with the host client library, so the
 /// writer and the readers cannot drift apart.
 public enum LayoutEncoder {
-    public static let majorVersion = LayoutHeader.majorVersion
-    public static let minorVersion = LayoutHeader.minorVersion
-
     /// The header bytes: 16 + 60 × regionCount.
     public static func encode(_ plan: LayoutPlan) -> [UInt8] {
         header(plan).encode()
     }
 
     public static func header(_ plan: LayoutPlan) -> LayoutHeader {
-        LayoutHeader(size: plan.size, regions: plan.regions.map { region in
-            RegionDescriptor(
-                currentVersion: region.spec.currentVersion, minCompatibleVersion: region.spec.minCompatibleVersion,
-                beginOffset: region.beginOffset, endOffset: region.endOffset, dataOffset: region.dataOffset,
-                guestToHost: region.guestToHost, hostToGuest: region.hostToGuest,
-                name: region.name, managedByIndex: region.managedByIndex)
-        })
+        LayoutHeader(size: plan.size, regions: plan.regions.map(\.descriptor))
     }
 
     public static func headerSize(regionCount: Int) -> Int {

@@ -1,22 +1,25 @@
 import VSoCFormat
 
-/// A region with every offset computed.
+/// A region with every offset computed: its spec and the descriptor the
+/// header will hold for it (VSoCFormat's `RegionDescriptor`, so the plan
+/// and the bytes share one set of fields).
 public struct PlannedRegion: Equatable, Sendable {
     public var index: Int
     public var spec: RegionSpec
-    /// Absolute, page aligned.
-    public var beginOffset: UInt32
-    /// Absolute, begin + region_size (not padded).
-    public var endOffset: UInt32
-    public var guestToHost: SignalTableLayout
-    public var hostToGuest: SignalTableLayout
-    /// Relative to the region's begin: where the signal tables end.
-    public var dataOffset: UInt32
-    /// Index of the managing region; 0 when unmanaged.
-    public var managedByIndex: UInt32
+    public var descriptor: RegionDescriptor
 
     public var name: String { spec.name }
-    public var size: UInt32 { endOffset - beginOffset }
+    /// Absolute, page aligned.
+    public var beginOffset: UInt32 { descriptor.beginOffset }
+    /// Absolute, begin + region_size (not padded).
+    public var endOffset: UInt32 { descriptor.endOffset }
+    public var guestToHost: SignalTableLayout { descriptor.guestToHost }
+    public var hostToGuest: SignalTableLayout { descriptor.hostToGuest }
+    /// Relative to the region's begin: where the signal tables end.
+    public var dataOffset: UInt32 { descriptor.dataOffset }
+    /// Index of the managing region; 0 when unmanaged.
+    public var managedByIndex: UInt32 { descriptor.managedByIndex }
+    public var size: UInt32 { descriptor.size }
 }
 
 /// The computed layout: what the shared-memory header will say.
@@ -118,11 +121,11 @@ public enum LayoutPlanner {
                 signalledOffset: hostToGuestStart + 4 << region.hostToGuestNodesLg2)
             let managedBy = region.managedBy.flatMap { name in regions.firstIndex { $0.name == name } } ?? 0
             let end = offset + UInt64(region.regionSize)
-            planned.append(PlannedRegion(
-                index: index, spec: region,
+            planned.append(PlannedRegion(index: index, spec: region, descriptor: RegionDescriptor(
+                currentVersion: region.currentVersion, minCompatibleVersion: region.minCompatibleVersion,
                 beginOffset: UInt32(truncatingIfNeeded: offset), endOffset: UInt32(truncatingIfNeeded: end),
-                guestToHost: guestToHost, hostToGuest: hostToGuest,
-                dataOffset: hostToGuest.signalledOffset + 4, managedByIndex: UInt32(managedBy)))
+                dataOffset: hostToGuest.signalledOffset + 4, guestToHost: guestToHost, hostToGuest: hostToGuest,
+                name: region.name, managedByIndex: UInt32(managedBy))))
             offset = roundUp(end, to: pageSize)
         }
         let total = nextPowerOfTwo(offset)
