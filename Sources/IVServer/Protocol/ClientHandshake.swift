@@ -70,16 +70,14 @@ public struct ClientHandshake: Sendable {
     public mutating func receive<Bytes: Collection>(_ bytes: Bytes) -> Decision where Bytes.Element == UInt8 {
         bytesReceived += bytes.count
         var input = bytes[...]
-        // The usual case: the whole request in one read. Decided here
-        // without copying the bytes (the loop below gives the same answer).
+        // The usual case: the whole request in one read, decided without
+        // copying it into the state (the loop below decides the same).
         if case let .awaitingLength(received) = state, received.isEmpty, input.count >= 2 {
-            let length = Int(Int16(bitPattern: UInt16(input[input.startIndex]) | UInt16(input[input.index(after: input.startIndex)]) << 8))
+            let length = Int(Self.nameLength(input.first!, input.dropFirst().first!))
             if (1...Self.maximumNameLength).contains(length), input.count >= 2 + length {
-                let name = input.dropFirst(2).prefix(length)
-                if let text = String(validating: name, as: UTF8.self), let index = regionIndexByName[text] {
-                    state = .finished(.grant(region: index))
-                    return .grant(region: index)
-                }
+                let decision = decision(forName: input.dropFirst(2).prefix(length))
+                state = .finished(decision)
+                return decision
             }
         }
         while true {
@@ -94,8 +92,7 @@ public struct ClientHandshake: Sendable {
                     state = .awaitingLength(received: received)
                     return .needMoreInput
                 }
-                // Step 2: the i16 name length, little-endian.
-                let length = Int16(bitPattern: UInt16(received[0]) | UInt16(received[1]) << 8)
+                let length = Self.nameLength(received[0], received[1])
                 if length < 1 || Int(length) > Self.maximumNameLength {
                     state = .finished(.refuse(.badNameLength(length)))
                 } else {
@@ -109,15 +106,23 @@ public struct ClientHandshake: Sendable {
                     state = .awaitingName(length: length, received: received)
                     return .needMoreInput
                 }
-                // Step 2: the name itself, no NUL. Names that are not UTF-8
-                // cannot match a layout name.
-                if let name = String(validating: received, as: UTF8.self), let index = regionIndexByName[name] {
-                    state = .finished(.grant(region: index))
-                } else {
-                    state = .finished(.refuse(.unknownRegion(Self.printable(received))))
-                }
+                state = .finished(decision(forName: received))
             }
         }
+    }
+
+    /// Step 2: the i16 name length, little-endian.
+    private static func nameLength(_ low: UInt8, _ high: UInt8) -> Int16 {
+        Int16(bitPattern: UInt16(low) | UInt16(high) << 8)
+    }
+
+    /// Step 2: the name itself, no NUL. Names that are not UTF-8 cannot
+    /// match a layout name.
+    private func decision(forName name: some Collection<UInt8>) -> Decision {
+        if let text = String(validating: name, as: UTF8.self), let index = regionIndexByName[text] {
+            return .grant(region: index)
+        }
+        return .refuse(.unknownRegion(Self.printable(Array(name))))
     }
 
     /// The client closed its side. Before a decision that is a refusal.
