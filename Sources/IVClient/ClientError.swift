@@ -67,3 +67,15 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
         }
     }
 }
+
+extension IVClientError.Kind {
+    var isInvalidArgument: Bool {
+        if case .invalidArgument = self { return true }
+        return false
+    }
+
+    var isSignalTableFull: Bool {
+        if case .signalTableFull = self { return true }
+        return false
+    }
+}

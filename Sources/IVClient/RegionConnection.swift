@@ -248,10 +248,3 @@ public final class RegionConnection: Sendable {
         try memory.wake(offset: Int(offset))
     }
 }
-
-extension IVClientError.Kind {
-    var isInvalidArgument: Bool {
-        if case .invalidArgument = self { return true }
-        return false
-    }
-}

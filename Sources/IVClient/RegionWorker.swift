@@ -93,13 +93,6 @@ extension RegionWorker {
     }
 }
 
-extension IVClientError.Kind {
-    var isSignalTableFull: Bool {
-        if case .signalTableFull = self { return true }
-        return false
-    }
-}
-
 extension RegionConnection {
     /// Starts a `RegionWorker` for this region.
     public func startWorker(handler: @escaping @Sendable (UInt32) -> Void) throws(IVClientError) -> RegionWorker {

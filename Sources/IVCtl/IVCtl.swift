@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import IVClient
 import VSoCFormat
 
@@ -55,6 +54,13 @@ struct ServerOptions: ParsableArguments {
             try RegionConnection.open(region: region, socket: clientSocket, timeout: timeout)
         }
     }
+
+    /// The live layout, through a handshake for the first of `names` the server knows.
+    func layout(tryingRegions names: [String] = HALDProtocol.wellKnownRegionNames) throws -> LayoutHeader {
+        try report { () throws(IVClientError) in
+            try RegionConnection.readLayout(socket: clientSocket, tryingRegions: names, timeout: timeout)
+        }
+    }
 }
 
 /// Runs `body`; an IVClientError becomes one line on stderr and its exit code.
@@ -91,13 +97,8 @@ struct Regions: ParsableCommand {
     var region: String?
 
     func run() throws {
-        let socket = server.clientSocket
-        let timeout = server.timeout
-        let names = region.map { [$0] } ?? HALDProtocol.wellKnownRegionNames
-        let layout = try report { () throws(IVClientError) in
-            try RegionConnection.readLayout(socket: socket, tryingRegions: names, timeout: timeout)
-        }
-        var lines = ["layout at \(socket): \(layout.regions.count) regions, version \(layout.majorVersion).\(layout.minorVersion), "
+        let layout = try server.layout(tryingRegions: region.map { [$0] } ?? HALDProtocol.wellKnownRegionNames)
+        var lines = ["layout at \(server.clientSocket): \(layout.regions.count) regions, version \(layout.majorVersion).\(layout.minorVersion), "
             + "shared memory \(layout.size) bytes (\(hex0x(layout.size)))"]
         lines += RegionTable.lines(layout)
         lines.append(RegionTable.offsetsNote)
@@ -225,18 +226,11 @@ struct Watch: ParsableCommand {
     @OptionGroup var server: ServerOptions
 
     func run() throws {
-        let socket = server.clientSocket
-        let timeout = server.timeout
-        let watcher: InterruptWatcher
-        let names: [String]
-        (watcher, names) = try report { () throws(IVClientError) in
-            let layout = try RegionConnection.readLayout(socket: socket, timeout: timeout)
-            let connections = try layout.regions.map { region throws(IVClientError) in
-                try RegionConnection.open(region: region.name, socket: socket, timeout: timeout)
-            }
-            return (try InterruptWatcher(connections: connections), connections.map(\.regionName))
-        }
-        Output.lines(["watching \(names.count) regions at \(socket): \(names.joined(separator: ", "))"])
+        let layout = try server.layout()
+        let connections = try layout.regions.map { try server.open($0.name) }
+        let names = connections.map(\.regionName)
+        let watcher = try report { () throws(IVClientError) in try InterruptWatcher(connections: connections) }
+        Output.lines(["watching \(names.count) regions at \(server.clientSocket): \(names.joined(separator: ", "))"])
         while true {
             let rung = try report { () throws(IVClientError) in try watcher.next(timeout: nil) }
             Output.lines(rung.map { "\(names[$0]): interrupted" })

@@ -1,30 +1,18 @@
-import Glibc
+import IVClient
 
-/// Unbuffered output: every line reaches a pipe or file at once, which a
-/// long-running `watch` needs.
+/// What ivctl prints, through IVClient's unbuffered streams.
 enum Output {
     static func text(_ text: String) {
-        write(1, text)
+        StandardStream.output.write(text)
     }
 
     static func lines(_ lines: [String]) {
         guard !lines.isEmpty else { return }
-        write(1, lines.joined(separator: "\n") + "\n")
+        StandardStream.output.write(lines.joined(separator: "\n") + "\n")
     }
 
     static func error(_ line: String) {
-        write(2, line + "\n")
-    }
-
-    private static func write(_ fd: Int32, _ text: String) {
-        var bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let result = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
-            if result < 0 && errno == EINTR { continue }
-            guard result > 0 else { return }
-            done += result
-        }
+        StandardStream.error.write(line + "\n")
     }
 }
 
