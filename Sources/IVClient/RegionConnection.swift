@@ -111,17 +111,17 @@ public final class RegionConnection: Sendable {
             }
             return Array(bytes[..<done])
         }
-        do {
-            let first = try readBytes(LayoutHeader.layoutDescriptorSize)
-            let length = try LayoutHeader.encodedLength(descriptorBytes: first, fileSize: fileSize)
-            return try LayoutHeader.decode(try readBytes(length), fileSize: fileSize)
-        } catch let error as HeaderError {
-            throw IVClientError(.badLayout(error), socketPath: socketPath, region: region)
-        } catch let error as IVClientError {
-            throw error
-        } catch {
-            fatalError("unexpected error \(error)")
+        func checked<Value>(_ body: () throws(HeaderError) -> Value) throws(IVClientError) -> Value {
+            do throws(HeaderError) {
+                return try body()
+            } catch {
+                throw IVClientError(.badLayout(error), socketPath: socketPath, region: region)
+            }
         }
+        let first = try readBytes(LayoutHeader.layoutDescriptorSize)
+        let length = try checked { () throws(HeaderError) in try LayoutHeader.encodedLength(descriptorBytes: first, fileSize: fileSize) }
+        let bytes = try readBytes(length)
+        return try checked { () throws(HeaderError) in try LayoutHeader.decode(bytes, fileSize: fileSize) }
     }
 
     /// An error about this region and socket.

@@ -300,5 +300,25 @@ struct ClientTests {
         error = clientError { _ = try RegionConnection.open(region: "hwcomposer", socket: twoFDs) }
         #expect(error?.kind == .protocolViolation("2 fds instead of 3"))
         second.join()
+
+        // a grant whose shared memory holds a layout of another major version
+        let memoryPath = directory.path + "/old-layout"
+        var header = LayoutEncoder.encode(LayoutLoader.loadDefault())
+        header[0] = 1
+        header += [UInt8](repeating: 0, count: 4096 - header.count)
+        let file = Glibc.open(memoryPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        #expect(header.withUnsafeBytes { write(file, $0.baseAddress, $0.count) } == 4096)
+        close(file)
+        let (oldLayout, third) = try fakeServer("old.sock") { connection in
+            try sendAll(connection, [0, 0, 0, 0])
+            _ = try receiveExactly(connection, count: 12, maximumFDs: 0)
+            let a = try EventFD.create(), b = try EventFD.create()
+            let memory = Glibc.open(memoryPath, O_RDONLY | O_CLOEXEC)
+            defer { close(memory) }
+            _ = try UnixSocket.send(connection, ArraySlice(HALDProtocol.grantPayload), fds: [a.rawValue, b.rawValue, memory])
+        }
+        error = clientError { _ = try RegionConnection.open(region: "hwcomposer", socket: oldLayout) }
+        #expect(error?.kind == .badLayout(HeaderError(problems: ["layout version 1.0 is not supported (expected 2.x)"])))
+        third.join()
     }
 }
