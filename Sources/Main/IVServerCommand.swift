@@ -153,7 +153,7 @@ struct Serve: ParsableCommand {
 
     static func serve(_ settings: ServeSettings) throws {
         let (configuration, logger) = try settings.start()
-        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, Logger.Message(stringLiteral: $0.description)) }
+        let server = Server(configuration: configuration, events: EventLog(minimumSeverity: settings.logLevel.severity))
         do {
             try server.run()
         } catch {
@@ -213,7 +213,7 @@ struct Launch: ParsableCommand {
             }
         }
         let (configuration, logger) = try options.start()
-        let server = Server(configuration: configuration) { logger.log(level: $0.severity.logLevel, Logger.Message(stringLiteral: $0.description)) }
+        let server = Server(configuration: configuration, events: EventLog(minimumSeverity: options.settings.logLevel.severity))
         let termination: ChildProcess.Termination?
         do {
             termination = try server.run(launching: launch)
@@ -312,10 +312,11 @@ enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-extension ServerEvent.Severity {
-    var logLevel: Logger.Level {
+extension LogLevelArgument {
+    /// The least severe server event logged at this level.
+    var severity: ServerEvent.Severity {
         switch self {
-        case .debug: return .debug
+        case .trace, .debug: return .debug
         case .info: return .info
         case .warning: return .warning
         case .error: return .error

@@ -1,18 +1,22 @@
-/// Builds a log line's text as UTF-8 bytes: appending integers without the
-/// generic `description` machinery and strings without intermediate copies.
-/// Used for the events logged once per connection, where formatting was a
-/// measurable share of a handshake's cost.
-struct LogText {
-    private(set) var bytes: [UInt8] = []
+import Synchronization
 
-    init(capacity: Int = 160) { bytes.reserveCapacity(capacity) }
+/// Builds log text as UTF-8 bytes: integers without the generic
+/// `description` machinery, strings without intermediate copies. Log lines
+/// are built this way because formatting was a measurable share of a
+/// handshake's cost (README, Performance).
+public struct LogText {
+    public private(set) var bytes: [UInt8] = []
 
-    mutating func append(_ text: String) {
+    public init(capacity: Int = 160) { bytes.reserveCapacity(capacity) }
+
+    public mutating func append(_ text: String) {
         var text = text
         text.withUTF8 { bytes.append(contentsOf: $0) }
     }
 
-    mutating func append<T: BinaryInteger>(_ value: T) {
+    public mutating func append(byte: UInt8) { bytes.append(byte) }
+
+    public mutating func append<T: BinaryInteger>(_ value: T) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }
         let magnitude = UInt64(value.magnitude)
         var divisor: UInt64 = 1
@@ -30,5 +34,34 @@ struct LogText {
         append(" gid "); append(peer.gid)
     }
 
+    /// Starts a log line: "2026-11-25T14:04:16Z info ivserver: " (UTC).
+    public mutating func beginLine(level: String, label: String) {
+        LogClock.shared.appendTimestamp(to: &bytes)
+        bytes.append(UInt8(ascii: " "))
+        append(level)
+        bytes.append(UInt8(ascii: " "))
+        append(label)
+        bytes.append(UInt8(ascii: ":"))
+        bytes.append(UInt8(ascii: " "))
+    }
+
+    public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
+
     var string: String { String(decoding: bytes, as: UTF8.self) }
+}
+
+/// The current second as "YYYY-MM-DDTHH:MM:SSZ", formatted once per second:
+/// a local-time formatter (swift-log's default) makes glibc stat
+/// /etc/localtime on every line.
+private final class LogClock: Sendable {
+    static let shared = LogClock()
+    private let cached = Mutex<(second: Int, text: [UInt8])>((-1, []))
+
+    func appendTimestamp(to bytes: inout [UInt8]) {
+        let now = HostSystem.currentSecond()
+        cached.withLock { cached in
+            if cached.second != now { cached = (now, Array(HostSystem.utcTimestamp(now).utf8)) }
+            bytes.append(contentsOf: cached.text)
+        }
+    }
 }

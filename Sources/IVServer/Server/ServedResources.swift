@@ -6,19 +6,19 @@ final class ServedResources {
     let channels: [RegionChannels]
     let regionIndexByName: [String: Int]
     let qemuSocketPath: String
-    let report: (ServerEvent) -> Void
+    let events: ServerEventSink
     /// The HALD handshake's messages, built once: the greeting, and per
     /// region the grant with its three fds.
     let greeting: [PeerSocket.Outgoing]
     let grants: [[PeerSocket.Outgoing]]
 
     init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], qemuSocketPath: String,
-         report: @escaping (ServerEvent) -> Void) {
+         events: ServerEventSink) {
         self.plan = plan
         self.sharedMemory = sharedMemory
         self.channels = channels
         self.qemuSocketPath = qemuSocketPath
-        self.report = report
+        self.events = events
         var names: [String: Int] = [:]
         for region in plan.regions { names[region.name] = region.index }
         regionIndexByName = names
@@ -28,6 +28,8 @@ final class ServedResources {
                                  fds: [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, sharedMemory.fd.rawValue])]
         }
     }
+
+    func report(_ event: ServerEvent) { events.record(event) }
 
     /// The QEMU handshake as outgoing messages, built once per vector count.
     private var qemuHandshakes: [Int: [PeerSocket.Outgoing]] = [:]

@@ -7,7 +7,7 @@ import Glibc
 /// what it created.
 public final class Server {
     public let configuration: ServerConfiguration
-    private let report: (ServerEvent) -> Void
+    private let events: ServerEventSink
 
     private var loop: EventLoop?
     /// Readiness of every peer socket, through one poll handle.
@@ -22,6 +22,8 @@ public final class Server {
     private var newestPending: ClientConnection?
     private var pendingCount = 0
     private var handshakeTimer: TimerHandle?
+    /// Flushes the event sink before the loop waits.
+    private var beforeWaiting: PrepareHandle?
     private var refusedWhileFull = 0
 
     // `ivserver launch`: the VM we started, and the timer that kills it
@@ -29,10 +31,18 @@ public final class Server {
     private var launchedVM: ChildProcess?
     private var vmStopTimer: TimerHandle?
 
-    public init(configuration: ServerConfiguration, onEvent: @escaping (ServerEvent) -> Void) {
+    /// Events go to `events`, which is flushed on every turn of the loop.
+    public init(configuration: ServerConfiguration, events: ServerEventSink) {
         self.configuration = configuration
-        self.report = onEvent
+        self.events = events
     }
+
+    /// Each event is handed to `onEvent` as it happens.
+    public convenience init(configuration: ServerConfiguration, onEvent: @escaping (ServerEvent) -> Void) {
+        self.init(configuration: configuration, events: EventClosureSink(onEvent))
+    }
+
+    private func report(_ event: ServerEvent) { events.record(event) }
 
     /// Runs until a stop signal or, with `launching`, until the VM it starts
     /// once both sockets listen has exited; returns how the VM ended. Throws
@@ -41,6 +51,7 @@ public final class Server {
     /// that finds another one running changes nothing at all.
     @discardableResult
     public func run(launching launch: LaunchSpec? = nil) throws -> ChildProcess.Termination? {
+        defer { events.flush() }
         let plan = configuration.layout
         let lock = try InstanceLock.acquire(path: configuration.lockPath)
         defer { lock.release() }
@@ -62,7 +73,7 @@ public final class Server {
         let channels = try plan.regions.map { _ throws(SystemError) in try RegionChannels() }
         let resources = ServedResources(
             plan: plan, sharedMemory: sharedMemory, channels: channels,
-            qemuSocketPath: configuration.qemuSocketPath, report: report)
+            qemuSocketPath: configuration.qemuSocketPath, events: events)
 
         let loop = try EventLoop()
         self.loop = loop
@@ -83,6 +94,7 @@ public final class Server {
             created.append(listener.file)
         }
         handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
+        beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in self.events.flush() }
         for signal in [SIGINT, SIGTERM, SIGHUP] {
             signals.append(try SignalHandle(loop: loop, signal: signal) { [unowned self] signal in
                 self.stop(signal: signal, launch: launch)
@@ -143,6 +155,8 @@ public final class Server {
         vmStopTimer = nil
         signals.forEach { $0.close() }
         signals = []
+        beforeWaiting?.close()
+        beforeWaiting = nil
         peers?.close()
         peers = nil
     }

@@ -1,7 +1,19 @@
 /// What the server reports as it runs. The executable decides how these are
 /// logged; tests can watch them directly.
 public enum ServerEvent: CustomStringConvertible, Sendable {
-    public enum Severity: Sendable { case debug, info, warning, error }
+    public enum Severity: Comparable, Sendable {
+        case debug, info, warning, error
+
+        /// As swift-log names its levels.
+        public var name: String {
+            switch self {
+            case .debug: return "debug"
+            case .info: return "info"
+            case .warning: return "warning"
+            case .error: return "error"
+            }
+        }
+    }
 
     case ready(ServerConfiguration)
     case vmConnected(peer: PeerCredentials?)
@@ -43,63 +55,63 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     }
 
     public var description: String {
+        var text = LogText()
+        appendMessage(to: &text)
+        return text.string
+    }
+
+    /// The message, appended as bytes: the events logged once per
+    /// connection are built without generic formatting or a String.
+    public func appendMessage(to text: inout LogText) {
         switch self {
         case let .ready(configuration):
             let layout = configuration.layout
-            return "ready: \(layout.regionCount) regions, shared memory \(configuration.sharedMemoryPath) "
+            text.append("ready: \(layout.regionCount) regions, shared memory \(configuration.sharedMemoryPath) "
                 + "(\(layout.size) bytes, layout from \(configuration.layoutSource)); "
                 + "QEMU socket \(configuration.qemuSocketPath); client socket \(configuration.clientSocketPath); "
-                + "attach a VM with: \(configuration.qemuArguments.joined(separator: " "))"
+                + "attach a VM with: \(configuration.qemuArguments.joined(separator: " "))")
         case let .vmConnected(peer):
-            // once per VM connection, like clientServed: no generic formatting
-            var text = LogText()
             text.append("VM connected ("); text.append(peer); text.append("); handshake sent")
-            return text.string
         case let .vmDisconnected(peer, reason):
-            var text = LogText()
             text.append("VM disconnected ("); text.append(peer); text.append("): ")
             text.append(reason); text.append("; waiting for the next VM")
-            return text.string
         case let .vmRefused(peer, current):
-            return "refused a second VM connection (\(describe(peer))): the VM of \(describe(current)) is still connected"
+            text.append("refused a second VM connection (\(describe(peer))): the VM of \(describe(current)) is still connected")
         case let .vmVectorMismatch(peer, vectors, regions, dead) where vectors < regions:
-            return "QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has \(regions) regions: "
+            text.append("QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has \(regions) regions: "
                 + "regions \(vectors)...\(regions - 1) (\(dead.joined(separator: ", "))) get no interrupts either way; "
-                + "sending only \(vectors) vectors so QEMU does not reject (and make blocking) the rest; start QEMU with vectors=\(regions)"
+                + "sending only \(vectors) vectors so QEMU does not reject (and make blocking) the rest; start QEMU with vectors=\(regions)")
         case let .vmVectorMismatch(peer, vectors, regions, _):
-            return "QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has only \(regions) regions: "
-                + "vectors \(regions)...\(vectors - 1) will never fire; vectors=\(regions) is enough"
+            text.append("QEMU (\(describe(peer))) has ivshmem-doorbell vectors=\(vectors) but the layout has only \(regions) regions: "
+                + "vectors \(regions)...\(vectors - 1) will never fire; vectors=\(regions) is enough")
         case let .clientServed(region, index, peer):
-            // once per host client: built without generic formatting
-            var text = LogText()
             text.append("client served region '"); text.append(region)
             text.append("' (#"); text.append(index); text.append(") to "); text.append(peer)
-            return text.string
         case let .clientRefused(reason, peer):
-            return "client refused (\(describe(peer))): \(reason)"
+            text.append("client refused (\(describe(peer))): \(reason)")
         case let .vmLaunched(pid, command):
-            return "VM started (pid \(pid)): \(command.joined(separator: " "))"
+            text.append("VM started (pid \(pid)): \(command.joined(separator: " "))")
         case let .vmSignalled(pid, signal, timeout):
-            return "passed \(signalName(signal)) on to the VM (pid \(pid)); killing it if it has not exited in \(timeout) ms"
+            text.append("passed \(signalName(signal)) on to the VM (pid \(pid)); killing it if it has not exited in \(timeout) ms")
         case let .vmKilled(pid):
-            return "the VM (pid \(pid)) did not exit in time: killed it"
+            text.append("the VM (pid \(pid)) did not exit in time: killed it")
         case let .vmExited(pid, termination):
             switch termination {
-            case let .exited(code): return "the VM (pid \(pid)) exited with status \(code): stopping"
-            case let .signalled(signal): return "the VM (pid \(pid)) was killed by \(signalName(signal)): stopping"
+            case let .exited(code): text.append("the VM (pid \(pid)) exited with status \(code): stopping")
+            case let .signalled(signal): text.append("the VM (pid \(pid)) was killed by \(signalName(signal)): stopping")
             }
         case let .leftoverRemoved(path, what):
-            return "removed \(what) left by an ivserver that did not stop cleanly: \(path)"
+            text.append("removed \(what) left by an ivserver that did not stop cleanly: \(path)")
         case let .peerRefused(socket, peer):
-            return "refused \(describe(peer)) on \(socket): not root, not the server's user, and not allowed by --allow-uid/--allow-gid"
+            text.append("refused \(describe(peer)) on \(socket): not root, not the server's user, and not allowed by --allow-uid/--allow-gid")
         case let .pendingLimitReached(limit):
-            return "\(limit) host clients are mid-handshake (--max-pending): closing new client connections at once until some finish"
+            text.append("\(limit) host clients are mid-handshake (--max-pending): closing new client connections at once until some finish")
         case let .pendingLimitCleared(refused):
-            return "back under --max-pending; \(refused) client connection(s) were closed at once meanwhile"
+            text.append("back under --max-pending; \(refused) client connection(s) were closed at once meanwhile")
         case let .acceptFailed(socket, error):
-            return "accept on \(socket) failed: \(error)"
+            text.append("accept on \(socket) failed: \(error)")
         case let .stopping(signal):
-            return "signal \(signalName(signal)) received: stopping, removing the shared memory and sockets"
+            text.append("signal \(signalName(signal)) received: stopping, removing the shared memory and sockets")
         }
     }
 }

@@ -137,6 +137,46 @@ private func timerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
     Unmanaged<TimerHandle>.fromOpaque(data).takeUnretainedValue().fire()
 }
 
+/// Runs a callback on every turn of the loop, just before it waits for
+/// I/O (uv_prepare).
+public final class PrepareHandle {
+    private let handle: UnsafeMutablePointer<uv_prepare_t>
+    private var callback: (() -> Void)?
+    public private(set) var isClosed = false
+
+    public init(loop: EventLoop, callback: @escaping () -> Void) throws(UVError) {
+        handle = .allocate(capacity: 1)
+        var result = uv_prepare_init(loop.raw, handle)
+        if result != 0 {
+            handle.deallocate()
+            throw UVError(operation: "uv_prepare_init", code: result)
+        }
+        self.callback = callback
+        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        result = uv_prepare_start(handle, prepareCallback)
+        if result != 0 {
+            close()
+            throw UVError(operation: "uv_prepare_start", code: result)
+        }
+    }
+
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        callback = nil
+        closeHandle(handle)
+    }
+
+    fileprivate func fire() {
+        callback?()
+    }
+}
+
+private func prepareCallback(_ handle: UnsafeMutablePointer<uv_prepare_t>?) {
+    guard let data = handle?.pointee.data else { return }
+    Unmanaged<PrepareHandle>.fromOpaque(data).takeUnretainedValue().fire()
+}
+
 /// Runs a callback on the loop's thread when a signal arrives.
 public final class SignalHandle {
     private let handle: UnsafeMutablePointer<uv_signal_t>

@@ -107,8 +107,22 @@ public enum HostSystem {
         text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
     }
 
-    /// One write(2) of a whole log line.
+    /// Log lines to fd 2: one write(2) unless it is cut short (then the
+    /// rest follows) or interrupted. Nothing is retried after an error: a
+    /// log that cannot be written must not stop the server.
     public static func writeToStandardError(_ bytes: [UInt8]) {
-        bytes.withUnsafeBytes { _ = write(2, $0.baseAddress, $0.count) }
+        bytes.withUnsafeBytes { buffer in
+            var offset = 0
+            while offset < buffer.count {
+                let written = write(2, buffer.baseAddress! + offset, buffer.count - offset)
+                if written > 0 {
+                    offset += written
+                } else if written < 0 && errno == EINTR {
+                    continue
+                } else {
+                    return
+                }
+            }
+        }
     }
 }

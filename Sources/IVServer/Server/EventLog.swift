@@ -1,0 +1,52 @@
+/// Where the server's events go. `flush` is called once per turn of the
+/// loop, just before it waits, and when the server stops, so a sink may
+/// hold events back within a turn.
+public protocol ServerEventSink: AnyObject {
+    func record(_ event: ServerEvent)
+    func flush()
+}
+
+/// The server's events as log lines on standard error, in ivserver's format
+/// ("2026-11-25T14:04:16Z info ivserver: VM connected (…)"). Lines are
+/// collected during a turn of the loop and go out in one write(2) before
+/// the loop waits again: under load one turn serves many clients, and a
+/// write per line was one of a handshake's few system calls. Warnings and
+/// errors go out at once, with whatever was collected before them.
+public final class EventLog: ServerEventSink {
+    private let minimumSeverity: ServerEvent.Severity
+    private let label: String
+    private var pending = LogText(capacity: EventLog.flushThreshold)
+    /// Written early once this much is waiting, so a long turn cannot
+    /// hold back (or build up) much.
+    static let flushThreshold = 16 * 1024
+
+    public init(minimumSeverity: ServerEvent.Severity, label: String = "ivserver") {
+        self.minimumSeverity = minimumSeverity
+        self.label = label
+    }
+
+    deinit { flush() }
+
+    public func record(_ event: ServerEvent) {
+        let severity = event.severity
+        guard severity >= minimumSeverity else { return }
+        pending.beginLine(level: severity.name, label: label)
+        event.appendMessage(to: &pending)
+        pending.append(byte: UInt8(ascii: "\n"))
+        if severity >= .warning || pending.bytes.count >= Self.flushThreshold { flush() }
+    }
+
+    public func flush() {
+        guard !pending.bytes.isEmpty else { return }
+        HostSystem.writeToStandardError(pending.bytes)
+        pending.removeAll()
+    }
+}
+
+/// A sink that hands each event to a closure and holds nothing back.
+final class EventClosureSink: ServerEventSink {
+    private let handler: (ServerEvent) -> Void
+    init(_ handler: @escaping (ServerEvent) -> Void) { self.handler = handler }
+    func record(_ event: ServerEvent) { handler(event) }
+    func flush() {}
+}
