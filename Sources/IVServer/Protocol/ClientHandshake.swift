@@ -51,12 +51,36 @@ public struct ClientHandshake: Sendable {
         case finished(Decision)
     }
 
+    /// The layout's region names as bytes, looked up without building a
+    /// String (built once per server, shared by every handshake).
+    public struct RegionNames: Sendable {
+        private let names: [(utf8: [UInt8], index: Int)]
+
+        public init(indexByName: [String: Int]) {
+            names = indexByName.map { (Array($0.key.utf8), $0.value) }
+        }
+
+        /// The region whose name is exactly these bytes (no Unicode
+        /// normalisation: the protocol compares bytes).
+        public func index(of name: some Collection<UInt8>) -> Int? {
+            let count = name.count
+            for entry in names where entry.utf8.count == count && entry.utf8.elementsEqual(name) {
+                return entry.index
+            }
+            return nil
+        }
+    }
+
     private var state: State = .awaitingLength(received: [])
     private var bytesReceived = 0
-    private let regionIndexByName: [String: Int]
+    private let regions: RegionNames
+
+    public init(regions: RegionNames) {
+        self.regions = regions
+    }
 
     public init(regionIndexByName: [String: Int]) {
-        self.regionIndexByName = regionIndexByName
+        self.init(regions: RegionNames(indexByName: regionIndexByName))
     }
 
     /// The decision once one has been made, else nil.
@@ -116,10 +140,9 @@ public struct ClientHandshake: Sendable {
         Int16(bitPattern: UInt16(low) | UInt16(high) << 8)
     }
 
-    /// Step 2: the name itself, no NUL. Names that are not UTF-8 cannot
-    /// match a layout name.
+    /// Step 2: the name itself, no NUL, compared byte for byte.
     private func decision(forName name: some Collection<UInt8>) -> Decision {
-        if let text = String(validating: name, as: UTF8.self), let index = regionIndexByName[text] {
+        if let index = regions.index(of: name) {
             return .grant(region: index)
         }
         return .refuse(.unknownRegion(Self.printable(Array(name))))

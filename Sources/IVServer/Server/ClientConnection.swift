@@ -7,26 +7,33 @@ protocol ClientConnectionOwner: AnyObject {
 
 /// One host client on the client socket, from accept to close: the HALD
 /// handshake (docs/protocols.md §2) driven by `ClientHandshake`.
-final class ClientConnection {
+final class ClientConnection: PeerSocketDelegate {
     private let socket: PeerSocket
     private let resources: ServedResources
     private var handshake: ClientHandshake
-    private unowned let owner: ClientConnectionOwner
+    /// Strong (the server outlives its clients, and an unowned reference
+    /// costs a check on every use); the server drops the client on close.
+    private let owner: ClientConnectionOwner
+    /// The socket's fd number while it is open: the server's key for it.
+    let slot: Int32
 
     /// Loop time (ms) by which the handshake must be decided.
     let deadline: UInt64
     // Links of the server's list of undecided clients (oldest first), so a
     // client leaves it in O(1) and the handshake timer only looks at its head.
+    // Both are strong (a weak link would cost each client a side table);
+    // the server unlinks a client when it is decided or closed.
     var newerPending: ClientConnection?
-    weak var olderPending: ClientConnection?
+    var olderPending: ClientConnection?
 
     init(socket: PeerSocket, resources: ServedResources, deadline: UInt64, owner: ClientConnectionOwner) {
         self.socket = socket
         self.resources = resources
-        self.handshake = ClientHandshake(regionIndexByName: resources.regionIndexByName)
+        self.handshake = ClientHandshake(regions: resources.regionNames)
         self.deadline = deadline
         self.owner = owner
-        socket.onEvent = { [unowned self] event in self.handle(event) }
+        slot = socket.fd.rawValue
+        socket.delegate = self
     }
 
     /// Step 1: the protocol version, right away.
@@ -46,7 +53,7 @@ final class ClientConnection {
         owner.clientClosed(self)
     }
 
-    private func handle(_ event: PeerSocket.Event) {
+    func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event) {
         switch event {
         case let .received(bytes):
             apply(handshake.receive(bytes))

@@ -4,7 +4,7 @@ final class ServedResources {
     let plan: LayoutPlan
     let sharedMemory: SharedMemoryFile
     let channels: [RegionChannels]
-    let regionIndexByName: [String: Int]
+    let regionNames: ClientHandshake.RegionNames
     let qemuSocketPath: String
     let events: ServerEventSink
     /// The HALD handshake's messages, built once: the greeting, and per
@@ -21,7 +21,7 @@ final class ServedResources {
         self.events = events
         var names: [String: Int] = [:]
         for region in plan.regions { names[region.name] = region.index }
-        regionIndexByName = names
+        regionNames = ClientHandshake.RegionNames(indexByName: names)
         greeting = [PeerSocket.Outgoing(bytes: ClientHandshake.greeting, fds: [])]
         grants = channels.map { channels in
             [PeerSocket.Outgoing(bytes: ClientHandshake.grantPayload,

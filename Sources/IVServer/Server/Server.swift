@@ -14,7 +14,8 @@ public final class Server {
     private var peers: ReadinessSet?
     private var listeners: [Listener] = []
     private var signals: [SignalHandle] = []
-    private var clients: [ObjectIdentifier: ClientConnection] = [:]
+    /// Open host clients by fd number.
+    private let clients = FDTable<ClientConnection>()
     private var vm: VMConnection?
 
     // Undecided host clients, oldest (earliest deadline) first.
@@ -148,7 +149,7 @@ public final class Server {
         listeners.forEach { $0.close() }
         listeners = []
         vm?.closeSilently()
-        for client in Array(clients.values) { client.close() }
+        for client in clients.values { client.close() }
         handshakeTimer?.close()
         handshakeTimer = nil
         vmStopTimer?.close()
@@ -213,7 +214,7 @@ public final class Server {
         let connection = ClientConnection(
             socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
             owner: self)
-        clients[ObjectIdentifier(connection)] = connection
+        clients[connection.slot] = connection
         addPending(connection)
         connection.start()
     }
@@ -291,5 +292,7 @@ public struct LaunchError: Error, CustomStringConvertible {
 
 extension Server: ClientConnectionOwner {
     func clientDecided(_ client: ClientConnection) { removePending(client) }
-    func clientClosed(_ client: ClientConnection) { clients[ObjectIdentifier(client)] = nil }
+    func clientClosed(_ client: ClientConnection) {
+        if clients[client.slot] === client { clients[client.slot] = nil }
+    }
 }

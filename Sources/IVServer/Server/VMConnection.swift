@@ -1,7 +1,7 @@
 /// The VM's QEMU on the QEMU socket (docs/protocols.md §1). The whole
 /// handshake goes out at accept; the connection then stays open until QEMU
 /// closes it.
-final class VMConnection {
+final class VMConnection: PeerSocketDelegate {
     private let socket: PeerSocket
     private let resources: ServedResources
     private let onClose: (VMConnection) -> Void
@@ -10,7 +10,7 @@ final class VMConnection {
         self.socket = socket
         self.resources = resources
         self.onClose = onClose
-        socket.onEvent = { [unowned self] event in self.handle(event) }
+        socket.delegate = self
     }
 
     var peer: PeerCredentials? { socket.peer }
@@ -51,7 +51,7 @@ final class VMConnection {
         onClose(self)
     }
 
-    private func handle(_ event: PeerSocket.Event) {
+    func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event) {
         switch event {
         case .received, .unexpectedFDs, .flushed:
             break  // QEMU sends nothing in protocol 0; stray bytes and fds are dropped

@@ -1,12 +1,18 @@
 import Descriptors
 import Glibc
 
+/// Who handles a peer socket's events: its connection.
+protocol PeerSocketDelegate: AnyObject {
+    func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event)
+}
+
 /// An accepted, non-blocking connection watched through the server's
 /// ReadinessSet (one libuv poll handle for every peer), with
 /// an outgoing queue of messages that may carry fds. It turns readiness into
-/// events; what the bytes mean is up to the connection that owns it.
-final class PeerSocket {
+/// events for its delegate; what the bytes mean is up to the delegate.
+final class PeerSocket: ReadinessTarget {
     enum Event {
+        /// Bytes read; the slice is only valid during the call.
         case received(ArraySlice<UInt8>)
         /// The peer sent file descriptors (now closed) that nobody asked for.
         case unexpectedFDs
@@ -24,14 +30,17 @@ final class PeerSocket {
 
     let fd: OwnedFD
     let peer: PeerCredentials?
-    var onEvent: (Event) -> Void = { _ in }
-    private var readiness: ReadinessSet.Registration!
+    /// Held until `close`, which breaks the cycle with the connection that
+    /// owns this socket; a closed socket reports nothing.
+    var delegate: PeerSocketDelegate?
     private var outbox: [Outgoing] = []
     private var nextMessage = 0
     private var bytesSentOfNext = 0
-    /// The set's shared buffer, limited to this peer's read size.
-    private let readBuffer: UnsafeMutableRawBufferPointer
     private let set: ReadinessSet
+    private var token: UInt64 = 0
+    private let readSize: Int
+    /// Whether output is watched too; nil until the socket joins the epoll set.
+    private var watchingWritable: Bool?
 
     /// Joins the readiness set; input is watched from the first `send`
     /// on, so the first bytes go out before the epoll_ctl that registers
@@ -39,11 +48,9 @@ final class PeerSocket {
     init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) {
         self.fd = fd
         self.set = set
-        readBuffer = UnsafeMutableRawBufferPointer(rebasing: set.readBuffer[..<min(readSize, set.readBuffer.count)])
         self.peer = peer
-        readiness = set.register(fd: fd.rawValue) { [unowned self] status, events in
-            self.handleReadiness(status: status, events: events)
-        }
+        self.readSize = min(readSize, set.readBuffer.count)
+        token = set.register(fd: fd.rawValue, target: self)
     }
 
     var isClosed: Bool { !fd.isOpen }
@@ -62,12 +69,14 @@ final class PeerSocket {
     /// Stops watching, then closes the fd (which leaves the epoll set).
     func close() {
         guard !isClosed else { return }
-        readiness.close()
+        set.forget(token: token)
         fd.close()
         outbox = []
+        delegate = nil
     }
 
-    private func handleReadiness(status: Int32, events: Int32) {
+    func readinessChanged(status: Int32, events: Int32) {
+        guard !isClosed else { return }
         if status < 0 {
             // libuv reports POLLERR as UV_EBADF; the socket's own error says more.
             var code: Int32 = 0
@@ -91,7 +100,11 @@ final class PeerSocket {
         do {
             // Room for a few fds, so a peer that sends some is noticed; they
             // are closed at once, and any beyond the room never reach us.
-            result = try UnixSocket.receive(fd, into: readBuffer, maximumFDs: 4)
+            result = try set.readBuffer.withUnsafeMutableBytes { buffer in
+                Result { () throws(SystemError) in
+                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<readSize]), maximumFDs: 4)
+                }
+            }.get()
         } catch {
             onEvent(.failed(error))
             return
@@ -101,7 +114,7 @@ final class PeerSocket {
         case .endOfStream: onEvent(.endOfStream)
         case let .data(_, fds, truncated) where !fds.isEmpty || truncated:
             onEvent(.unexpectedFDs)
-        case let .data(count, _, _): onEvent(.received(ArraySlice(readBuffer[..<count])))
+        case let .data(count, _, _): onEvent(.received(set.readBuffer[..<count]))
         }
     }
 
@@ -161,12 +174,18 @@ final class PeerSocket {
     /// failure reported) when the set would not take the change.
     @discardableResult
     private func watch(writable: Bool) -> Bool {
+        guard writable != watchingWritable else { return true }
         do {
-            try readiness.watch(readable: true, writable: writable)
-            return true
+            try set.watch(token: token, writable: writable, add: watchingWritable == nil)
         } catch {
             onEvent(.failed(error))
             return false
         }
+        watchingWritable = writable
+        return true
+    }
+
+    private func onEvent(_ event: Event) {
+        delegate?.peerSocket(self, produced: event)
     }
 }

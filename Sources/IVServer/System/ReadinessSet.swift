@@ -2,6 +2,13 @@ import Descriptors
 import CLibUV
 import Glibc
 
+/// What the readiness set reports to: one peer socket.
+protocol ReadinessTarget: AnyObject {
+    /// `status` < 0 is an error (as libuv reports it); otherwise `events`
+    /// holds PollHandle.readableEvent / writableEvent.
+    func readinessChanged(status: Int32, events: Int32)
+}
+
 /// Readiness of the peer sockets through one epoll set that the loop
 /// watches with a single libuv poll handle.
 ///
@@ -12,64 +19,28 @@ import Glibc
 /// closing its fd takes it out of the set. Everything still runs on the
 /// loop's thread, and nothing blocks: the set is read with a zero timeout
 /// only when libuv says it is readable.
+///
+/// A peer is known by a token: its fd in the low 32 bits and a
+/// registration counter above, so an event still in flight for an fd
+/// that was closed and reused finds nobody.
 final class ReadinessSet {
-    typealias Callback = PollHandle.Callback
-
-    /// One peer's place in the set; the fd stays owned by the caller, who
-    /// closes the registration before the fd.
-    final class Registration {
-        fileprivate let token: UInt64
-        fileprivate var callback: Callback?
-        private weak var set: ReadinessSet?
-        private let fd: Int32
-        private var watching: UInt32 = 0
-        private var added = false
-        private(set) var isClosed = false
-
-        fileprivate init(set: ReadinessSet, fd: Int32, token: UInt64, callback: @escaping Callback) {
-            self.set = set
-            self.fd = fd
-            self.token = token
-            self.callback = callback
-        }
-
-        /// Watches for the given events (level-triggered), like PollHandle.
-        func watch(readable: Bool, writable: Bool) throws(SystemError) {
-            precondition(!isClosed, "readiness registration used after close")
-            guard let set, set.epoll.isOpen else { throw SystemError("epoll_ctl", errno: EBADF) }
-            let events = (readable ? UInt32(EPOLLIN.rawValue) : 0) | (writable ? UInt32(EPOLLOUT.rawValue) : 0)
-            guard events != watching || !added else { return }
-            let operation = added ? EPOLL_CTL_MOD : EPOLL_CTL_ADD
-            guard ivs_epoll_control(set.epoll.rawValue, operation, fd, events, token) == 0 else {
-                throw SystemError("epoll_ctl")
-            }
-            added = true
-            watching = events
-        }
-
-        /// Forgets the peer. No EPOLL_CTL_DEL: closing the fd, which the
-        /// owner does next, removes it from the set, and the token is never
-        /// reused, so an event still in flight finds nobody.
-        func close() {
-            guard !isClosed else { return }
-            isClosed = true
-            callback = nil
-            set?.forget(self)
-        }
+    private struct Entry {
+        let token: UInt64
+        let target: ReadinessTarget
     }
 
-    fileprivate let epoll: OwnedFD
+    private let epoll: OwnedFD
     private var poll: PollHandle!
-    /// Registrations by fd number (fds are small and dense). A token is
-    /// the fd in its low 32 bits and a registration counter above, so an
-    /// event for an fd that was closed and reused finds a different token.
-    private var registrations: [Registration?] = []
+    /// Registered peers by fd number, held until they are forgotten.
+    private let entries = FDTable<Entry>()
     private var generation: UInt64 = 0
     /// One read buffer for every peer: reads happen one at a time on the
-    /// loop's thread, and each peer's input is consumed before the next read.
-    let readBuffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 8)
-    private var tokens = [UInt64](repeating: 0, count: Int(IVS_EPOLL_BATCH))
-    private var events = [UInt32](repeating: 0, count: Int(IVS_EPOLL_BATCH))
+    /// loop's thread, and each peer's input is handled before the next
+    /// read. A peer's event carries a slice of it (no copy).
+    var readBuffer = [UInt8](repeating: 0, count: 4096)
+    /// Where epoll_wait puts one batch of ready peers.
+    private let tokens = UnsafeMutablePointer<UInt64>.allocate(capacity: Int(IVS_EPOLL_BATCH))
+    private let events = UnsafeMutablePointer<UInt32>.allocate(capacity: Int(IVS_EPOLL_BATCH))
 
     init(loop: EventLoop) throws {
         let raw = ivs_epoll_create()
@@ -79,56 +50,69 @@ final class ReadinessSet {
         poll.watch(readable: true, writable: false)
     }
 
-    deinit { readBuffer.deallocate() }
+    deinit {
+        tokens.deallocate()
+        events.deallocate()
+    }
 
-    /// Adds `fd` to the set; it is watched for nothing until `watch`.
-    func register(fd: Int32, callback: @escaping Callback) -> Registration {
+    /// Enters `target` for `fd`; it is watched for nothing until `watch`.
+    func register(fd: Int32, target: ReadinessTarget) -> UInt64 {
         generation &+= 1
         let token = generation << 32 | UInt64(UInt32(bitPattern: fd))
-        let registration = Registration(set: self, fd: fd, token: token, callback: callback)
-        let slot = Int(fd)
-        if slot >= registrations.count {
-            registrations += repeatElement(nil, count: max(slot + 1 - registrations.count, registrations.count))
+        entries[fd] = Entry(token: token, target: target)
+        return token
+    }
+
+    /// Watches the peer of `token` for input, and for room to write when
+    /// `writable` (level-triggered); `add` the first time.
+    func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
+        let events = UInt32(EPOLLIN.rawValue) | (writable ? UInt32(EPOLLOUT.rawValue) : 0)
+        guard epoll.isOpen else { throw SystemError("epoll_ctl", errno: EBADF) }
+        guard ivs_epoll_control(epoll.rawValue, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, Self.fd(of: token), events, token) == 0 else {
+            throw SystemError("epoll_ctl")
         }
-        registrations[slot] = registration
-        return registration
     }
 
-    fileprivate func forget(_ registration: Registration) {
-        let slot = Int(UInt32(truncatingIfNeeded: registration.token))
-        if slot < registrations.count, registrations[slot] === registration { registrations[slot] = nil }
+    /// Lets the peer of `token` go. No EPOLL_CTL_DEL: closing the fd, which
+    /// the peer does next, removes it from the set.
+    func forget(token: UInt64) {
+        let fd = Self.fd(of: token)
+        if entries[fd]?.token == token { entries[fd] = nil }
     }
 
-    private func registration(for token: UInt64) -> Registration? {
-        let slot = Int(UInt32(truncatingIfNeeded: token))
-        guard slot < registrations.count, let registration = registrations[slot], registration.token == token else { return nil }
-        return registration
+    private func target(for token: UInt64) -> ReadinessTarget? {
+        guard let entry = entries[Self.fd(of: token)], entry.token == token else { return nil }
+        return entry.target
+    }
+
+    private static func fd(of token: UInt64) -> Int32 {
+        Int32(bitPattern: UInt32(truncatingIfNeeded: token))
     }
 
     /// One batch of ready peers (the loop comes back for more while the set
     /// stays readable). Errors are reported as libuv reports them.
     private func dispatch() {
-        let count = ivs_epoll_wait_events(epoll.rawValue, &tokens, &events, Int32(tokens.count), 0)
+        let count = ivs_epoll_wait_events(epoll.rawValue, tokens, events, Int32(IVS_EPOLL_BATCH), 0)
         guard count > 0 else { return }
         for index in 0..<Int(count) {
-            guard let registration = registration(for: tokens[index]) else { continue }
+            guard let target = target(for: tokens[index]) else { continue }
             let bits = events[index]
             if bits & UInt32(EPOLLERR.rawValue) != 0 {
-                registration.callback?(-EBADF, 0)
+                target.readinessChanged(status: -EBADF, events: 0)
                 continue
             }
             var ready: Int32 = 0
             if bits & UInt32(EPOLLIN.rawValue | EPOLLHUP.rawValue) != 0 { ready |= PollHandle.readableEvent }
             if bits & UInt32(EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 { ready |= PollHandle.writableEvent }
-            registration.callback?(0, ready)
+            target.readinessChanged(status: 0, events: ready)
         }
     }
 
-    /// Stops watching the set and closes it; every registration must have
-    /// been closed.
+    /// Stops watching the set and closes it; every peer must have been
+    /// forgotten.
     func close() {
         poll.close()
         epoll.close()
-        registrations = []
+        entries.removeAll()
     }
 }
