@@ -52,18 +52,10 @@ struct ivs_mmsghdr {
 
 enum { IVS_SENDMMSG_MAX = 64 };
 
-/// sendmmsg(2) for up to IVS_SENDMMSG_MAX messages: returns how many were
-/// sent (bytes of each in `sent`), or -1 with errno.
-static inline int ivs_sendmmsg(int fd, struct msghdr *messages, unsigned int *sent, unsigned int count, int flags) {
-    struct ivs_mmsghdr batch[IVS_SENDMMSG_MAX];
-    if (count > IVS_SENDMMSG_MAX) count = IVS_SENDMMSG_MAX;
-    for (unsigned int i = 0; i < count; i++) {
-        batch[i].msg_hdr = messages[i];
-        batch[i].msg_len = 0;
-    }
-    long result = syscall(SYS_sendmmsg, fd, batch, count, flags);
-    for (long i = 0; i < result; i++) sent[i] = batch[i].msg_len;
-    return (int)result;
+/// sendmmsg(2) over headers prepared by the caller (the kernel writes each
+/// message's msg_len into them): how many messages went out, or -1.
+static inline int ivs_sendmmsg_prepared(int fd, struct ivs_mmsghdr *batch, unsigned int count, int flags) {
+    return (int)syscall(SYS_sendmmsg, fd, batch, count, flags);
 }
 
 // MARK: peer credentials
@@ -186,6 +178,20 @@ static inline int ivs_futex_wait(uint32_t *word, uint32_t expected, const struct
 /// FUTEX_WAKE of up to `count` waiters; how many were woken, or -1.
 static inline int ivs_futex_wake(uint32_t *word, int count) {
     return (int)syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
+}
+
+// MARK: pidfds
+
+/// pidfd_open(2): an fd (always close-on-exec) that refers to process `pid`
+/// itself, not to whatever later reuses the number; it polls readable once
+/// the process has exited. -1 with errno (ENOSYS before Linux 5.3, ESRCH).
+static inline int ivs_pidfd_open(pid_t pid) {
+#ifdef SYS_pidfd_open
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+    errno = ENOSYS;
+    return -1;
+#endif
 }
 
 // MARK: epoll sets (the server's peer sockets, ivctl watch)

@@ -9,8 +9,10 @@ final class ServedResources {
     let events: ServerEventSink
     /// The HALD handshake's messages, built once: the greeting, and per
     /// region the grant with its three fds.
-    let greeting: [PeerSocket.Outgoing]
-    let grants: [[PeerSocket.Outgoing]]
+    let greeting: OutgoingMessages
+    let grants: [OutgoingMessages]
+    /// vectors= of the connected QEMU, kept while its process runs.
+    let doorbellVectors: DoorbellVectorLookup
 
     init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], qemuSocketPath: String,
          events: ServerEventSink) {
@@ -19,27 +21,28 @@ final class ServedResources {
         self.channels = channels
         self.qemuSocketPath = qemuSocketPath
         self.events = events
+        doorbellVectors = DoorbellVectorLookup(socketPath: qemuSocketPath)
         var names: [String: Int] = [:]
         for region in plan.regions { names[region.name] = region.index }
         regionNames = ClientHandshake.RegionNames(indexByName: names)
-        greeting = [PeerSocket.Outgoing(bytes: ClientHandshake.greeting, fds: [])]
+        greeting = OutgoingMessages([.init(bytes: ClientHandshake.greeting, fds: [])])
         grants = channels.map { channels in
-            [PeerSocket.Outgoing(bytes: ClientHandshake.grantPayload,
-                                 fds: [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, sharedMemory.fd.rawValue])]
+            OutgoingMessages([.init(bytes: ClientHandshake.grantPayload,
+                                    fds: [channels.guestToHost.rawValue, channels.hostToGuest.rawValue, sharedMemory.fd.rawValue])])
         }
     }
 
     func report(_ event: ServerEvent) { events.record(event) }
 
     /// The QEMU handshake as outgoing messages, built once per vector count.
-    private var qemuHandshakes: [Int: [PeerSocket.Outgoing]] = [:]
+    private var qemuHandshakes: [Int: OutgoingMessages] = [:]
 
-    func qemuHandshake(vectorCount: Int?) -> [PeerSocket.Outgoing] {
+    func qemuHandshake(vectorCount: Int?) -> OutgoingMessages {
         let key = min(vectorCount ?? plan.regionCount, plan.regionCount)
         if let cached = qemuHandshakes[key] { return cached }
-        let messages = QemuHandshake.messages(regionCount: plan.regionCount, vectorCount: key).map { message in
-            PeerSocket.Outgoing(bytes: message.payload, fds: message.attachment.map { [rawFD(for: $0)] } ?? [])
-        }
+        let messages = OutgoingMessages(QemuHandshake.messages(regionCount: plan.regionCount, vectorCount: key).map { message in
+            .init(bytes: message.payload, fds: message.attachment.map { [rawFD(for: $0)] } ?? [])
+        })
         qemuHandshakes[key] = messages
         return messages
     }

@@ -20,9 +20,7 @@ final class VMConnection: PeerSocketDelegate {
     /// log lines come after, off QEMU's path.
     func start() {
         let regionCount = resources.plan.regionCount
-        let vectors = socket.peer
-            .flatMap { ProcessTable.commandLine(of: $0.pid) }
-            .flatMap { QemuCommandLine.doorbellVectors(arguments: $0, socketPath: resources.qemuSocketPath) }
+        let vectors = socket.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }
         socket.send(resources.qemuHandshake(vectorCount: vectors))
         resources.report(.vmConnected(peer: socket.peer))
         if let vectors, vectors != regionCount {

@@ -22,18 +22,15 @@ final class PeerSocket: ReadinessTarget {
         case failed(SystemError)
     }
 
-    struct Outgoing {
-        var bytes: [UInt8]
-        /// Borrowed: the server owns these fds and outlives every connection.
-        var fds: [Int32]
-    }
-
     let fd: OwnedFD
     let peer: PeerCredentials?
     /// Held until `close`, which breaks the cycle with the connection that
     /// owns this socket; a closed socket reports nothing.
     var delegate: PeerSocketDelegate?
-    private var outbox: [Outgoing] = []
+    /// What is being sent, and what was queued behind it (rare: every
+    /// exchange sends, then waits for the peer).
+    private var sending: OutgoingMessages?
+    private var queued: [OutgoingMessages] = []
     private var nextMessage = 0
     private var bytesSentOfNext = 0
     private let set: ReadinessSet
@@ -56,12 +53,12 @@ final class PeerSocket: ReadinessTarget {
     var isClosed: Bool { !fd.isOpen }
 
     /// Queues messages and sends what the socket takes now.
-    func send(_ messages: [Outgoing]) {
+    func send(_ messages: OutgoingMessages) {
         guard !isClosed else { return }
-        if outbox.isEmpty {
-            outbox = messages  // shares the caller's (often prebuilt) array
+        if sending == nil {
+            sending = messages
         } else {
-            outbox += messages
+            queued.append(messages)
         }
         flush()
     }
@@ -71,7 +68,8 @@ final class PeerSocket: ReadinessTarget {
         guard !isClosed else { return }
         set.forget(token: token)
         fd.close()
-        outbox = []
+        sending = nil
+        queued = []
         delegate = nil
     }
 
@@ -119,53 +117,48 @@ final class PeerSocket: ReadinessTarget {
     }
 
     private func flush() {
-        while nextMessage < outbox.count {
-            // Whole messages queued together (the QEMU handshake) go out in
-            // one sendmmsg rather than one sendmsg each.
-            if bytesSentOfNext == 0 && outbox.count - nextMessage > 1 {
-                let sent: [Int]?
+        while let messages = sending {
+            if bytesSentOfNext > 0 {
+                // The rest of a message cut short: plain bytes (its fds
+                // went with the first byte).
+                let message = messages.messages[nextMessage]
+                let sent: Int?
                 do {
-                    sent = try UnixSocket.sendBatch(fd, outbox[nextMessage...])
+                    sent = try UnixSocket.send(fd, message.bytes[bytesSentOfNext...])
                 } catch {
                     onEvent(.failed(error))
                     return
                 }
-                guard let sent, !sent.isEmpty else {
+                guard let sent else {
                     watch(writable: true)
                     return
                 }
-                for bytes in sent {
-                    if bytes == outbox[nextMessage].bytes.count {
-                        nextMessage += 1
-                    } else {
-                        bytesSentOfNext = bytes  // partial: the rest goes by sendmsg
-                        break
-                    }
+                bytesSentOfNext += sent
+                if bytesSentOfNext == message.bytes.count {
+                    nextMessage += 1
+                    bytesSentOfNext = 0
                 }
-                continue
+            } else {
+                // Whole messages, several in one sendmmsg (the QEMU handshake).
+                let progress: (whole: Int, partialBytes: Int)?
+                do {
+                    progress = try messages.send(on: fd.rawValue, from: nextMessage)
+                } catch {
+                    onEvent(.failed(error))
+                    return
+                }
+                guard let progress else {
+                    watch(writable: true)
+                    return
+                }
+                nextMessage += progress.whole
+                bytesSentOfNext = progress.partialBytes
             }
-            let message = outbox[nextMessage]
-            // The fds go with the first byte; a resumed partial send has none.
-            let fds = bytesSentOfNext == 0 ? message.fds : []
-            let sent: Int?
-            do {
-                sent = try UnixSocket.send(fd, message.bytes[bytesSentOfNext...], fds: fds)
-            } catch {
-                onEvent(.failed(error))
-                return
-            }
-            guard let sent else {
-                watch(writable: true)
-                return
-            }
-            bytesSentOfNext += sent
-            if bytesSentOfNext == message.bytes.count {
-                nextMessage += 1
-                bytesSentOfNext = 0
+            if nextMessage == messages.count {
+                sending = queued.isEmpty ? nil : queued.removeFirst()
+                nextMessage = 0
             }
         }
-        outbox = []
-        nextMessage = 0
         guard watch(writable: false) else { return }
         onEvent(.flushed)
     }

@@ -1,3 +1,5 @@
+import CLibUV
+import Descriptors
 import Glibc
 
 /// Facts about processes, from /proc.
@@ -38,6 +40,29 @@ enum ProcessTable {
         guard count >= 0 else { return nil }
         if count < capacity { return bytes }
         return try? FileContents.read(path: path)
+    }
+}
+
+/// A process held by a pidfd: it tells whether that very process still
+/// runs, so what was read from its /proc entry can be kept while it does
+/// (a pid is not reused while its process runs).
+final class RunningProcess {
+    let pid: Int32
+    private let handle: OwnedFD
+
+    /// Nil when the process is gone or pidfds are not available.
+    init?(pid: Int32) {
+        guard pid > 0 else { return nil }
+        let raw = ivs_pidfd_open(pid)
+        guard raw >= 0 else { return nil }
+        self.pid = pid
+        handle = OwnedFD(taking: raw)
+    }
+
+    /// False once the process has exited (its pidfd polls readable).
+    var isRunning: Bool {
+        var entry = pollfd(fd: handle.rawValue, events: Int16(POLLIN), revents: 0)
+        return Glibc.poll(&entry, 1, 0) == 0
     }
 }
 

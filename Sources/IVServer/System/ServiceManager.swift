@@ -1,3 +1,4 @@
+import CLibUV
 import Glibc
 
 /// systemd's readiness protocol (sd_notify): when started by a unit with

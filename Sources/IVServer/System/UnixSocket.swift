@@ -133,21 +133,6 @@ public enum UnixSocket {
         }
     }
 
-    /// Sends several whole messages, each with its fds, in one system call
-    /// (sendmmsg). Returns the bytes sent of each message that went out, in
-    /// order (the last may be partial), or nil when the socket is full.
-    static func sendBatch(_ socket: OwnedFD, _ messages: ArraySlice<PeerSocket.Outgoing>) throws(SystemError) -> [Int]? {
-        let count = min(messages.count, Int(IVS_SENDMMSG_MAX))
-        precondition(count > 0 && messages.allSatisfy { !$0.bytes.isEmpty && $0.fds.count <= 1 })
-        let fd = socket.rawValue
-        var sent = [UInt32](repeating: 0, count: count)
-        let result = try Posix.retryingUnlessWouldBlock("sendmmsg") { () -> Int32 in
-            rawSendBatch(fd, messages.prefix(count), &sent)
-        }
-        guard let result else { return nil }
-        return sent.prefix(Int(result)).map(Int.init)
-    }
-
     /// Receives into `buffer`, accepting up to `maximumFDs` fds (received fds
     /// are close-on-exec and owned at once; any beyond the limit never reach
     /// us: the kernel discards them and sets `controlTruncated`).
@@ -267,38 +252,3 @@ private func rawReceive(
     }
 }
 
-/// One sendmmsg for messages of at most one fd each; -1 with errno on failure.
-private func rawSendBatch(_ fd: Int32, _ messages: ArraySlice<PeerSocket.Outgoing>, _ sent: inout [UInt32]) -> Int32 {
-    let count = messages.count
-    let controlSize = ivs_cmsg_space(MemoryLayout<Int32>.size)
-    let payloadSize = messages.reduce(0) { $0 + $1.bytes.count }
-    // One zeroed block for the control buffers, the iovecs and the payloads.
-    let total = count * controlSize + count * MemoryLayout<iovec>.stride + payloadSize
-    let block = UnsafeMutableRawPointer.allocate(byteCount: total, alignment: MemoryLayout<cmsghdr>.alignment)
-    defer { block.deallocate() }
-    block.initializeMemory(as: UInt8.self, repeating: 0, count: total)
-    let iovecs = (block + count * controlSize).bindMemory(to: iovec.self, capacity: count)
-    var payload = block + count * controlSize + count * MemoryLayout<iovec>.stride
-    var headers = [msghdr](repeating: msghdr(), count: count)
-    for (index, message) in messages.enumerated() {
-        message.bytes.withUnsafeBytes { payload.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        iovecs[index] = iovec(iov_base: payload, iov_len: message.bytes.count)
-        payload += message.bytes.count
-        headers[index].msg_iov = iovecs + index
-        headers[index].msg_iovlen = 1
-        if let attached = message.fds.first {
-            headers[index].msg_control = block + index * controlSize
-            headers[index].msg_controllen = controlSize
-            let header = ivs_cmsg_firsthdr(&headers[index])!
-            header.pointee.cmsg_level = SOL_SOCKET
-            header.pointee.cmsg_type = Int32(SCM_RIGHTS)
-            header.pointee.cmsg_len = ivs_cmsg_len(MemoryLayout<Int32>.size)
-            UnsafeMutableRawPointer(ivs_cmsg_data(header)!).storeBytes(of: attached, as: Int32.self)
-        }
-    }
-    return headers.withUnsafeMutableBufferPointer { headerBuffer in
-        sent.withUnsafeMutableBufferPointer { sentBuffer in
-            ivs_sendmmsg(fd, headerBuffer.baseAddress, sentBuffer.baseAddress, UInt32(count), Int32(MSG_NOSIGNAL))
-        }
-    }
-}

@@ -210,6 +210,11 @@ final class ServerProcess {
     }
 
     /// Open file descriptors of the server process.
+    /// What each open fd refers to ("socket:[…]", "anon_inode:[pidfd]", a path).
+    func openFDTargets() -> [String] {
+        openFDTargetsOfProcess(pid)
+    }
+
     func openFDCount() -> Int {
         guard let directory = opendir("/proc/\(pid)/fd") else { return -1 }
         defer { closedir(directory) }
@@ -217,4 +222,19 @@ final class ServerProcess {
         while readdir(directory) != nil { count += 1 }
         return count - 2
     }
+}
+
+/// What each open fd of process `pid` refers to, from /proc/PID/fd.
+func openFDTargetsOfProcess(_ pid: Int32) -> [String] {
+    guard let directory = opendir("/proc/\(pid)/fd") else { return [] }
+    defer { closedir(directory) }
+    var targets: [String] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        guard name != ".", name != ".." else { continue }
+        var buffer = [CChar](repeating: 0, count: 256)
+        let count = readlink("/proc/\(pid)/fd/\(name)", &buffer, buffer.count - 1)
+        if count > 0 { targets.append(String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+    }
+    return targets
 }
