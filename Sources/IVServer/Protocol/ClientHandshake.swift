@@ -1,3 +1,4 @@
+import Glibc
 import VSoCFormat
 
 /// The host-client (HALD) handshake, version 0, as a pure state machine:
@@ -64,10 +65,12 @@ public struct ClientHandshake: Sendable {
         /// normalisation: the protocol compares bytes).
         public func index(of name: some Collection<UInt8>) -> Int? {
             let count = name.count
-            for entry in names where entry.utf8.count == count && entry.utf8.elementsEqual(name) {
-                return entry.index
+            guard count > 0 else { return nil }
+            let found = name.withContiguousStorageIfAvailable { bytes in
+                names.first { $0.utf8.count == count && $0.utf8.withUnsafeBufferPointer { memcmp($0.baseAddress!, bytes.baseAddress!, count) == 0 } }
             }
-            return nil
+            if let found { return found?.index }
+            return names.first { $0.utf8.count == count && $0.utf8.elementsEqual(name) }?.index
         }
     }
 

@@ -16,6 +16,9 @@ public final class EventLog: ServerEventSink {
     private let minimumSeverity: ServerEvent.Severity
     private let label: String
     private var pending = LogText(capacity: EventLog.flushThreshold)
+    /// "<time> <level> <label>: " for each severity, for the current second.
+    private var prefixes: [[UInt8]] = []
+    private var prefixSecond = -1
     /// Written early once this much is waiting, so a long turn cannot
     /// hold back (or build up) much.
     static let flushThreshold = 16 * 1024
@@ -30,10 +33,23 @@ public final class EventLog: ServerEventSink {
     public func record(_ event: ServerEvent) {
         let severity = event.severity
         guard severity >= minimumSeverity else { return }
-        pending.beginLine(level: severity.name, label: label)
+        pending.append(bytes: linePrefix(severity))
         event.appendMessage(to: &pending)
         pending.append(byte: UInt8(ascii: "\n"))
         if severity >= .warning || pending.bytes.count >= Self.flushThreshold { flush() }
+    }
+
+    private func linePrefix(_ severity: ServerEvent.Severity) -> [UInt8] {
+        let now = HostSystem.currentSecond()
+        if now != prefixSecond {
+            prefixSecond = now
+            prefixes = ServerEvent.Severity.allCases.map { severity in
+                var text = LogText(capacity: 48)
+                text.beginLine(level: severity.name, label: label)
+                return text.bytes
+            }
+        }
+        return prefixes[severity.rank]
     }
 
     public func flush() {

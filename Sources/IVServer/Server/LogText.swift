@@ -10,11 +10,16 @@ public struct LogText {
     public init(capacity: Int = 160) { bytes.reserveCapacity(capacity) }
 
     public mutating func append(_ text: String) {
-        var text = text
-        text.withUTF8 { bytes.append(contentsOf: $0) }
+        // Literals and native strings have contiguous UTF-8: no copy of
+        // the String, no retain of its storage.
+        if text.utf8.withContiguousStorageIfAvailable({ bytes.append(contentsOf: $0) }) == nil {
+            bytes.append(contentsOf: text.utf8)
+        }
     }
 
     public mutating func append(byte: UInt8) { bytes.append(byte) }
+
+    public mutating func append(bytes more: [UInt8]) { bytes.append(contentsOf: more) }
 
     public mutating func append<T: BinaryInteger>(_ value: T) {
         if value < 0 { bytes.append(UInt8(ascii: "-")) }

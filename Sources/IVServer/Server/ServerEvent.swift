@@ -1,8 +1,18 @@
 /// What the server reports as it runs. The executable decides how these are
 /// logged; tests can watch them directly.
 public enum ServerEvent: CustomStringConvertible, Sendable {
-    public enum Severity: Comparable, Sendable {
+    public enum Severity: Comparable, CaseIterable, Sendable {
         case debug, info, warning, error
+
+        /// 0 for debug up to 3 for error.
+        var rank: Int {
+            switch self {
+            case .debug: return 0
+            case .info: return 1
+            case .warning: return 2
+            case .error: return 3
+            }
+        }
 
         /// As swift-log names its levels.
         public var name: String {
@@ -15,7 +25,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         }
     }
 
-    case ready(ServerConfiguration)
+    indirect case ready(ServerConfiguration)
     case vmConnected(peer: PeerCredentials?)
     case vmDisconnected(peer: PeerCredentials?, reason: String)
     case vmRefused(peer: PeerCredentials?, current: PeerCredentials?)
