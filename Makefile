@@ -116,7 +116,7 @@ deb-test: deps
 # Benchmarks (not part of `make test`): ivserver against a bare C server,
 # side by side; writes bench/results.md. BENCH_SECONDS and BENCH_ROUNDS tune it.
 bench: deps
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path .build-bench
+	$(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath --scratch-path .build-bench
 	@mkdir -p .build-bench
 	$(CC) -O2 -Wall -o .build-bench/limit-server Benchmarks/limit-server.c
 	$(CC) -O2 -Wall -pthread -o .build-bench/loadgen Benchmarks/loadgen.c

@@ -12,7 +12,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
         // libuv plus the few Linux declarations Swift cannot import by itself
@@ -33,7 +32,6 @@ let package = Package(
                 "CLibUV",
                 "Descriptors",
                 "VSoCFormat",
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(
@@ -41,7 +39,6 @@ let package = Package(
             dependencies: [
                 "IVServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // The host-side SDK: a region's fds, mapping and signalling.

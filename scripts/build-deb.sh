@@ -12,7 +12,7 @@ out=build/ivserver_${version}_${arch}.deb
 root=build/deb-root
 scratch=.build-release
 
-swift build -c release --static-swift-stdlib --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED
+swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED
 
 rm -rf "$root"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/lib/systemd/system" \

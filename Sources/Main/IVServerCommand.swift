@@ -1,6 +1,5 @@
 import ArgumentParser
 import IVServer
-import Logging
 
 /// The entry point: a plain `serve` command line starts at once (see
 /// QuickServe); everything else is ArgumentParser's.
@@ -137,7 +136,7 @@ struct ServerOptions: ParsableArguments {
         if let problem = settings.problem { throw ValidationError(problem) }
     }
 
-    func start() throws -> (ServerConfiguration, Logger) {
+    func start() throws -> (ServerConfiguration, EventLog) {
         try settings.start()
     }
 }
@@ -152,15 +151,15 @@ struct Serve: ParsableCommand {
     }
 
     static func serve(_ settings: ServeSettings) throws {
-        let (configuration, logger) = try settings.start()
-        let server = Server(configuration: configuration, events: EventLog(minimumSeverity: settings.logLevel.severity))
+        let (configuration, log) = try settings.start()
+        let server = Server(configuration: configuration, events: log)
         do {
             try server.run()
         } catch {
-            logger.error("\(error)")
+            log.log(.error, "\(error)")
             throw ExitCode(1)
         }
-        logger.info("stopped")
+        log.log(.info, "stopped")
     }
 }
 
@@ -212,19 +211,19 @@ struct Launch: ParsableCommand {
                 throw ExitCode(2)
             }
         }
-        let (configuration, logger) = try options.start()
-        let server = Server(configuration: configuration, events: EventLog(minimumSeverity: options.settings.logLevel.severity))
+        let (configuration, log) = try options.start()
+        let server = Server(configuration: configuration, events: log)
         let termination: ChildProcess.Termination?
         do {
             termination = try server.run(launching: launch)
         } catch let error as LaunchError {
-            logger.error("\(error)")
+            log.log(.error, "\(error)")
             throw ExitCode(error.shellStatus)
         } catch {
-            logger.error("\(error)")
+            log.log(.error, "\(error)")
             throw ExitCode(1)
         }
-        logger.info("stopped")
+        log.log(.info, "stopped")
         throw ExitCode(termination?.shellStatus ?? 0)
     }
 }
@@ -301,19 +300,7 @@ struct GroupArgument: ExpressibleByArgument {
 enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {
     case trace, debug, info, warning, error
 
-    var level: Logger.Level {
-        switch self {
-        case .trace: return .trace
-        case .debug: return .debug
-        case .info: return .info
-        case .warning: return .warning
-        case .error: return .error
-        }
-    }
-}
-
-extension LogLevelArgument {
-    /// The least severe server event logged at this level.
+    /// The least severe line logged at this level.
     var severity: ServerEvent.Severity {
         switch self {
         case .trace, .debug: return .debug

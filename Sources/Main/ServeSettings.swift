@@ -1,5 +1,4 @@
 import IVServer
-import Logging
 
 /// The values of the server's flags as plain data, and the one place that
 /// checks them and turns them into a configuration. ArgumentParser fills
@@ -36,14 +35,12 @@ struct ServeSettings: Equatable {
         return nil
     }
 
-    /// Bootstraps logging once and builds the server's configuration; a
-    /// layout that cannot be used ends the process with status 2.
-    func start() throws -> (ServerConfiguration, Logger) {
-        let level = logLevel.level
-        LoggingSystem.bootstrap { label in StandardErrorLogHandler(logLevel: level, label: label) }
-        let logger = Logger(label: "ivserver")
+    /// Builds the log and the server's configuration; a layout that cannot
+    /// be used ends the process with status 2.
+    func start() throws -> (ServerConfiguration, EventLog) {
+        let log = EventLog(minimumSeverity: logLevel.severity)
         let (plan, source) = try LayoutOptions.load(path: layoutPath)
-        if layoutPath == nil { logger.info("no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
+        if layoutPath == nil { log.log(.info, "no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
         HostSystem.ignoreBrokenPipes()
         var configuration = ServerConfiguration(
             layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
@@ -55,7 +52,7 @@ struct ServeSettings: Equatable {
         configuration.sharedMemoryMode = sharedMemoryMode
         configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
         configuration.maximumPending = maximumPending
-        return (configuration, logger)
+        return (configuration, log)
     }
 }
 

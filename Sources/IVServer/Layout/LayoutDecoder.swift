@@ -3,7 +3,9 @@
 /// `LayoutPlanner`; `LayoutLoader` runs both so one pass reports everything.
 public enum LayoutDecoder {
     static let regionsKey = "vsoc_device_regions"
-    static let regionKeys: Set<String> = [
+    /// An array, not a Set: seven names, and a Set's first use costs a
+    /// run-time conformance lookup at start-up.
+    static let regionKeys = [
         "device_name", "current_version", "min_compatible_version", "region_size", "managed_by",
         "guest_to_host_signal_table", "host_to_guest_signal_table",
     ]

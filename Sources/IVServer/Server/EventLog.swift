@@ -6,8 +6,8 @@ public protocol ServerEventSink: AnyObject {
     func flush()
 }
 
-/// The server's events as log lines on standard error, in ivserver's format
-/// ("2026-11-25T14:04:16Z info ivserver: VM connected (…)"). Lines are
+/// ivserver's log: the server's events, and the executable's own lines, on
+/// standard error ("2026-11-25T14:04:16Z info ivserver: VM connected (…)"). Lines are
 /// collected during a turn of the loop and go out in one write(2) before
 /// the loop waits again: under load one turn serves many clients, and a
 /// write per line was one of a handshake's few system calls. Warnings and
@@ -45,11 +45,21 @@ public final class EventLog: ServerEventSink {
             prefixSecond = now
             prefixes = ServerEvent.Severity.allCases.map { severity in
                 var text = LogText(capacity: 48)
-                text.beginLine(level: severity.name, label: label)
+                text.beginLine(level: severity.name, label: label, second: now)
                 return text.bytes
             }
         }
         return prefixes[severity.rank]
+    }
+
+    /// A line of the executable's own (start-up notes, errors, "stopped"),
+    /// in the same format, written at once after anything collected.
+    public func log(_ severity: ServerEvent.Severity, _ message: String) {
+        guard severity >= minimumSeverity else { return }
+        pending.append(bytes: linePrefix(severity))
+        pending.append(message)
+        pending.append(byte: UInt8(ascii: "\n"))
+        flush()
     }
 
     public func flush() {

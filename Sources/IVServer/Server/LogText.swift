@@ -1,5 +1,3 @@
-import Synchronization
-
 /// Builds log text as UTF-8 bytes: integers without the generic
 /// `description` machinery, strings without intermediate copies. Log lines
 /// are built this way because formatting was a measurable share of a
@@ -40,8 +38,8 @@ public struct LogText {
     }
 
     /// Starts a log line: "2026-11-25T14:04:16Z info ivserver: " (UTC).
-    public mutating func beginLine(level: String, label: String) {
-        LogClock.shared.appendTimestamp(to: &bytes)
+    public mutating func beginLine(level: String, label: String, second: Int) {
+        appendTimestamp(second)
         bytes.append(UInt8(ascii: " "))
         append(level)
         bytes.append(UInt8(ascii: " "))
@@ -50,23 +48,57 @@ public struct LogText {
         bytes.append(UInt8(ascii: " "))
     }
 
+    /// `second` since the epoch as "YYYY-MM-DDTHH:MM:SSZ".
+    mutating func appendTimestamp(_ second: Int) {
+        let time = UTCTime(secondsSinceEpoch: second)
+        appendPadded(time.year, width: 4); bytes.append(UInt8(ascii: "-"))
+        appendPadded(time.month, width: 2); bytes.append(UInt8(ascii: "-"))
+        appendPadded(time.day, width: 2); bytes.append(UInt8(ascii: "T"))
+        appendPadded(time.hour, width: 2); bytes.append(UInt8(ascii: ":"))
+        appendPadded(time.minute, width: 2); bytes.append(UInt8(ascii: ":"))
+        appendPadded(time.second, width: 2); bytes.append(UInt8(ascii: "Z"))
+    }
+
+    private mutating func appendPadded(_ value: Int, width: Int) {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 { digits += 1; rest /= 10 }
+        for _ in digits..<max(width, digits) { bytes.append(UInt8(ascii: "0")) }
+        append(value)
+    }
+
     public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
 
     var string: String { String(decoding: bytes, as: UTF8.self) }
 }
 
-/// The current second as "YYYY-MM-DDTHH:MM:SSZ", formatted once per second:
-/// a local-time formatter (swift-log's default) makes glibc stat
-/// /etc/localtime on every line.
-private final class LogClock: Sendable {
-    static let shared = LogClock()
-    private let cached = Mutex<(second: Int, text: [UInt8])>((-1, []))
+/// A UTC calendar time, computed from seconds since the epoch without the
+/// C library (gmtime_r reads /etc/localtime on first use, a file ivserver
+/// has no need for). Proleptic Gregorian calendar, as gmtime.
+struct UTCTime: Equatable {
+    var year, month, day, hour, minute, second: Int
 
-    func appendTimestamp(to bytes: inout [UInt8]) {
-        let now = HostSystem.currentSecond()
-        cached.withLock { cached in
-            if cached.second != now { cached = (now, Array(HostSystem.utcTimestamp(now).utf8)) }
-            bytes.append(contentsOf: cached.text)
-        }
+    init(year: Int, month: Int, day: Int, hour: Int, minute: Int, second: Int) {
+        (self.year, self.month, self.day, self.hour, self.minute, self.second) = (year, month, day, hour, minute, second)
+    }
+
+    init(secondsSinceEpoch: Int) {
+        var days = secondsSinceEpoch / 86_400
+        var seconds = secondsSinceEpoch % 86_400
+        if seconds < 0 { seconds += 86_400; days -= 1 }
+        hour = seconds / 3600
+        minute = seconds % 3600 / 60
+        second = seconds % 60
+        // Days to a civil date, with years starting on 1 March (so the leap
+        // day is last) in 400-year eras of 146,097 days.
+        let shifted = days + 719_468
+        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
+        let dayOfEra = shifted - era * 146_097
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153
+        day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
     }
 }

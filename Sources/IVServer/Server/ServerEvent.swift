@@ -14,7 +14,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             }
         }
 
-        /// As swift-log names its levels.
+        /// As the log and --log-level name it.
         public var name: String {
             switch self {
             case .debug: return "debug"

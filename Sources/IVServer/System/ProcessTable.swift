@@ -103,28 +103,6 @@ public enum HostSystem {
         return now.tv_sec
     }
 
-    /// `seconds` since the epoch as "YYYY-MM-DDTHH:MM:SSZ" (UTC: no
-    /// time-zone database is consulted).
-    public static func utcTimestamp(_ seconds: Int) -> String {
-        var seconds = seconds
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        var text = LogText(capacity: 20)
-        func field(_ value: Int32, width: Int, then separator: String) {
-            var digits = String(value)
-            while digits.count < width { digits = "0" + digits }
-            text.append(digits)
-            text.append(separator)
-        }
-        field(parts.tm_year + 1900, width: 4, then: "-")
-        field(parts.tm_mon + 1, width: 2, then: "-")
-        field(parts.tm_mday, width: 2, then: "T")
-        field(parts.tm_hour, width: 2, then: ":")
-        field(parts.tm_min, width: 2, then: ":")
-        field(parts.tm_sec, width: 2, then: "Z")
-        return text.string
-    }
-
     /// Writes `text` to fd 2 in one call (the `stderr` FILE is a global
     /// Swift 6 rejects, and log lines should not interleave).
     public static func writeToStandardError(_ text: String) {
