@@ -1,9 +1,31 @@
 // The default layout compiled into the binary, so `ivserver` works with no
 // --layout and no installed files. It must stay identical to
-// conf/vsoc_mem.json (a test compares them byte for byte); after editing the
-// JSON file, regenerate this one with `make default-layout`.
+// conf/vsoc_mem.json (tests compare the text byte for byte, and the regions
+// with what the text decodes to); after editing the JSON file, regenerate
+// this one with `make default-layout`.
 public enum DefaultLayout {
     public static let sourceName = "built-in default layout (conf/vsoc_mem.json)"
+
+    /// The regions of `json`, as values: start-up plans these directly
+    /// instead of parsing the text (about 0.3 ms less).
+    public static let regions: [RegionSpec] = [
+        RegionSpec(name: "hwcomposer", currentVersion: 1, minCompatibleVersion: 1, regionSize: 16384,
+                   managedBy: nil, guestToHostNodesLg2: 2, hostToGuestNodesLg2: 2),
+        RegionSpec(name: "fb_broadcast", currentVersion: 0, minCompatibleVersion: 0, regionSize: 4096,
+                   managedBy: nil, guestToHostNodesLg2: 2, hostToGuestNodesLg2: 2),
+        RegionSpec(name: "gralloc_manager", currentVersion: 0, minCompatibleVersion: 0, regionSize: 40960,
+                   managedBy: nil, guestToHostNodesLg2: 2, hostToGuestNodesLg2: 2),
+        RegionSpec(name: "gralloc_memory", currentVersion: 0, minCompatibleVersion: 0, regionSize: 419430400,
+                   managedBy: "gralloc_manager", guestToHostNodesLg2: 0, hostToGuestNodesLg2: 0),
+        RegionSpec(name: "e2e_primary", currentVersion: 1, minCompatibleVersion: 1, regionSize: 16384,
+                   managedBy: nil, guestToHostNodesLg2: 1, hostToGuestNodesLg2: 1),
+        RegionSpec(name: "e2e_secondary", currentVersion: 1, minCompatibleVersion: 1, regionSize: 16384,
+                   managedBy: nil, guestToHostNodesLg2: 1, hostToGuestNodesLg2: 1),
+        RegionSpec(name: "e2e_manager", currentVersion: 1, minCompatibleVersion: 1, regionSize: 4096,
+                   managedBy: nil, guestToHostNodesLg2: 1, hostToGuestNodesLg2: 1),
+        RegionSpec(name: "e2e_managed", currentVersion: 1, minCompatibleVersion: 1, regionSize: 16384,
+                   managedBy: "e2e_manager", guestToHostNodesLg2: 1, hostToGuestNodesLg2: 1),
+    ]
 
     public static let json = #"""
 {

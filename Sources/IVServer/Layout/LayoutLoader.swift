@@ -20,10 +20,11 @@ public enum LayoutLoader {
         return try LayoutPlanner.plan(LayoutSpec(regions: decoded.regions.compactMap { $0 }), source: source)
     }
 
-    /// The layout compiled into the binary, identical to conf/vsoc_mem.json.
+    /// The layout compiled into the binary, identical to conf/vsoc_mem.json
+    /// (planned from its regions as values; tests prove they are the text's).
     public static func loadDefault() -> LayoutPlan {
         do {
-            return try load(json: DefaultLayout.json.utf8, source: DefaultLayout.sourceName)
+            return try LayoutPlanner.plan(LayoutSpec(regions: DefaultLayout.regions), source: DefaultLayout.sourceName)
         } catch {
             // A test proves the built-in text is valid; this cannot happen.
             fatalError("built-in layout is invalid: \(error)")
