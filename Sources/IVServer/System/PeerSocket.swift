@@ -12,7 +12,8 @@ protocol PeerSocketDelegate: AnyObject {
 /// events for its delegate; what the bytes mean is up to the delegate.
 final class PeerSocket: ReadinessTarget {
     enum Event {
-        /// Bytes read; the slice is only valid during the call.
+        /// Bytes read, as a slice of the set's shared read buffer (a
+        /// handler that keeps it makes the next read copy the buffer).
         case received(ArraySlice<UInt8>)
         /// The peer sent file descriptors (now closed) that nobody asked for.
         case unexpectedFDs
