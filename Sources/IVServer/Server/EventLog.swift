@@ -6,12 +6,13 @@ public protocol ServerEventSink: AnyObject {
     func flush()
 }
 
-/// ivserver's log: the server's events, and the executable's own lines, on
-/// standard error ("2026-11-25T14:04:16Z info ivserver: VM connected (…)"). Lines are
-/// collected during a turn of the loop and go out in one write(2) before
-/// the loop waits again: under load one turn serves many clients, and a
-/// write per line was one of a handshake's few system calls. Warnings and
-/// errors go out at once, with whatever was collected before them.
+/// ivserver's log on standard error: the server's events and the
+/// executable's own lines, as "2026-11-25T14:04:16Z info ivserver: …".
+/// Lines are collected during a turn of the loop and go out in one write(2)
+/// before the loop waits again: under load one turn serves many clients,
+/// and a write per line was one of a handshake's few system calls. Warnings
+/// and errors go out at once, with whatever was collected before them.
+/// One thread only: the loop's, which is also the one that starts it.
 public final class EventLog: ServerEventSink {
     private let minimumSeverity: ServerEvent.Severity
     private let label: String
