@@ -4,8 +4,9 @@ import Glibc
 // libuv ownership rule for this file: every handle is heap-allocated (libuv
 // handles must not move), its Swift owner is retained in `handle.data` from
 // init until libuv's close callback, and only that close callback releases
-// the owner and frees the memory. Callbacks are plain functions that recover
-// the owner from `data` and forward. Everything runs on the loop's thread.
+// the owner and frees the memory (LoopHandle does this for all but the child
+// process). Callbacks are plain functions that recover the owner from `data`
+// and forward. Everything runs on the loop's thread.
 
 /// One libuv loop.
 public final class EventLoop {
@@ -35,27 +36,64 @@ public final class EventLoop {
     }
 }
 
+/// What every handle class below shares: the libuv handle, allocated on
+/// the heap and initialised by the subclass's `uv_*_init`; the owner,
+/// retained in `handle.data` until libuv's close callback; and closing once,
+/// which drops the subclass's callback first (it usually captures the
+/// handle's own owner).
+public class LoopHandle {
+    fileprivate let rawHandle: UnsafeMutableRawPointer
+    public private(set) var isClosed = false
+
+    fileprivate init<Handle>(
+        loop: EventLoop, _ type: Handle.Type, operation: String,
+        initialize: (UnsafeMutablePointer<uv_loop_t>, UnsafeMutablePointer<Handle>) -> Int32
+    ) throws(UVError) {
+        let handle = UnsafeMutablePointer<Handle>.allocate(capacity: 1)
+        let result = initialize(loop.raw, handle)
+        if result != 0 {
+            handle.deallocate()
+            throw UVError(operation: operation, code: result)
+        }
+        rawHandle = UnsafeMutableRawPointer(handle)
+        rawHandle.assumingMemoryBound(to: uv_handle_t.self).pointee.data = Unmanaged.passRetained(self).toOpaque()
+    }
+
+    fileprivate func handle<Handle>(as type: Handle.Type) -> UnsafeMutablePointer<Handle> {
+        rawHandle.assumingMemoryBound(to: type)
+    }
+
+    /// Stops the handle and releases it (once libuv has finished with it).
+    public func close() {
+        guard !isClosed else { return }
+        isClosed = true
+        dropCallback()
+        closeHandle(rawHandle.assumingMemoryBound(to: uv_handle_t.self))
+    }
+
+    /// Subclasses let go of their callback here.
+    fileprivate func dropCallback() {}
+}
+
+/// Recovers the handle's owner in a libuv callback.
+private func owner<Owner: LoopHandle, Handle>(_ handle: UnsafeMutablePointer<Handle>?, as type: Owner.Type) -> Owner? {
+    guard let data = UnsafeMutableRawPointer(handle)?.assumingMemoryBound(to: uv_handle_t.self).pointee.data else { return nil }
+    return Unmanaged<Owner>.fromOpaque(data).takeUnretainedValue()
+}
+
 /// Watches a file descriptor for readability/writability (level-triggered).
 /// The fd stays owned by the caller, who must close the handle before the fd.
-public final class PollHandle {
+public final class PollHandle: LoopHandle {
     public typealias Callback = (_ status: Int32, _ events: Int32) -> Void
     public static let readableEvent = Int32(UV_READABLE.rawValue)
     public static let writableEvent = Int32(UV_WRITABLE.rawValue)
 
-    private let handle: UnsafeMutablePointer<uv_poll_t>
     private var callback: Callback?
     private var watching: Int32 = 0
-    public private(set) var isClosed = false
 
     public init(loop: EventLoop, fd: Int32, callback: @escaping Callback) throws(UVError) {
-        handle = .allocate(capacity: 1)
-        let result = uv_poll_init(loop.raw, handle, fd)
-        if result != 0 {
-            handle.deallocate()
-            throw UVError(operation: "uv_poll_init", code: result)
-        }
         self.callback = callback
-        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        try super.init(loop: loop, uv_poll_t.self, operation: "uv_poll_init") { uv_poll_init($0, $1, fd) }
     }
 
     /// Watches for the given events; a no-op when they are already watched.
@@ -65,19 +103,13 @@ public final class PollHandle {
         guard events != watching else { return }
         watching = events
         if events == 0 {
-            uv_poll_stop(handle)
+            uv_poll_stop(handle(as: uv_poll_t.self))
         } else {
-            uv_poll_start(handle, events, pollCallback)
+            uv_poll_start(handle(as: uv_poll_t.self), events, pollCallback)
         }
     }
 
-    /// Stops watching and releases the handle (once libuv has finished with it).
-    public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        callback = nil  // breaks the cycle owner -> handle -> closure -> owner
-        closeHandle(handle)
-    }
+    fileprivate override func dropCallback() { callback = nil }
 
     fileprivate func fire(status: Int32, events: Int32) {
         callback?(status, events)
@@ -85,47 +117,33 @@ public final class PollHandle {
 }
 
 private func pollCallback(_ handle: UnsafeMutablePointer<uv_poll_t>?, _ status: Int32, _ events: Int32) {
-    guard let data = handle?.pointee.data else { return }
-    Unmanaged<PollHandle>.fromOpaque(data).takeUnretainedValue().fire(status: status, events: events)
+    owner(handle, as: PollHandle.self)?.fire(status: status, events: events)
 }
 
 /// A one-shot timer on the loop (uv_timer). Only armed while needed.
-public final class TimerHandle {
-    private let handle: UnsafeMutablePointer<uv_timer_t>
+public final class TimerHandle: LoopHandle {
     private var callback: (() -> Void)?
-    public private(set) var isClosed = false
 
     public init(loop: EventLoop, callback: @escaping () -> Void) throws(UVError) {
-        handle = .allocate(capacity: 1)
-        let result = uv_timer_init(loop.raw, handle)
-        if result != 0 {
-            handle.deallocate()
-            throw UVError(operation: "uv_timer_init", code: result)
-        }
         self.callback = callback
-        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        try super.init(loop: loop, uv_timer_t.self, operation: "uv_timer_init") { uv_timer_init($0, $1) }
     }
 
     /// Fires once after `milliseconds`, replacing any earlier arming.
     public func arm(milliseconds: UInt64) {
         precondition(!isClosed, "timer used after close")
-        uv_timer_start(handle, timerCallback, milliseconds, 0)
+        uv_timer_start(handle(as: uv_timer_t.self), timerCallback, milliseconds, 0)
     }
 
     public func disarm() {
         guard !isClosed else { return }
-        uv_timer_stop(handle)
+        uv_timer_stop(handle(as: uv_timer_t.self))
     }
 
     /// The loop's cached clock, in milliseconds.
-    public var now: UInt64 { uv_now(handle.pointee.loop) }
+    public var now: UInt64 { uv_now(handle(as: uv_timer_t.self).pointee.loop) }
 
-    public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        callback = nil
-        closeHandle(handle)
-    }
+    fileprivate override func dropCallback() { callback = nil }
 
     fileprivate func fire() {
         callback?()
@@ -133,39 +151,25 @@ public final class TimerHandle {
 }
 
 private func timerCallback(_ handle: UnsafeMutablePointer<uv_timer_t>?) {
-    guard let data = handle?.pointee.data else { return }
-    Unmanaged<TimerHandle>.fromOpaque(data).takeUnretainedValue().fire()
+    owner(handle, as: TimerHandle.self)?.fire()
 }
 
 /// Runs a callback on every turn of the loop, just before it waits for
 /// I/O (uv_prepare).
-public final class PrepareHandle {
-    private let handle: UnsafeMutablePointer<uv_prepare_t>
+public final class PrepareHandle: LoopHandle {
     private var callback: (() -> Void)?
-    public private(set) var isClosed = false
 
     public init(loop: EventLoop, callback: @escaping () -> Void) throws(UVError) {
-        handle = .allocate(capacity: 1)
-        var result = uv_prepare_init(loop.raw, handle)
-        if result != 0 {
-            handle.deallocate()
-            throw UVError(operation: "uv_prepare_init", code: result)
-        }
         self.callback = callback
-        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
-        result = uv_prepare_start(handle, prepareCallback)
+        try super.init(loop: loop, uv_prepare_t.self, operation: "uv_prepare_init") { uv_prepare_init($0, $1) }
+        let result = uv_prepare_start(handle(as: uv_prepare_t.self), prepareCallback)
         if result != 0 {
             close()
             throw UVError(operation: "uv_prepare_start", code: result)
         }
     }
 
-    public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        callback = nil
-        closeHandle(handle)
-    }
+    fileprivate override func dropCallback() { callback = nil }
 
     fileprivate func fire() {
         callback?()
@@ -173,41 +177,27 @@ public final class PrepareHandle {
 }
 
 private func prepareCallback(_ handle: UnsafeMutablePointer<uv_prepare_t>?) {
-    guard let data = handle?.pointee.data else { return }
-    Unmanaged<PrepareHandle>.fromOpaque(data).takeUnretainedValue().fire()
+    owner(handle, as: PrepareHandle.self)?.fire()
 }
 
 /// Runs a callback on the loop's thread when a signal arrives.
-public final class SignalHandle {
-    private let handle: UnsafeMutablePointer<uv_signal_t>
+public final class SignalHandle: LoopHandle {
     private var callback: ((Int32) -> Void)?
-    public private(set) var isClosed = false
 
     public init(loop: EventLoop, signal: Int32, callback: @escaping (Int32) -> Void) throws(UVError) {
-        handle = .allocate(capacity: 1)
-        var result = uv_signal_init(loop.raw, handle)
-        if result != 0 {
-            handle.deallocate()
-            throw UVError(operation: "uv_signal_init", code: result)
-        }
         self.callback = callback
-        handle.pointee.data = Unmanaged.passRetained(self).toOpaque()
+        try super.init(loop: loop, uv_signal_t.self, operation: "uv_signal_init") { uv_signal_init($0, $1) }
         // A blocked signal never reaches libuv's handler, and the mask is
         // inherited: a parent that blocks SIGTERM would make us unstoppable.
         unblockSignal(signal)
-        result = uv_signal_start(handle, signalCallback, signal)
+        let result = uv_signal_start(handle(as: uv_signal_t.self), signalCallback, signal)
         if result != 0 {
             close()
             throw UVError(operation: "uv_signal_start", code: result)
         }
     }
 
-    public func close() {
-        guard !isClosed else { return }
-        isClosed = true
-        callback = nil
-        closeHandle(handle)
-    }
+    fileprivate override func dropCallback() { callback = nil }
 
     fileprivate func fire(_ signal: Int32) {
         callback?(signal)
@@ -215,8 +205,7 @@ public final class SignalHandle {
 }
 
 private func signalCallback(_ handle: UnsafeMutablePointer<uv_signal_t>?, _ signal: Int32) {
-    guard let data = handle?.pointee.data else { return }
-    Unmanaged<SignalHandle>.fromOpaque(data).takeUnretainedValue().fire(signal)
+    owner(handle, as: SignalHandle.self)?.fire(signal)
 }
 
 private func unblockSignal(_ signal: Int32) {
