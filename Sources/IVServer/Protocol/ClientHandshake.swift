@@ -1,4 +1,3 @@
-import Glibc
 import VSoCFormat
 
 /// The host-client (HALD) handshake, version 0, as a pure state machine:
@@ -65,12 +64,18 @@ public struct ClientHandshake: Sendable {
         /// normalisation: the protocol compares bytes).
         public func index(of name: some Collection<UInt8>) -> Int? {
             let count = name.count
-            guard count > 0 else { return nil }
-            let found = name.withContiguousStorageIfAvailable { bytes in
-                names.first { $0.utf8.count == count && $0.utf8.withUnsafeBufferPointer { memcmp($0.baseAddress!, bytes.baseAddress!, count) == 0 } }
+            return names.first { $0.utf8.count == count && Self.sameBytes($0.utf8, name) }?.index
+        }
+
+        /// Two byte runs of the same length, compared by index (the
+        /// iterator-based `elementsEqual` cost twice as much per handshake).
+        private static func sameBytes(_ stored: [UInt8], _ name: some Collection<UInt8>) -> Bool {
+            var position = 0
+            for byte in name {
+                if stored[position] != byte { return false }
+                position += 1
             }
-            if let found { return found?.index }
-            return names.first { $0.utf8.count == count && $0.utf8.elementsEqual(name) }?.index
+            return true
         }
     }
 

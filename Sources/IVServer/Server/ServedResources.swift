@@ -5,7 +5,6 @@ final class ServedResources {
     let sharedMemory: SharedMemoryFile
     let channels: [RegionChannels]
     let regionNames: ClientHandshake.RegionNames
-    let qemuSocketPath: String
     let events: ServerEventSink
     /// The HALD handshake's messages, built once: the greeting, and per
     /// region the grant with its three fds.
@@ -19,7 +18,6 @@ final class ServedResources {
         self.plan = plan
         self.sharedMemory = sharedMemory
         self.channels = channels
-        self.qemuSocketPath = qemuSocketPath
         self.events = events
         doorbellVectors = DoorbellVectorLookup(socketPath: qemuSocketPath)
         var names: [String: Int] = [:]
