@@ -180,6 +180,16 @@ static inline int ivs_futex_wake(uint32_t *word, int count) {
     return (int)syscall(SYS_futex, word, FUTEX_WAKE, count, NULL, NULL, 0);
 }
 
+// MARK: waiting with a fine timeout
+
+/// ppoll(2) with a timeout in nanoseconds (negative: none), for waits
+/// shorter than poll's millisecond; glibc declares ppoll only with
+/// _GNU_SOURCE, so the system call is made directly.
+static inline int ivs_poll_nanoseconds(struct pollfd *fds, unsigned long count, long long nanoseconds) {
+    struct timespec limit = { .tv_sec = nanoseconds / 1000000000LL, .tv_nsec = nanoseconds % 1000000000LL };
+    return (int)syscall(SYS_ppoll, fds, count, nanoseconds < 0 ? NULL : &limit, NULL, (size_t)8);
+}
+
 // MARK: pidfds
 
 /// pidfd_open(2): an fd (always close-on-exec) that refers to process `pid`

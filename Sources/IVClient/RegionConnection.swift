@@ -1,6 +1,7 @@
 import Descriptors
 import CLibUV
 import Glibc
+import Synchronization
 import VSoCFormat
 
 /// A host client's hold on one region: the fds from the HALD handshake, the
@@ -158,25 +159,46 @@ public final class RegionConnection: Sendable {
 
     // MARK: interrupts
 
-    /// Rings the guest: QEMU delivers MSI-X vector `regionIndex`.
-    public func interruptGuest() throws(IVClientError) {
+    /// Interrupts the guest, as the original `MaybeInterruptPeer` does: sets
+    /// the host_to_guest table's interrupt_signalled word and writes the
+    /// host_to_guest eventfd (QEMU turns it into MSI-X vector `regionIndex`)
+    /// only when the word was 0. The guest takes an interrupt only through
+    /// that word; while it is still 1 the guest has not taken the previous
+    /// interrupt, and this one merges into it. Returns whether it rang.
+    @discardableResult
+    public func interruptGuest() throws(IVClientError) -> Bool {
+        guard SignalTable(layout: descriptor.hostToGuest).raiseSignalWord(memory) else { return false }
+        try ringGuest()
+        return true
+    }
+
+    /// Writes the host_to_guest eventfd, for a word already raised.
+    private func ringGuest() throws(IVClientError) {
         let code = Syscall.signalEventFD(hostToGuest.rawValue)
         if code != 0 { throw error(.system(operation: "write to the host_to_guest eventfd", errno: code)) }
     }
 
-    /// Waits until the guest rings this region, at most `timeout` (nil:
-    /// forever); the number of rings since the last wait (they coalesce),
-    /// or nil on timeout. Uses poll: the eventfd is non-blocking, and another
-    /// client of the region may take the count first (then this waits on).
+    /// Waits until the guest interrupts this region, at most `timeout` (nil:
+    /// forever), as the original `WaitForInterrupt` does: an interrupt is
+    /// the guest_to_host table's interrupt_signalled word being set, and
+    /// taking it clears the word, so that the guest's next interrupt rings
+    /// again. A ring of the guest_to_host eventfd without the word (a guest
+    /// that only writes the Doorbell) counts too, and the word is cleared
+    /// either way. Returns the number of rings taken (at least 1: rings
+    /// coalesce), or nil on timeout. Another client of the region may take
+    /// an interrupt first; this one then waits on. A ring that arrives just
+    /// after its word was taken is seen by the next call as one more wake-up.
     public func waitForGuest(timeout: Duration?) throws(IVClientError) -> UInt64? {
         let deadline = timeout.map { ContinuousClock.now + $0 }
+        let table = SignalTable(layout: descriptor.guestToHost)
         while true {
+            let flagged = table.takeSignalWord(memory)
+            let drained = Syscall.drainEventFD(guestToHost.rawValue)
+            if drained.errno != 0 { throw error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno)) }
+            if flagged || drained.count != nil { return max(drained.count ?? 0, 1) }
             let (ready, code) = Syscall.waitUntilReadable(guestToHost.rawValue, deadline: deadline)
             if code != 0 { throw error(.system(operation: "poll of the guest_to_host eventfd", errno: code)) }
             if !ready { return nil }
-            let drained = Syscall.drainEventFD(guestToHost.rawValue)
-            if drained.errno != 0 { throw error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno)) }
-            if let count = drained.count { return count }
         }
     }
 
@@ -186,17 +208,49 @@ public final class RegionConnection: Sendable {
     /// 4-byte aligned, not 0) changed: queues it in the host_to_guest table
     /// and interrupts the guest unless an interrupt is already pending. With
     /// `roundTrip` the guest signals the same word back when it has seen it.
+    /// A full table throws `signalTableFull` (the guest was interrupted, so
+    /// it will drain the table: try again shortly).
     public func sendSignal(offset: UInt32, roundTrip: Bool = false) throws(IVClientError) {
         try checkSignalOffset(offset)
-        let table = SignalTable(layout: descriptor.hostToGuest)
-        switch table.send(offset: offset, roundTrip: roundTrip, words: memory) {
-        case .alreadyQueued, .queued(ring: false):
-            return
-        case .queued(ring: true):
-            try interruptGuest()
-        case let .full(ring):
-            if ring { try interruptGuest() }
+        if try !queueSignal(offset: offset, roundTrip: roundTrip) {
             throw error(.signalTableFull(offset: offset))
+        }
+    }
+
+    /// Queues `offset` in the host_to_guest table and rings if the table's
+    /// word went from 0 to 1; false when every slot holds another word.
+    private func queueSignal(offset: UInt32, roundTrip: Bool) throws(IVClientError) -> Bool {
+        switch SignalTable(layout: descriptor.hostToGuest).send(offset: offset, roundTrip: roundTrip, words: memory) {
+        case .alreadyQueued, .queued(ring: false):
+            return true
+        case .queued(ring: true):
+            try ringGuest()
+            return true
+        case let .full(ring):
+            if ring { try ringGuest() }
+            return false
+        }
+    }
+
+    /// Round trips asked for by the guest that found the host_to_guest table
+    /// full, oldest first. They are never dropped: the guest's sender sleeps
+    /// until its echo comes. Each `processSignals` sends them before the
+    /// echoes it adds.
+    private let pendingEchoes = Mutex<[UInt32]>([])
+
+    /// How many round-trip echoes wait for a free slot in the host_to_guest
+    /// table (see `processSignals`).
+    public var pendingEchoCount: Int { pendingEchoes.withLock { $0.count } }
+
+    /// Queues as many waiting echoes as the table takes, oldest first;
+    /// true when none is left.
+    func sendPendingEchoes() throws(IVClientError) -> Bool {
+        try pendingEchoes.withLock { (pending: inout [UInt32]) throws(IVClientError) -> Bool in
+            while let offset = pending.first {
+                guard try queueSignal(offset: offset, roundTrip: false) else { return false }
+                pending.removeFirst()
+            }
+            return true
         }
     }
 
@@ -204,29 +258,57 @@ public final class RegionConnection: Sendable {
     /// offset, calls `handler`, wakes the futex waiters on that word, and
     /// signals it back when the guest asked for a round trip. Offsets that
     /// are not words of this region are dropped. Returns how many were
-    /// handled; if a wake or a round trip failed (a full host_to_guest
-    /// table), the others are still handled and the first error is thrown
-    /// afterwards. Call it after `waitForGuest`, or use a `RegionWorker`.
+    /// handled. Call it after `waitForGuest`, or use a `RegionWorker`.
+    ///
+    /// A round trip's echo is never dropped: when the host_to_guest table is
+    /// full, the guest is interrupted to drain it and the echo waits, retried
+    /// with short sleeps (50 µs growing to 5 ms) until a slot is free, at
+    /// most `echoTimeout` (nil: as long as it takes, like the original).
+    /// When that passes first, `signalTableFull` is thrown and the echoes
+    /// that are left stay queued here for the next call; every entry of
+    /// the table was handled all the same.
     @discardableResult
-    public func processSignals(_ handler: (UInt32) -> Void) throws(IVClientError) -> Int {
+    public func processSignals(echoTimeout: Duration? = nil, _ handler: (UInt32) -> Void) throws(IVClientError) -> Int {
         var received: [(offset: UInt32, roundTrip: Bool)] = []
         SignalTable(layout: descriptor.guestToHost).drain(words: memory) { received.append(($0, $1)) }
         // The entries are taken from the table now, so every one is handled
-        // even if signalling one back fails; the first failure is thrown after.
+        // even if waking one fails; the first failure is thrown after.
         var handled = 0
+        var echoes: [UInt32] = []
         var failure: IVClientError?
         for (offset, roundTrip) in received where offset != 0 && Int(offset) <= memory.count - 4 {
             handler(offset)
             do throws(IVClientError) {
                 try memory.wake(offset: Int(offset))
-                if roundTrip { try sendSignal(offset: offset) }
             } catch {
                 failure = failure ?? error
             }
+            if roundTrip { echoes.append(offset) }
             handled += 1
         }
+        pendingEchoes.withLock { $0 += echoes }
+        try deliverPendingEchoes(timeout: echoTimeout)
         if let failure { throw failure }
         return handled
+    }
+
+    /// Sends the waiting echoes, sleeping between tries while the table is
+    /// full, for at most `timeout` (nil: until all are sent).
+    private func deliverPendingEchoes(timeout: Duration?) throws(IVClientError) {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        var backoff = RetryBackoff()
+        while try !sendPendingEchoes() {
+            var pause = backoff.advance()
+            if let deadline {
+                let left = deadline - ContinuousClock.now
+                guard left > .zero else {
+                    throw error(.signalTableFull(offset: pendingEchoes.withLock { $0.first ?? 0 }))
+                }
+                pause = min(pause, left)
+            }
+            var nothing: [pollfd] = []
+            _ = Syscall.wait(&nothing, timeout: pause)
+        }
     }
 
     private func checkSignalOffset(_ offset: UInt32) throws(IVClientError) {

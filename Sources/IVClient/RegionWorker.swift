@@ -11,8 +11,9 @@ import Synchronization
 /// While a worker runs, it takes the region's interrupts: do not also call
 /// `waitForGuest` on the same region. The thread keeps the worker alive
 /// until `stop()`. A round trip that finds the host_to_guest table full is
-/// not fatal (the guest was interrupted to drain it); any other error ends
-/// the thread and is thrown by `stop()`.
+/// retried until a slot is free, never dropped, while the worker goes on
+/// serving (the guest was interrupted to drain the table); any other error
+/// ends the thread and is thrown by `stop()`.
 public final class RegionWorker: Sendable {
     private let connection: RegionConnection
     private let handler: @Sendable (UInt32) -> Void
@@ -62,12 +63,14 @@ public final class RegionWorker: Sendable {
                 pollfd(fd: connection.guestToHost.rawValue, events: Int16(POLLIN), revents: 0),
                 pollfd(fd: stopFD.rawValue, events: Int16(POLLIN), revents: 0),
             ]
+            // While echoes wait for a free slot in the host_to_guest table,
+            // the wait is short and growing, and its end retries them; the
+            // guest's new signals are served meanwhile.
+            var backoff = RetryBackoff()
             while true {
-                let ready = poll(&entries, 2, -1)
-                if ready < 0 {
-                    if errno == EINTR { continue }
-                    throw connection.error(.system(operation: "poll in the region worker", errno: errno))
-                }
+                let waiting = connection.pendingEchoCount > 0
+                let (ready, code) = Syscall.wait(&entries, timeout: waiting ? backoff.advance() : nil)
+                if code != 0 { throw connection.error(.system(operation: "poll in the region worker", errno: code)) }
                 if entries[1].revents != 0 { return }
                 if entries[0].revents != 0 {
                     let drained = Syscall.drainEventFD(connection.guestToHost.rawValue)
@@ -75,7 +78,10 @@ public final class RegionWorker: Sendable {
                         throw connection.error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno))
                     }
                     try serveSignals()
+                } else if ready == 0, waiting, try connection.sendPendingEchoes() {
+                    backoff.reset()
                 }
+                if connection.pendingEchoCount == 0 { backoff.reset() }
             }
         } catch {
             failure.withLock { $0 = error }
@@ -84,11 +90,13 @@ public final class RegionWorker: Sendable {
 }
 
 extension RegionWorker {
+    /// Handles the queued signals; echoes the host_to_guest table cannot
+    /// take now stay queued on the connection for the loop to retry.
     private func serveSignals() throws(IVClientError) {
         do throws(IVClientError) {
-            try connection.processSignals(handler)
+            try connection.processSignals(echoTimeout: .zero, handler)
         } catch where error.kind.isSignalTableFull {
-            // every entry was handled; only a round trip could not be queued
+            // every entry was handled; the echoes wait in the connection
         }
     }
 }

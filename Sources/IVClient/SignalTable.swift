@@ -61,16 +61,24 @@ struct SignalTable {
     }
 
     /// Sets interrupt_signalled; true when it was 0, so the eventfd must be
-    /// written (interrupts coalesce while it is 1).
-    private func raiseSignalWord(_ words: some SharedWords) -> Bool {
+    /// written (interrupts coalesce while it is 1: the receiver has not
+    /// taken the previous one yet).
+    func raiseSignalWord(_ words: some SharedWords) -> Bool {
         words.exchangeWord(1, at: layout.signalledOffset) == 0
+    }
+
+    /// Clears interrupt_signalled; true when it was set, i.e. an interrupt
+    /// was pending. Whoever takes the interrupt must clear the word, or the
+    /// sender's next interrupt merges into this one and rings nothing.
+    func takeSignalWord(_ words: some SharedWords) -> Bool {
+        words.exchangeWord(0, at: layout.signalledOffset) != 0
     }
 
     /// Takes every queued entry: clears interrupt_signalled first (so a
     /// sender that stores after this rings again), then swaps each slot with
     /// 0. Calls `handle(offset, roundTrip)` per entry in slot order.
     func drain(words: some SharedWords, _ handle: (UInt32, Bool) -> Void) {
-        _ = words.exchangeWord(0, at: layout.signalledOffset)
+        _ = takeSignalWord(words)
         for slot in 0..<layout.nodeCount {
             let entry = words.exchangeWord(0, at: layout.tableOffset + 4 * slot)
             if entry != 0 { handle(entry & ~Self.flagBits, entry & Self.roundTripFlag != 0) }

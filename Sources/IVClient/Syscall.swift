@@ -24,6 +24,19 @@ enum Syscall {
         }
     }
 
+    /// poll(2) on `entries` for at most `timeout` (nil: no limit), with
+    /// nanosecond resolution; how many entries are ready (0 on timeout).
+    static func wait(_ entries: inout [pollfd], timeout: Duration?) -> (ready: Int, errno: Int32) {
+        let nanoseconds: Int64 = timeout.map { duration in
+            let (seconds, attoseconds) = max(duration, .zero).components
+            return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
+                ? Int64.max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        } ?? -1
+        let count = UInt(entries.count)
+        let (ready, code) = retrying { Int(ivs_poll_nanoseconds(&entries, count, nanoseconds)) }
+        return (ready, code)
+    }
+
     /// The poll timeout for a deadline: -1 for none, rounded up otherwise.
     static func milliseconds(until deadline: ContinuousClock.Instant?) -> Int32 {
         guard let deadline else { return -1 }
@@ -58,4 +71,21 @@ enum Syscall {
         if flags & O_NONBLOCK != 0 { return 0 }
         return fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0 ? 0 : errno
     }
+}
+
+/// Waits that grow from 50 µs to 5 ms, for retrying what only the peer can
+/// unblock (a signal table it has not drained yet) without spinning the CPU
+/// and without sleeping long when the peer is quick.
+struct RetryBackoff {
+    static let first: Duration = .microseconds(50)
+    static let longest: Duration = .milliseconds(5)
+    private(set) var next = first
+
+    /// The wait to make now; the one after is twice as long, up to `longest`.
+    mutating func advance() -> Duration {
+        defer { next = min(next * 2, Self.longest) }
+        return next
+    }
+
+    mutating func reset() { next = Self.first }
 }

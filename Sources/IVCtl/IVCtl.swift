@@ -146,7 +146,8 @@ struct Dump: ParsableCommand {
 
 struct Signal: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Interrupt the guest on a region (its MSI-X vector), or signal a futex word through the host_to_guest table.")
+        abstract: "Interrupt the guest on a region (its MSI-X vector), or signal a futex word through the host_to_guest table.",
+        discussion: "The interrupt follows the vSoC rule: it raises the host_to_guest table's interrupt_signalled word and rings only when the word was 0. While the guest has not taken the last interrupt, a new one merges into it (and ivctl says so).")
 
     @OptionGroup var server: ServerOptions
 
@@ -165,25 +166,29 @@ struct Signal: ParsableCommand {
 
     func run() throws {
         let connection = try server.open(region)
-        try report { () throws(IVClientError) in
+        let rang = try report { () throws(IVClientError) -> Bool in
             if let offset {
                 guard let word = UInt32(exactly: offset.value) else {
                     throw connection.error(.invalidArgument("offset \(offset.value) is outside the region"))
                 }
                 try connection.sendSignal(offset: word, roundTrip: roundTrip)
-            } else {
-                try connection.interruptGuest()
+                return true
             }
+            return try connection.interruptGuest()
         }
         let what = offset.map { "signalled offset \($0.value)\(roundTrip ? " (round trip)" : "") to" } ?? "interrupted"
-        Output.lines(["\(what) the guest on region \(region) (vector \(connection.regionIndex))"])
+        if rang {
+            Output.lines(["\(what) the guest on region \(region) (vector \(connection.regionIndex))"])
+        } else {
+            Output.lines(["the guest has not taken its last interrupt on region \(region) (vector \(connection.regionIndex)) yet: this one merged into it"])
+        }
     }
 }
 
 struct Wait: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Wait for the guest to interrupt a region; print each wake-up with its count.",
-        discussion: "This consumes the interrupts: a HAL waiting on the same region at the same time may miss them (watch does not consume).")
+        discussion: "An interrupt is the guest_to_host table's interrupt_signalled word being set, or a ring of the region's eventfd (a guest that only writes the Doorbell). Waiting takes it: it clears the word, so the guest can ring again, and reads the eventfd. So this consumes the interrupts: a HAL waiting on the same region at the same time may miss them (watch does not consume).")
 
     @OptionGroup var server: ServerOptions
 
@@ -221,7 +226,7 @@ struct Wait: ParsableCommand {
 struct Watch: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a line whenever the guest interrupts any region, until Ctrl-C.",
-        discussion: "Watching does not consume the interrupts: the regions' own clients still get them. Rings of one region that come faster than they are printed show as one line.")
+        discussion: "Watching does not consume the interrupts: the regions' own clients still get them. It sees the guest_to_host eventfd's rings; a guest that uses the signal tables rings only when it raises the table's interrupt_signalled word from 0, so until a client takes the interrupt (clears the word) its later interrupts merge into the first and show no line. Rings of one region that come faster than they are printed show as one line.")
 
     @OptionGroup var server: ServerOptions
 

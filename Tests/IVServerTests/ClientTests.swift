@@ -158,24 +158,6 @@ struct ClientTests {
         #expect(server.stop() == 0)
     }
 
-    @Test("a round trip into a full host_to_guest table: every entry is still handled, then the error")
-    func roundTripIntoFullTable() throws {
-        let server = try ServerProcess()
-        let host = try open("e2e_manager", server)   // g2h: 2 slots at 0, word 8; h2g: 2 slots at 12, word 20
-        let guest = try open("e2e_manager", server)
-        try host.sendSignal(offset: 40)
-        try host.sendSignal(offset: 44)               // h2g is now full
-        try guest.memory.store(48 | 1, offset: 0)
-        try guest.memory.store(52 | 1, offset: 4)
-        try guest.memory.store(1, offset: 8)
-        var seen: [UInt32] = []
-        let error = clientError { try host.processSignals { seen.append($0) } }
-        #expect(seen == [48, 52], "both entries handled although their round trips failed")
-        #expect(error?.kind == .signalTableFull(offset: 48))
-        #expect(try guest.memory.load(offset: 0) == 0 && guest.memory.load(offset: 4) == 0, "the table was drained")
-        #expect(server.stop() == 0)
-    }
-
     @Test("the worker handles the guest's signals until stopped, and stops promptly")
     func worker() throws {
         let server = try ServerProcess()
@@ -224,7 +206,7 @@ struct ClientTests {
         // what it did
         #expect(old == 1)
         #expect(try region.memory.read(offset: data, count: 5) == Array("hello".utf8))
-        #expect(try waitForEventFD(vm.ownVectors[4], seconds: 1) == 2, "interruptGuest and sendSignal each rang the guest")
+        #expect(try waitForEventFD(vm.ownVectors[4], seconds: 1) == 1, "interruptGuest rang; sendSignal merged into it, as the guest has not taken it")
         #expect(try region.memory.load(offset: 12) == 64, "64 queued in host_to_guest slot 0")
         #expect(server.stop() == 0)
     }

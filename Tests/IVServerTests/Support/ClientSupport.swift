@@ -9,6 +9,8 @@ import Testing
 /// the own-vector fd (readable when a host client interrupts the guest).
 final class FakeVM {
     let socket: OwnedFD
+    /// Message 3's fd: the shared memory behind BAR2.
+    let sharedMemory: OwnedFD
     /// Message 4's fds: region i's guest_to_host eventfd.
     var doorbells: [OwnedFD] = []
     /// Message 5's fds: region i's host_to_guest eventfd.
@@ -17,6 +19,7 @@ final class FakeVM {
     init(server: ServerProcess, regionCount: Int) throws {
         socket = try connectClient(server.qemuSocketPath)
         let messages = try readQemuMessages(socket, count: 3 + 2 * regionCount)
+        sharedMemory = try #require(messages[2].fd)
         doorbells = try messages[3..<3 + regionCount].map { try #require($0.fd) }
         ownVectors = try messages[3 + regionCount..<3 + 2 * regionCount].map { try #require($0.fd) }
     }
