@@ -50,7 +50,14 @@ public enum UnixSocket {
         if bound != 0 { throw SystemError("bind", path, errno: bindError) }
         do {
             if let group {
-                try Posix.retrying("chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
+                // The file already has the group when it is the server's own
+                // (the packaged units run with Group=ivshmem): then no chown,
+                // which a sandbox may rightly forbid (@chown is @privileged).
+                var info = stat()
+                try Posix.retrying("stat socket", path) { stat(path, &info) }
+                if info.st_gid != group {
+                    try Posix.retrying("chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
+                }
                 try Posix.retrying("chmod socket", path) { chmod(path, mode) }
             }
             try Posix.retrying("listen", path) { Glibc.listen(socket.rawValue, backlog) }
