@@ -28,20 +28,24 @@ gzip -9n < packaging/changelog > "$root/usr/share/doc/ivserver/changelog.Debian.
 chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 
 # The man pages come from the commands' own help (swift-argument-parser's
-# generate-manual), built from the packaged binary's sources.
-swift package --scratch-path "$scratch" --allow-writing-to-package-directory generate-manual \
+# generate-manual), built from the packaged binary's sources. The plugin
+# builds the commands again, without the packaging flags, so it gets a
+# build folder of its own: in $scratch it would overwrite the packaged
+# binaries, and the next package would ship those.
+manual_scratch=.build-manual
+swift package --scratch-path "$manual_scratch" --allow-writing-to-package-directory generate-manual \
     --date "$(date -u -d "$(dpkg-parsechangelog -l packaging/changelog -S Date)" +%Y-%m-%d)" \
     --authors "ivserver developers" >/dev/null
 # Blank lines (paragraphs of the help text) become mdoc paragraph breaks.
 for page in Main/ivserver IVCtl/ivctl; do
     name=$(basename "$page")
-    sed 's/^$/.Pp/' "$scratch/plugins/GenerateManual/outputs/$page.1" | gzip -9n > "$root/usr/share/man/man1/$name.1.gz"
+    sed 's/^$/.Pp/' "$manual_scratch/plugins/GenerateManual/outputs/$page.1" | gzip -9n > "$root/usr/share/man/man1/$name.1.gz"
     chmod 0644 "$root/usr/share/man/man1/$name.1.gz"
 done
 
 install -d -m 0755 "$root/usr/share/lintian/overrides"
 install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ivserver"
-install -m 0755 packaging/postinst packaging/postrm "$root/DEBIAN/"
+install -m 0755 packaging/postinst packaging/prerm packaging/postrm "$root/DEBIAN/"
 echo /etc/ivserver/vsoc_mem.json > "$root/DEBIAN/conffiles"
 
 # Shared-library dependencies, as dpkg-shlibdeps computes them.
