@@ -107,10 +107,13 @@ fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer .build-fuzz/header-
 deb: deps
 	scripts/build-deb.sh
 
-# Builds the .deb, checks it with lintian, installs, runs and purges it.
+# Builds the .deb, checks it with lintian, installs, runs and purges it, then
+# runs the units under a real systemd in a container (needs root).
 deb-test: deps
 	@command -v lintian >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends lintian; } \
 		|| { echo "lintian is missing: sudo apt-get install lintian" >&2; exit 1; }
+	@command -v systemd-nspawn >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends systemd-container; } \
+		|| { echo "systemd-nspawn is missing: sudo apt-get install systemd-container" >&2; exit 1; }
 	scripts/deb-test.sh
 
 # Benchmarks (not part of `make test`): ivserver against a bare C server,
@@ -131,4 +134,4 @@ default-layout:
 	scripts/generate-default-layout.sh conf/vsoc_mem.json > Sources/IVServer/Layout/DefaultLayout.swift
 
 clean:
-	rm -rf .build .build-asan .build-tsan .build-fuzz .build-release build
+	rm -rf .build .build-asan .build-tsan .build-fuzz .build-release .build-manual .build-bench build

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Tests the .deb as an operator meets it: lintian-clean, the right files,
 # the extracted binary works and needs no Swift runtime, and it installs,
-# serves with the packaged configuration and purges without a trace.
+# serves with the packaged configuration and purges without a trace; then
+# scripts/systemd-test.sh runs the units under a real systemd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,3 +98,6 @@ check "purged: no docs" test ! -e /usr/share/doc/ivserver
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
+
+# The units themselves, under a real systemd in a container.
+scripts/systemd-test.sh "$deb"

@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Runs the .deb under a real systemd: boots a systemd-nspawn container over
+# an overlay of this machine's root (../shared/notes/real-systemd.md; the
+# machine's own files are not touched) and, inside it, installs the package,
+# starts both units through Type=notify, checks the files' modes, who may
+# connect, a real QEMU attached with `ivserver qemu-args`, stop, purge and a
+# second install. Needs root and systemd-container.
+#
+# usage: scripts/systemd-test.sh path/to/ivserver_<version>_<arch>.deb
+set -euo pipefail
+cd "$(dirname "$0")/.."
+deb=$(realpath "$1")
+
+pass=0
+fail=0
+check() {  # check DESCRIPTION COMMAND...
+    local description=$1; shift
+    if "$@"; then echo "ok: $description"; pass=$((pass + 1)); else echo "FAILED: $description"; fail=$((fail + 1)); fi
+}
+
+[ "$(id -u)" = 0 ] || { echo "systemd-test: needs root (it boots a container)" >&2; exit 1; }
+command -v systemd-nspawn >/dev/null || { echo "systemd-test: systemd-nspawn is missing: apt-get install systemd-container" >&2; exit 1; }
+
+base=$(mktemp -d /var/tmp/ivs-systemd.XXXXXX)
+nspawn=
+cleanup() {
+    if [ -n "$nspawn" ] && kill -0 "$nspawn" 2>/dev/null; then
+        [ -n "${leader:-}" ] && timeout 10 nsenter -t "$leader" -a systemctl poweroff --no-block >/dev/null 2>&1 || true
+        for _ in $(seq 300); do kill -0 "$nspawn" 2>/dev/null || break; sleep 0.1; done
+        # Killing the container's init ends every process in its pid namespace.
+        [ -n "${leader:-}" ] && kill -KILL "$leader" 2>/dev/null || true
+        kill -KILL "$nspawn" 2>/dev/null || true
+        wait "$nspawn" 2>/dev/null || true
+    fi
+    if mountpoint -q "$base/root"; then umount "$base/root" || umount -l "$base/root" || true; fi
+    mountpoint -q "$base/root" || rm -rf --one-file-system "$base"
+}
+trap cleanup EXIT
+
+mkdir -p "$base/upper" "$base/work" "$base/root"
+mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
+mkdir -p "$base/root/var/lib/ivs-test"
+cp "$deb" "$base/root/var/lib/ivs-test/ivserver.deb"
+cp scripts/qtest-vm.py "$base/root/var/lib/ivs-test/"
+# The container boots to a target of its own: basic.target and nothing the
+# machine happens to have installed (a database, a web server), and it has
+# a network of its own, so nothing there can clash with the machine's.
+cat >"$base/root/etc/systemd/system/ivs-test.target" <<'UNIT'
+[Unit]
+Description=ivserver's package test
+Requires=basic.target
+After=basic.target
+AllowIsolate=yes
+UNIT
+systemd-nspawn -D "$base/root" --register=no --keep-unit -M ivs-test-$$ --private-network --boot --console=read-only \
+    systemd.unit=ivs-test.target >"$base/boot.log" 2>&1 &
+nspawn=$!
+leader=
+for _ in $(seq 200); do
+    leader=$(pgrep -P "$nspawn" | head -1 || true)
+    [ -n "$leader" ] && break
+    sleep 0.05
+done
+[ -n "$leader" ] || { cat "$base/boot.log"; echo "systemd-test: the container did not start" >&2; exit 1; }
+
+# A command inside the container, with a clean environment.
+inside() { nsenter -t "$leader" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"; }
+# Until the container's systemd has its bus up, systemctl cannot ask it.
+state=
+for _ in $(seq 240); do
+    state=$(timeout 120 nsenter -t "$leader" -a systemctl is-system-running --wait 2>/dev/null || true)
+    case "$state" in running|degraded) break ;; esac
+    sleep 0.5
+done
+echo "container booted: $state"
+case "$state" in running|degraded) ;; *) cat "$base/boot.log"; exit 1 ;; esac
+
+unit_state() {  # "ActiveState SubState Type NRestarts"
+    local property values=()
+    for property in ActiveState SubState Type NRestarts; do values+=("$(inside systemctl show -p "$property" --value "$1")"); done
+    echo "${values[*]}"
+}
+quietly() {  # runs a command, showing its output only when it fails
+    local output
+    if output=$("$@" 2>&1); then return 0; fi
+    echo "$output"; return 1
+}
+file_mode() { inside stat -c '%A %G' "$1"; }
+journal() { inside journalctl -q -o cat -u "$1"; }
+
+# --- install and start ------------------------------------------------------
+check "dpkg -i installs the package" quietly inside dpkg -i /var/lib/ivs-test/ivserver.deb
+inside useradd --no-create-home --shell /usr/sbin/nologin --groups ivshmem alice
+inside useradd --no-create-home --shell /usr/sbin/nologin --groups ivshmem qemu-user
+inside useradd --no-create-home --shell /usr/sbin/nologin bob
+for unit in ivserver.service ivserver@vm1.service; do
+    check "systemctl start $unit returns once it is ready" inside systemctl start "$unit"
+    check "$unit is active through Type=notify, never restarted" test "$(unit_state "$unit")" = "active running notify 0"
+    journal "$unit" | grep -q 'ready: 8 regions' || { journal "$unit"; false; }
+done
+
+# --- the sandbox's rating (README: 0.5 SAFE for both) -----------------------------
+for unit in ivserver.service ivserver@vm1.service; do
+    exposure=$(inside systemd-analyze security --no-pager "$unit" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
+    echo "  systemd-analyze security $unit: $exposure"
+    check "$unit's exposure is at most 0.5" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 0.5) }'
+done
+
+# --- the files under /run/ivserver/vm1 (README, "The Debian package") -----------
+check "qemu.sock is srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/qemu.sock)" = "srw-rw---- ivshmem"
+check "client.sock is srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/client.sock)" = "srw-rw---- ivshmem"
+check "shm is -rw------- (QEMU and clients get it as an fd)" test "$(file_mode /run/ivserver/vm1/shm | cut -d' ' -f1)" = "-rw-------"
+check "shm is owned by the unit's dynamic user, not root" test "$(inside stat -c %U /run/ivserver/vm1/shm)" != root
+
+# --- who may connect ------------------------------------------------------------
+regions() { inside runuser -u "$1" -- ivctl regions --client-sock /run/ivserver/vm1/client.sock 2>&1; }
+check "alice (in ivshmem) completes a host-client handshake" grep -q 'gralloc_memory' <(regions alice)
+output=$(regions bob || true)
+echo "  bob: $output"
+check "bob (not in ivshmem) cannot connect: the socket's mode stops him" grep -q 'Permission denied' <<<"$output"
+# The second fence, the server's own credential check, with the socket open to all.
+inside sh -c 'echo "IVSERVER_OPTIONS=\"--socket-mode 0666\"" > /etc/default/ivserver'
+check "/etc/default/ivserver's options reach the server (restart)" inside systemctl restart ivserver@vm1.service
+check "with --socket-mode 0666 the socket is srw-rw-rw-" test "$(file_mode /run/ivserver/vm1/client.sock)" = "srw-rw-rw- ivshmem"
+output=$(regions bob || true)
+echo "  bob: $output"
+check "bob is refused by the server's credential check" grep -q 'refused' <<<"$output"
+bob_uid=$(inside id -u bob)
+check "and the journal says so, naming bob's uid" grep -q "refused.*uid $bob_uid" <(journal ivserver@vm1.service)
+check "alice is still served" grep -q 'gralloc_memory' <(regions alice)
+inside rm /etc/default/ivserver
+check "back to the packaged options" inside systemctl restart ivserver@vm1.service
+
+# --- a real QEMU ----------------------------------------------------------------
+echo "QEMU (as qemu-user, in ivshmem) with the options of 'ivserver qemu-args':"
+check "QEMU attaches, the guest's bytes reach a host client, a host interrupt reaches the guest" \
+    inside python3 /var/lib/ivs-test/qtest-vm.py --qemu-sock /run/ivserver/vm1/qemu.sock \
+        --client-sock /run/ivserver/vm1/client.sock --user qemu-user --client-user alice
+check "the journal shows the VM connected" grep -q 'VM connected' <(journal ivserver@vm1.service)
+
+# --- stop, purge, install again -------------------------------------------------
+check "systemctl stop ivserver@vm1" inside systemctl stop ivserver@vm1.service
+check "stop leaves nothing in /run/ivserver/vm1" test -z "$(inside sh -c 'ls -A /run/ivserver/vm1 2>/dev/null')"
+check "ivserver.service still runs" test "$(unit_state ivserver.service)" = "active running notify 0"
+check "apt-get purge (while ivserver.service runs)" quietly inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq ivserver
+check "purge stopped the running server" test "$(inside systemctl show -p ActiveState --value ivserver.service)" = inactive
+check "purge removed /run/ivserver/default" test -z "$(inside sh -c 'ls -A /run/ivserver/default 2>/dev/null')"
+check "purge removed the ivshmem group" bash -c "! nsenter -t $leader -a getent group ivshmem"
+check "purge removed the conffile and /etc/ivserver" bash -c "! nsenter -t $leader -a test -e /etc/ivserver"
+check "a second install after purge" quietly inside dpkg -i /var/lib/ivs-test/ivserver.deb
+inside usermod -a -G ivshmem alice
+check "ivserver@vm1 starts again" inside systemctl start ivserver@vm1.service
+check "and serves alice" grep -q 'gralloc_memory' <(regions alice)
+check "a last purge" quietly inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq ivserver
+
+echo "systemd: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
