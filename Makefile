@@ -112,8 +112,10 @@ deb: deps
 deb-test: deps
 	@command -v lintian >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends lintian; } \
 		|| { echo "lintian is missing: sudo apt-get install lintian" >&2; exit 1; }
-	@command -v systemd-nspawn >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends systemd-container; } \
-		|| { echo "systemd-nspawn is missing: sudo apt-get install systemd-container" >&2; exit 1; }
+	@for tool in systemd-nspawn:systemd-container strace:strace; do \
+		command -v $${tool%%:*} >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends $${tool#*:}; } \
+		|| { echo "$${tool%%:*} is missing: sudo apt-get install $${tool#*:}" >&2; exit 1; }; \
+	done
 	scripts/deb-test.sh
 
 # Benchmarks (not part of `make test`): ivserver against a bare C server,

@@ -70,6 +70,8 @@ for binary in "$extracted" "$work/root/usr/bin/ivctl"; do
     check "no Swift runtime in $(basename "$binary"): only libuv, libc, libm, libstdc++ and libgcc" \
         test -z "$(ldd "$binary" | awk '{print $1}' | grep -vE '^(linux-vdso\.so|/lib64/ld-linux|libuv\.so|libc\.so|libm\.so|libstdc\+\+\.so|libgcc_s\.so)' || true)"
 done
+check "the units' system-call filter allows every call the server makes (strace)" \
+    scripts/syscall-check.sh "$extracted" "$work/root/usr/bin/ivctl"
 check "--version prints VERSION" test "$("$extracted" --version)" = "$(cat VERSION)"
 check "layout prints the default table" grep -q '^3  gralloc_memory   0x10000     0x19010000' <("$extracted" layout)
 mkdir "$work/x"
