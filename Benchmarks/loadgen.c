@@ -5,7 +5,8 @@
 //   loadgen ready SOCK REGION TIMEOUT_MS -- COMMAND...   (start-up to first handshake)
 //
 // hald: CLIENTS threads do full HALD handshakes (receive the 3 fds, close
-// them) for SECONDS, after opening SILENT idle connections that stay open.
+// them) for SECONDS, while another process (forked) holds SILENT idle
+// connections, opening each one again as soon as the server closes it.
 // qemu: one client at a time connects, reads all 3+2N messages and fds,
 // closes. Latency is connect to last fd. Server CPU comes from
 // /proc/PID/schedstat (ns on CPU). Output: one line of key=value.
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -131,6 +133,35 @@ static void report(const char *mode, int clients, struct samples *all, double el
            mode, clients, all->n, all->errors, all->n / elapsed, p50, p99, max, all->n ? (double)cpu / all->n : 0);
 }
 
+// The silent process: `count` connections that never send a byte; each
+// one the server closes is opened again. Writes one byte to `ready` once
+// all are open, then runs until it is killed.
+static void hold_silent(int count, int ready) {
+    int epoll = epoll_create1(EPOLL_CLOEXEC);
+    for (int i = 0; i < count + 1; i++) {
+        if (i == count) { char byte = 1; if (write(ready, &byte, 1) != 1) _exit(1); continue; }
+        int fd = connect_to(sock_path);
+        if (fd < 0) { fprintf(stderr, "silent connection %d failed: %s\n", i, strerror(errno)); _exit(1); }
+        struct epoll_event e = { .events = EPOLLIN, .data.fd = fd };
+        epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &e);
+    }
+    struct epoll_event events[256];
+    char buf[64];
+    for (;;) {
+        int n = epoll_wait(epoll, events, 256, -1);
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd;
+            ssize_t got = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (got > 0 || (got < 0 && errno == EAGAIN)) continue;
+            close(fd);
+            int again = connect_to(sock_path);
+            if (again < 0) continue;
+            struct epoll_event e = { .events = EPOLLIN, .data.fd = again };
+            epoll_ctl(epoll, EPOLL_CTL_ADD, again, &e);
+        }
+    }
+}
+
 static void raise_fd_limit(void) {
     struct rlimit r;
     getrlimit(RLIMIT_NOFILE, &r);
@@ -145,10 +176,18 @@ int main(int argc, char **argv) {
         sock_path = argv[2]; region = argv[3];
         int clients = atoi(argv[4]); seconds = atoi(argv[5]); int pid = atoi(argv[6]);
         int silent = argc > 7 ? atoi(argv[7]) : 0;
-        for (int i = 0; i < silent; i++) {
-            if (connect_to(sock_path) < 0) { fprintf(stderr, "silent connection %d failed: %s\n", i, strerror(errno)); return 1; }
+        pid_t holder = 0;
+        if (silent) {
+            int ready[2];
+            if (pipe(ready) != 0) return 1;
+            holder = fork();
+            if (holder == 0) { close(ready[0]); hold_silent(silent, ready[1]); _exit(0); }
+            close(ready[1]);
+            char byte;
+            if (read(ready[0], &byte, 1) != 1) { fprintf(stderr, "the silent process failed\n"); return 1; }
+            close(ready[0]);
+            sleep(1);  // let the server take them in
         }
-        if (silent) sleep(1);  // let the server take them in
         struct samples *per = calloc(clients, sizeof *per);
         pthread_t *threads = calloc(clients, sizeof *threads);
         uint64_t cpu0 = cpu_ns(pid), t0 = now_ns();
@@ -162,7 +201,9 @@ int main(int argc, char **argv) {
             all.errors += per[i].errors;
         }
         double elapsed = (now_ns() - t0) / 1e9;
-        report("hald", clients, &all, elapsed, cpu_ns(pid) - cpu0);
+        uint64_t cpu = cpu_ns(pid) - cpu0;
+        if (holder) { kill(holder, SIGKILL); waitpid(holder, NULL, 0); }
+        report("hald", clients, &all, elapsed, cpu);
         return 0;
     }
     if (argc == 6 && !strcmp(argv[1], "qemu")) {

@@ -123,7 +123,9 @@ def main():
     print("memory, idle CPU and silent connections", flush=True)
     memory = {}
     for kind in ("limit", "ivserver"):
-        server = Server(kind, ["--max-pending", "20000", "--handshake-timeout", "3600"] if kind == "ivserver" else [])
+        # default options: the silent process's connections beyond its share
+        # are closed (and it opens them again), as a user would have it
+        server = Server(kind, [])
         memory[kind + "_start"] = server.rss_kb()
         idle0 = server.cpu_ns()
         time.sleep(10)
@@ -141,10 +143,12 @@ def main():
         memory[kind + "_before_silent"] = before_silent
         server.stop()
 
-    # RSS per silent connection, measured while they are open
+    # RSS per silent connection, measured while they are open: room for
+    # all of them, from one process
     per_pending = {}
     for kind in ("limit", "ivserver"):
-        server = Server(kind, ["--max-pending", "20000", "--handshake-timeout", "3600"] if kind == "ivserver" else [])
+        server = Server(kind, ["--max-pending", "20000", "--max-pending-per-process", "20000", "--max-pending-per-user", "20000",
+                               "--handshake-timeout", "3600"] if kind == "ivserver" else [])
         base = server.rss_kb()
         holder = subprocess.Popen([sys.executable, "-c", f"""
 import socket, time, resource
@@ -200,7 +204,7 @@ def write_report(results, startup, memory, per_pending):
         f"| RSS after 1,000,000 HALD handshakes (KiB) | {memory['limit_after_1m']} | {memory['ivserver_after_1m']} | no growth |",
         f"| CPU over 10 s idle (ms) | {memory['limit_idle_cpu_ms']:.2f} | {memory['ivserver_idle_cpu_ms']:.2f} | 0 |",
         f"| HALD p99 with no silent connections (µs) | {memory['limit_p99_quiet']} | {memory['ivserver_p99_quiet']} | – |",
-        f"| HALD p99 with 10,000 silent connections open (µs) | {memory['limit_p99_silent']} | {memory['ivserver_p99_silent']} | ≤ 2× without |",
+        f"| HALD p99 with 10,000 silent connections from one process, reopened as closed, default options (µs) | {memory['limit_p99_silent']} | {memory['ivserver_p99_silent']} | ≤ 2× without |",
         f"| memory per pending connection beyond the kernel's (bytes) | {per_pending['limit']:.0f} | {per_pending['ivserver']:.0f} | ≤ 1 KiB |",
         "",
     ]

@@ -119,8 +119,16 @@ struct ServerOptions: ParsableArguments {
     var handshakeTimeout: Double = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
 
     @Option(name: .customLong("max-pending"), help: ArgumentHelp(
-        "Host clients allowed mid-handshake at once; more are closed at once.", valueName: "count"))
+        "Host clients allowed mid-handshake at once, in all; at the cap, a pending connection of the process holding the most is closed to make room.", valueName: "count"))
     var maximumPending = ServerConfiguration.defaultMaximumPending
+
+    @Option(name: .customLong("max-pending-per-process"), help: ArgumentHelp(
+        "Host clients one process may have mid-handshake; beyond it, that process's oldest pending connection is closed.", valueName: "count"))
+    var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
+
+    @Option(name: .customLong("max-pending-per-user"), help: ArgumentHelp(
+        "Host clients one user's processes may have mid-handshake together; beyond it, the oldest of that user's busiest process is closed.", valueName: "count"))
+    var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
 
     /// The parsed values, for the checks and the configuration they share
     /// with QuickServe.
@@ -129,7 +137,8 @@ struct ServerOptions: ParsableArguments {
             layoutPath: layout.layoutPath, sharedMemoryPath: sharedMemoryPath, qemuSocketPath: qemuSocketPath,
             clientSocketPath: clientSocketPath, logLevel: logLevel, socketMode: socketMode.value,
             socketGroup: socketGroup?.gid, sharedMemoryMode: sharedMemoryMode.value, allowedUIDs: allowedUIDs,
-            allowedGIDs: allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending)
+            allowedGIDs: allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending,
+            maximumPendingPerProcess: maximumPendingPerProcess, maximumPendingPerUser: maximumPendingPerUser)
     }
 
     func validate() throws {

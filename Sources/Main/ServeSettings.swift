@@ -17,6 +17,8 @@ struct ServeSettings: Equatable {
     var allowedGIDs: [UInt32] = []
     var handshakeTimeout = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
     var maximumPending = ServerConfiguration.defaultMaximumPending
+    var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
+    var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
 
     /// What is wrong with these values, in the words of the usage error.
     var problem: String? {
@@ -32,6 +34,8 @@ struct ServeSettings: Equatable {
             return "--handshake-timeout must be more than 0 and at most 86400 seconds"
         }
         guard maximumPending >= 1 else { return "--max-pending must be at least 1" }
+        guard maximumPendingPerProcess >= 1 else { return "--max-pending-per-process must be at least 1" }
+        guard maximumPendingPerUser >= 1 else { return "--max-pending-per-user must be at least 1" }
         return nil
     }
 
@@ -52,6 +56,8 @@ struct ServeSettings: Equatable {
         configuration.sharedMemoryMode = sharedMemoryMode
         configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
         configuration.maximumPending = maximumPending
+        configuration.maximumPendingPerProcess = maximumPendingPerProcess
+        configuration.maximumPendingPerUser = maximumPendingPerUser
         return (configuration, log)
     }
 }
@@ -93,6 +99,12 @@ enum QuickServe {
         case "--max-pending":
             guard let count = Int(value) else { return false }
             settings.maximumPending = count
+        case "--max-pending-per-process":
+            guard let count = Int(value) else { return false }
+            settings.maximumPendingPerProcess = count
+        case "--max-pending-per-user":
+            guard let count = Int(value) else { return false }
+            settings.maximumPendingPerUser = count
         case "--allow-uid":
             guard let uid = UInt32(value) else { return false }
             settings.allowedUIDs.append(uid)

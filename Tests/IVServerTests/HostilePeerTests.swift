@@ -64,7 +64,10 @@ struct HostilePeerTests {
 
     @Test("with 1,000 silent connections open a handshake still completes; they are all closed at the deadline")
     func thousandSilent() throws {
-        let server = try ServerProcess(arguments: ["--handshake-timeout", "3"])
+        // All from this one process: give it room for them (the shares by
+        // process and user have their own tests).
+        let server = try ServerProcess(arguments: ["--handshake-timeout", "3", "--max-pending-per-process", "2000",
+                                                   "--max-pending-per-user", "2000"])
         let baseline = server.openFDCount()
         let silent = try (0..<1000).map { _ in try connectClient(server.clientSocketPath) }
         #expect(try haldHandshake(server.clientSocketPath, region: "e2e_primary").fds.count == 3)
@@ -80,20 +83,91 @@ struct HostilePeerTests {
         #expect(server.stop() == 0)
     }
 
-    @Test("beyond --max-pending new clients are closed at once; QEMU is still served")
+    @Test("at a pending cap the process over its share loses its oldest connection, not the newcomer; QEMU is still served")
     func pendingCap() throws {
-        let server = try ServerProcess(arguments: ["--max-pending", "10", "--handshake-timeout", "30"])
+        let server = try ServerProcess(arguments: ["--max-pending-per-process", "10", "--handshake-timeout", "30"])
         var silent = try (0..<10).map { _ in try connectClient(server.clientSocketPath) }
         for socket in silent { _ = try receiveExactly(socket, count: 4, maximumFDs: 0) }
         let extra = try connectClient(server.clientSocketPath)
-        #expect(try receiveExactly(extra, count: 4, maximumFDs: 0).bytes.isEmpty, "closed without even the version")
-        #expect(server.waitForLog(containing: "10 host clients are mid-handshake (--max-pending)"))
+        #expect(try receiveExactly(extra, count: 4, maximumFDs: 0).bytes.count == 4, "the newcomer is greeted")
+        #expect(try receiveExactly(silent[0], count: 1, maximumFDs: 0).bytes.isEmpty, "the oldest made room")
+        #expect(!UnixSocket.peerHasHungUp(silent[1]), "and only it")
+        #expect(server.waitForLog(containing: "host client process pid \(getpid()) uid \(getuid()) is over its share: "
+            + "its process holds 10 pending handshakes (--max-pending-per-process)"))
         let vm = try connectClient(server.qemuSocketPath)
         #expect(try readQemuMessages(vm, count: 3 + 2 * defaultPlan.regionCount).count == 19)
         silent.removeAll()
-        #expect(server.waitForLog(containing: "back under --max-pending; 1 client connection(s) were closed at once"))
+        _ = extra
         #expect(try haldHandshake(server.clientSocketPath, region: "hwcomposer").fds.count == 3)
         #expect(server.stop() == 0)
+        #expect(server.log.contains("host client process pid \(getpid()) holds no pending handshake now; 1 of its connection(s) were closed to make room"))
+    }
+
+    @Test("default options: one process holding 10,000 silent connections, reconnecting as they close, locks out none of 16 others")
+    func oneProcessCannotLockOthersOut() throws {
+        let server = try ServerProcess()
+        let directory = TemporaryDirectory()
+        // The hog: 10,000 connections that never send a byte; each one the
+        // server closes is opened again.
+        writeText("""
+            import resource, selectors, socket, sys
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            path, selector, opened = sys.argv[1], selectors.DefaultSelector(), 0
+            def connect():
+                global opened
+                s = socket.socket(socket.AF_UNIX); s.connect(path); s.setblocking(False)
+                selector.register(s, selectors.EVENT_READ); opened += 1
+                if opened == 10000: print('holding 10000', flush=True)
+            for _ in range(10000): connect()
+            while True:
+                for key, _ in selector.select():
+                    try: data = key.fileobj.recv(64)
+                    except OSError: data = b''
+                    if not data:
+                        selector.unregister(key.fileobj); key.fileobj.close(); connect()
+            """, to: directory.path + "/hog.py")
+        writeText("""
+            import array, socket, struct, sys
+            path, rounds, ok, failed = sys.argv[1], int(sys.argv[2]), 0, 0
+            for i in range(rounds):
+                try:
+                    # a blocking connect, bounded as IVClient's is: it waits its turn
+                    # when the listen queue is full (a timeout here would make it
+                    # non-blocking, and a full queue would be an instant EAGAIN)
+                    s = socket.socket(socket.AF_UNIX)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 20, 0))
+                    s.connect(path); s.settimeout(20)
+                    if s.recv(4) != b'\\0\\0\\0\\0': raise OSError('no greeting')
+                    s.send(struct.pack('<h', 11) + b'e2e_primary')
+                    msg, anc, flags, addr = s.recvmsg(8, socket.CMSG_SPACE(12))
+                    fds = array.array('i')
+                    for level, kind, data in anc: fds.frombytes(data)
+                    if len(msg) != 8 or len(fds) != 3: raise OSError(f'{len(msg)} bytes, {len(fds)} fds')
+                    for fd in fds: socket.close(fd)
+                    ok += 1
+                except OSError as e:
+                    failed += 1; print('failure:', e)
+                finally:
+                    s.close()
+            print('ok', ok, 'failed', failed, flush=True)
+            """, to: directory.path + "/client.py")
+        let hogLog = directory.path + "/hog.log"
+        let hog = try spawn(["/usr/bin/env", "python3", directory.path + "/hog.py", server.clientSocketPath], logPath: hogLog)
+        defer { kill(hog, SIGKILL); _ = waitForExit(hog, seconds: 10) }
+        #expect(eventually(seconds: 60) { readText(hogLog).contains("holding 10000") }, "the hog opened its connections: \(readText(hogLog))")
+        #expect(server.waitForLog(containing: "host client process pid \(hog) uid \(getuid()) is over its share"))
+        let clients = try (0..<16).map { index in
+            try spawn(["/usr/bin/env", "python3", directory.path + "/client.py", server.clientSocketPath, "25"],
+                      logPath: directory.path + "/client\(index).log")
+        }
+        for (index, client) in clients.enumerated() {
+            #expect(waitForExit(client, seconds: 120) == 0)
+            #expect(readText(directory.path + "/client\(index).log") == "ok 25 failed 0\n", "client \(index)")
+        }
+        #expect(waitpid(hog, nil, WNOHANG) == 0, "the hog was still at it")
+        #expect(server.stop() == 0)
+        #expect(!server.log.contains("no complete handshake"), "no client waited for a deadline")
     }
 
     @Test("a client that sends fds is refused without fds, and the fds it sent are closed")
@@ -122,7 +196,9 @@ struct HostilePeerTests {
 
     @Test("10,000 mixed good and bad handshakes leave the server with the fds it started with")
     func noLeaks() throws {
-        let server = try ServerProcess(arguments: ["--handshake-timeout", "0.2"])
+        // one process leaving many bad handshakes pending: room for them
+        let server = try ServerProcess(arguments: ["--handshake-timeout", "0.2", "--max-pending-per-process", "10000",
+                                                   "--max-pending-per-user", "10000"])
         let baseline = server.openFDCount()
         #expect(baseline > 0)
         for round in 0..<10_000 {

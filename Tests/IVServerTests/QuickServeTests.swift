@@ -21,6 +21,7 @@ struct QuickServeTests {
         ["--allow-uid", "1000", "--allow-uid=1001", "--allow-gid", "0", "--allow-gid", "root"],
         ["--socket-group", "root", "--handshake-timeout", "0.25", "--max-pending", "20000"],
         ["--handshake-timeout=86400", "--max-pending=1", "--log-level", "trace"],
+        ["--max-pending-per-process", "8", "--max-pending-per-user=100", "--max-pending", "300"],
     ])
     func agrees(_ arguments: [String]) {
         let quick = QuickServe.settings(arguments)
@@ -33,6 +34,7 @@ struct QuickServeTests {
         ["qemu-args"], ["--shm-path"], ["--shm-path", "--qemu-sock", "x"], ["--bogus", "1"], ["extra"],
         ["--log-level", "loud"], ["--socket-mode", "999"], ["--socket-group", "no-such-group-here"],
         ["--allow-uid", "-1"], ["--allow-uid", "x"], ["--max-pending", "0"], ["--handshake-timeout", "0"],
+        ["--max-pending-per-process", "0"], ["--max-pending-per-user", "-3"], ["--max-pending-per-user", "x"],
         ["--handshake-timeout", "nan"], ["--shm-path", "/a", "--shm-path", "/b"], ["--layout="],
         ["--qemu-sock", "/same", "--client-sock", "/same"], ["serve", "serve"], ["--", "--shm-path"],
     ])
@@ -43,7 +45,8 @@ struct QuickServeTests {
     @Test("random command lines: wherever the quick path answers, ArgumentParser answers the same")
     func randomCommandLines() {
         let flags = ["--layout", "--shm-path", "--qemu-sock", "--client-sock", "--log-level", "--socket-mode", "--socket-group",
-                     "--shm-mode", "--allow-uid", "--allow-gid", "--handshake-timeout", "--max-pending", "--bogus", "-h"]
+                     "--shm-mode", "--allow-uid", "--allow-gid", "--handshake-timeout", "--max-pending", "--max-pending-per-process",
+                     "--max-pending-per-user", "--bogus", "-h"]
         let values = ["/tmp/a", "/tmp/b", "/tmp/c", "", "0", "1", "0660", "777", "1000", "root", "info", "debug", "2.5",
                       "-1", "x", "nan", "86401", "serve", "--shm-path"]
         var generator = SystemRandomNumberGenerator()

@@ -46,6 +46,17 @@ final class ClientConnection: PeerSocketDelegate {
         refuse("no complete handshake within \(milliseconds) ms")
     }
 
+    /// Closed, undecided, because its process or user is over its share of
+    /// pending handshakes and a newcomer needs the slot. Not logged one by
+    /// one: the server logs the process once.
+    func closeToMakeRoom() {
+        close()
+    }
+
+    /// The peer's process and user, as SO_PEERCRED gave them at accept.
+    var peerPID: Int32 { socket.peer?.pid ?? 0 }
+    var peerUID: UInt32 { socket.peer?.uid ?? 0 }
+
     func close() {
         guard !socket.isClosed else { return }
         socket.close()

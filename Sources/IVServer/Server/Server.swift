@@ -21,11 +21,15 @@ public final class Server {
     // Undecided host clients, oldest (earliest deadline) first.
     private var oldestPending: ClientConnection?
     private var newestPending: ClientConnection?
-    private var pendingCount = 0
+    /// Who holds the pending handshakes (counted by process and user).
+    private var shares: PendingShares
+    /// Processes whose pending connections were closed to make room, and
+    /// how many; each is logged once when it first goes over its share and
+    /// once when it holds none again.
+    private var overShare: [Int32: Int] = [:]
     private var handshakeTimer: TimerHandle?
     /// Flushes the event sink before the loop waits.
     private var beforeWaiting: PrepareHandle?
-    private var refusedWhileFull = 0
 
     // `ivserver launch`: the VM we started, and the timer that kills it
     // when it ignores a stop signal.
@@ -36,6 +40,7 @@ public final class Server {
     public init(configuration: ServerConfiguration, events: ServerEventSink) {
         self.configuration = configuration
         self.events = events
+        shares = PendingShares(limits: configuration.pendingLimits)
     }
 
     /// Each event is handed to `onEvent` as it happens.
@@ -201,15 +206,19 @@ public final class Server {
     }
 
     private func acceptClient(_ fd: OwnedFD, resources: ServedResources) {
-        guard pendingCount < configuration.maximumPending else {
-            if refusedWhileFull == 0 { report(.pendingLimitReached(limit: configuration.maximumPending)) }
-            refusedWhileFull += 1
-            fd.close()
-            return
-        }
         guard let peer = admit(fd, on: configuration.clientSocketPath),
               let peers, let timer = handshakeTimer
         else { return }
+        // A newcomer within its share always gets a slot; when a cap is
+        // full, a connection of whoever is over their share makes room.
+        if case let .admitAfterClosing(victim, pid, uid, cap) = shares.admit(pid: peer.pid, uid: peer.uid) {
+            if overShare[pid] == nil {
+                overShare[pid] = 0
+                report(.pendingShareExceeded(pid: pid, uid: uid, cap: cap, limits: configuration.pendingLimits))
+            }
+            overShare[pid]! += 1
+            clients[Int32(victim)]?.closeToMakeRoom()
+        }
         let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 64)
         let connection = ClientConnection(
             socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
@@ -231,8 +240,8 @@ public final class Server {
         newestPending?.newerPending = connection
         newestPending = connection
         if oldestPending == nil { oldestPending = connection }
-        pendingCount += 1
-        if pendingCount == 1 { handshakeTimer?.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
+        shares.add(Int(connection.slot), pid: connection.peerPID, uid: connection.peerUID)
+        if shares.total == 1 { handshakeTimer?.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
     }
 
     private func removePending(_ connection: ClientConnection) {
@@ -246,11 +255,12 @@ public final class Server {
         if newestPending === connection { newestPending = older }
         connection.olderPending = nil
         connection.newerPending = nil
-        pendingCount -= 1
-        if pendingCount == 0 { handshakeTimer?.disarm() }
-        if refusedWhileFull > 0 && pendingCount < configuration.maximumPending {
-            report(.pendingLimitCleared(refused: refusedWhileFull))
-            refusedWhileFull = 0
+        let pid = connection.peerPID
+        shares.remove(Int(connection.slot), pid: pid)
+        if shares.total == 0 { handshakeTimer?.disarm() }
+        if let closed = overShare[pid], shares.count(process: pid) == 0 {
+            overShare[pid] = nil
+            report(.pendingShareCleared(pid: pid, closed: closed))
         }
     }
 

@@ -12,6 +12,8 @@ public struct ServerConfiguration: Sendable {
     public static let defaultSharedMemoryMode: UInt32 = 0o600
     public static let defaultHandshakeTimeoutMilliseconds: UInt64 = 5000
     public static let defaultMaximumPending = 1024
+    public static let defaultMaximumPendingPerProcess = 64
+    public static let defaultMaximumPendingPerUser = 256
 
     public var layout: LayoutPlan
     /// Where the layout came from, for logs.
@@ -27,8 +29,18 @@ public struct ServerConfiguration: Sendable {
     public var accessPolicy: AccessPolicy
     /// A host client that has not finished its handshake by then is closed.
     public var handshakeTimeoutMilliseconds: UInt64 = defaultHandshakeTimeoutMilliseconds
-    /// Host clients mid-handshake beyond this are closed at once.
+    /// Host clients mid-handshake at once, in all. When it is reached, a
+    /// pending connection of whoever holds the most makes room.
     public var maximumPending: Int = defaultMaximumPending
+    /// Host clients one process may have mid-handshake; its oldest makes
+    /// room for its newest.
+    public var maximumPendingPerProcess: Int = defaultMaximumPendingPerProcess
+    /// Host clients one user's processes may have mid-handshake together.
+    public var maximumPendingPerUser: Int = defaultMaximumPendingPerUser
+
+    var pendingLimits: PendingShares.Limits {
+        PendingShares.Limits(perProcess: maximumPendingPerProcess, perUser: maximumPendingPerUser, total: maximumPending)
+    }
 
     public init(
         layout: LayoutPlan, layoutSource: String,

@@ -39,10 +39,13 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case leftoverRemoved(path: String, what: String)
     /// SO_PEERCRED says this peer may not use the socket.
     case peerRefused(socket: String, peer: PeerCredentials?)
-    /// The pending-handshake cap was hit; further connections are closed at once.
-    case pendingLimitReached(limit: Int)
-    /// Back under the cap, after closing `refused` connections at once.
-    case pendingLimitCleared(refused: Int)
+    /// Process `pid` (of `uid`) is over its share of pending handshakes
+    /// (`cap` was full): its oldest pending connections are closed to make
+    /// room for newcomers. Logged once until it holds none.
+    case pendingShareExceeded(pid: Int32, uid: UInt32, cap: PendingShares.Cap, limits: PendingShares.Limits)
+    /// Process `pid` holds no pending handshake any more; `closed` of its
+    /// connections were closed to make room meanwhile.
+    case pendingShareCleared(pid: Int32, closed: Int)
     case stopping(signal: Int32)
     /// `ivserver launch` started the VM.
     case vmLaunched(pid: Int32, command: [String])
@@ -55,10 +58,10 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping, .leftoverRemoved, .pendingLimitCleared,
+        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmKilled: return .warning
-        case .peerRefused, .pendingLimitReached: return .warning
+        case .peerRefused, .pendingShareExceeded: return .warning
         case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
         case .acceptFailed: return .error
         }
@@ -114,10 +117,17 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             text.append("removed \(what) left by an ivserver that did not stop cleanly: \(path)")
         case let .peerRefused(socket, peer):
             text.append("refused \(describe(peer)) on \(socket): not root, not the server's user, and not allowed by --allow-uid/--allow-gid")
-        case let .pendingLimitReached(limit):
-            text.append("\(limit) host clients are mid-handshake (--max-pending): closing new client connections at once until some finish")
-        case let .pendingLimitCleared(refused):
-            text.append("back under --max-pending; \(refused) client connection(s) were closed at once meanwhile")
+        case let .pendingShareExceeded(pid, uid, cap, limits):
+            let share: String
+            switch cap {
+            case .process: share = "its process holds \(limits.perProcess) pending handshakes (--max-pending-per-process)"
+            case .user: share = "user \(uid) holds \(limits.perUser) pending handshakes (--max-pending-per-user) and this process the most of them"
+            case .total: share = "\(limits.total) host clients are mid-handshake (--max-pending) and this process holds the most"
+            }
+            text.append("host client process pid \(pid) uid \(uid) is over its share: \(share); "
+                + "closing its oldest pending connections to make room for other clients")
+        case let .pendingShareCleared(pid, closed):
+            text.append("host client process pid \(pid) holds no pending handshake now; \(closed) of its connection(s) were closed to make room")
         case let .acceptFailed(socket, error):
             text.append("accept on \(socket) failed: \(error)")
         case let .stopping(signal):
