@@ -28,9 +28,16 @@ struct IVServerCommand: ParsableCommand {
             QEMU's ivshmem-doorbell device on the QEMU socket and host clients on the client \
             socket until SIGINT, SIGTERM or SIGHUP.
 
+            Under systemd (NOTIFY_SOCKET), the shared memory, the eventfds, both listening \
+            sockets and the attached VM's connection are kept in the unit's fd store \
+            (FileDescriptorStoreMax=); a restarted server gets them back (LISTEN_FDS) and \
+            goes on with them, so the VM and its host clients are not separated.
+
             Exit status: 0 after a clean stop, 1 on a runtime failure (another server on these \
             paths, a path in use or that cannot be created), 2 for a layout or VM configuration \
-            that cannot be read or is invalid, 64 for bad arguments; `launch` exits with the \
+            that cannot be read or is invalid, or for fds handed back by the service manager \
+            that do not fit the layout (a running VM is never split from its memory), 64 for \
+            bad arguments; `launch` exits with the \
             VM's status (128+signal if it was killed, 127/126 if it could not be started).
             """,
         version: IVServerVersion.string,
@@ -164,6 +171,9 @@ struct Serve: ParsableCommand {
         let server = Server(configuration: configuration, events: log)
         do {
             try server.run()
+        } catch let error as ResumeError {
+            log.log(.error, "\(error)")
+            throw ExitCode(2)
         } catch {
             log.log(.error, "\(error)")
             throw ExitCode(1)
@@ -228,6 +238,9 @@ struct Launch: ParsableCommand {
         } catch let error as LaunchError {
             log.log(.error, "\(error)")
             throw ExitCode(error.shellStatus)
+        } catch let error as ResumeError {
+            log.log(.error, "\(error)")
+            throw ExitCode(2)
         } catch {
             log.log(.error, "\(error)")
             throw ExitCode(1)

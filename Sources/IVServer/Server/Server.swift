@@ -17,6 +17,8 @@ public final class Server {
     /// Open host clients by fd number.
     private let clients = FDTable<ClientConnection>()
     private var vm: VMConnection?
+    /// Set once the server starts closing everything.
+    private var stopping = false
 
     // Undecided host clients, oldest (earliest deadline) first.
     private var oldestPending: ClientConnection?
@@ -61,22 +63,36 @@ public final class Server {
         let plan = configuration.layout
         let lock = try InstanceLock.acquire(path: configuration.lockPath)
         defer { lock.release() }
+        // A previous server process of this VM may have left what the VM
+        // holds in the service manager's store: then it is taken over, and
+        // nothing is created or removed.
+        let inheritance = try Inheritance.take(from: ServiceManager.takeHandedDescriptors(), plan: plan,
+                                               sharedMemoryPath: configuration.sharedMemoryPath)
         var created: [CreatedFile] = []
-        defer { for file in created.reversed() { file.remove() } }
+        // The files stay at their paths while the service manager keeps the
+        // fds, for the next server process of this VM.
+        var filesOutliveUs = inheritance != nil
+        defer { if !filesOutliveUs { for file in created.reversed() { file.remove() } } }
 
-        // We hold the lock, so nothing at our paths belongs to a live ivserver.
-        if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath) {
-            report(.leftoverRemoved(path: configuration.sharedMemoryPath, what: "shared memory"))
+        let sharedMemory: SharedMemoryFile
+        let channels: [RegionChannels]
+        if let inheritance {
+            sharedMemory = inheritance.sharedMemory
+            channels = inheritance.channels
+        } else {
+            // We hold the lock, so nothing at our paths belongs to a live ivserver.
+            if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath) {
+                report(.leftoverRemoved(path: configuration.sharedMemoryPath, what: "shared memory"))
+            }
+            for path in [configuration.qemuSocketPath, configuration.clientSocketPath] where try Listener.removeLeftover(path: path) {
+                report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
+            }
+            sharedMemory = try SharedMemoryFile.create(
+                path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan),
+                mode: mode_t(configuration.sharedMemoryMode))
+            channels = try plan.regions.map { _ throws(SystemError) in try RegionChannels() }
         }
-        for path in [configuration.qemuSocketPath, configuration.clientSocketPath] where try Listener.removeLeftover(path: path) {
-            report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
-        }
-
-        let sharedMemory = try SharedMemoryFile.create(
-            path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan),
-            mode: mode_t(configuration.sharedMemoryMode))
-        created.append(sharedMemory.file)
-        let channels = try plan.regions.map { _ throws(SystemError) in try RegionChannels() }
+        if let file = sharedMemory.file { created.append(file) }
         let resources = ServedResources(
             plan: plan, sharedMemory: sharedMemory, channels: channels,
             qemuSocketPath: configuration.qemuSocketPath, events: events)
@@ -89,13 +105,22 @@ public final class Server {
             self.loop = nil
         }
         peers = try ReadinessSet(loop: loop)
-        for (path, accept) in [
-            (configuration.qemuSocketPath, { [unowned self] (fd: OwnedFD) in self.acceptVM(fd, resources: resources) }),
-            (configuration.clientSocketPath, { [unowned self] (fd: OwnedFD) in self.acceptClient(fd, resources: resources) }),
+        for (path, handed, accept) in [
+            (configuration.qemuSocketPath, inheritance?.qemuListener,
+             { [unowned self] (fd: OwnedFD) in self.acceptVM(fd, resources: resources) }),
+            (configuration.clientSocketPath, inheritance?.clientListener,
+             { [unowned self] (fd: OwnedFD) in self.acceptClient(fd, resources: resources) }),
         ] {
-            let listener = try Listener(
-                loop: loop, path: path, mode: configuration.socketMode, group: configuration.socketGroup, onAccept: accept,
-                onError: { [unowned self] error in self.report(.acceptFailed(socket: path, error: "\(error)")) })
+            let onError = { [unowned self] (error: SystemError) in self.report(.acceptFailed(socket: path, error: "\(error)")) }
+            let listener: Listener
+            if let handed, !Self.isAbsent(path) {
+                listener = try Listener(loop: loop, adopting: handed, path: path, onAccept: accept, onError: onError)
+            } else {
+                // Not handed back, or its file is gone: a new one.
+                if handed != nil { _ = try Listener.removeLeftover(path: path) }
+                listener = try Listener(loop: loop, path: path, mode: configuration.socketMode, group: configuration.socketGroup,
+                                        onAccept: accept, onError: onError)
+            }
             listeners.append(listener)
             created.append(listener.file)
         }
@@ -107,6 +132,14 @@ public final class Server {
             })
         }
 
+        if let inheritance {
+            if let fd = inheritance.vm { resumeVM(fd, resources: resources) }
+            report(.resumed(sharedMemoryInode: sharedMemory.inode, eventFDs: 2 * channels.count,
+                            listeners: [inheritance.qemuListener, inheritance.clientListener].compactMap { $0 }.count, vm: vm?.peer))
+        }
+        if storeWithServiceManager(sharedMemory: sharedMemory, channels: channels, inheritance: inheritance) {
+            filesOutliveUs = true
+        }
         report(.ready(configuration))
         ServiceManager.notifyReady()
         if let launch { try startVM(launch, loop: loop) }
@@ -151,6 +184,7 @@ public final class Server {
     /// Closes listeners, connections, the timer and signal handles; the loop
     /// then runs out of work and `run` returns.
     private func closeEverything() {
+        stopping = true
         listeners.forEach { $0.close() }
         listeners = []
         vm?.closeSilently()
@@ -165,6 +199,60 @@ public final class Server {
         beforeWaiting = nil
         peers?.close()
         peers = nil
+    }
+
+    private static func isAbsent(_ path: String) -> Bool {
+        if case .absent? = try? ExistingPath.inspect(path) { return true }
+        return false
+    }
+
+    // MARK: the service manager's store
+
+    /// Puts what the VM holds (memory, eventfds) and both listening sockets
+    /// in the service manager's fd store, so that they outlive this process;
+    /// false without a service manager. What was handed back is in the store
+    /// already; only a listener made anew replaces its stored one.
+    private func storeWithServiceManager(sharedMemory: SharedMemoryFile, channels: [RegionChannels],
+                                         inheritance: Inheritance?) -> Bool {
+        guard ServiceManager.isPresent else { return false }
+        var stored: [(name: String, fd: Int32)] = []
+        if inheritance == nil { stored = Inheritance.storedNames(sharedMemory: sharedMemory, channels: channels) }
+        for (name, listener, handed) in [(StoredName.qemuListener, listeners[0], inheritance?.qemuListener),
+                                         (StoredName.clientListener, listeners[1], inheritance?.clientListener)]
+        where handed?.rawValue != listener.rawFD {
+            if inheritance != nil { ServiceManager.removeStored(name: name) }
+            stored.append((name, listener.rawFD))
+        }
+        var all = true
+        for (name, fd) in stored where !ServiceManager.store(fd, name: name) {
+            report(.storeFailed(name: name))
+            all = false
+        }
+        return all
+    }
+
+    /// The VM's connection, handed back: served on as it is.
+    private func resumeVM(_ fd: OwnedFD, resources: ServedResources) {
+        guard let peers else { return }
+        let peer = try? UnixSocket.peerCredentials(fd)
+        let connection = makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources)
+        connection.resume()
+    }
+
+    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources) -> VMConnection {
+        let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
+            guard self.vm === closed else { return }
+            self.vm = nil
+            // The VM left. (When the server stops, its connection stays
+            // stored for the next server process of this VM.)
+            if !self.stopping { ServiceManager.removeStored(name: StoredName.vm) }
+        }
+        vm = connection
+        // While attached, the connection outlives this process in the store.
+        if ServiceManager.isPresent && !ServiceManager.store(connection.rawFD, name: StoredName.vm) {
+            report(.storeFailed(name: StoredName.vm))
+        }
+        return connection
     }
 
     // MARK: accepting
@@ -197,12 +285,7 @@ public final class Server {
             current.close(reason: "QEMU hung up")
         }
         guard let peers else { return }
-        let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256)
-        let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
-            if self.vm === closed { self.vm = nil }
-        }
-        vm = connection
-        connection.start()
+        makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources).start()
     }
 
     private func acceptClient(_ fd: OwnedFD, resources: ServedResources) {

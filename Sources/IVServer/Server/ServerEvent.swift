@@ -29,6 +29,13 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case vmConnected(peer: PeerCredentials?)
     case vmDisconnected(peer: PeerCredentials?, reason: String)
     case vmRefused(peer: PeerCredentials?, current: PeerCredentials?)
+    /// The VM's connection, handed back after a restart, is served on.
+    case vmResumed(peer: PeerCredentials?)
+    /// Start-up took over what a previous server process of this VM left
+    /// in the service manager's store, instead of creating anything.
+    case resumed(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
+    /// The service manager did not take an fd for its store.
+    case storeFailed(name: String)
     /// QEMU's command line gives its device `vectors` interrupt vectors,
     /// not one per region.
     case vmVectorMismatch(peer: PeerCredentials?, vectors: Int, regions: Int, deadRegions: [String])
@@ -58,12 +65,12 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
+        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmKilled: return .warning
         case .peerRefused, .pendingShareExceeded: return .warning
         case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
-        case .acceptFailed: return .error
+        case .acceptFailed, .storeFailed: return .error
         }
     }
 
@@ -88,6 +95,14 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         case let .vmDisconnected(peer, reason):
             text.append("VM disconnected ("); text.append(peer); text.append("): ")
             text.append(reason); text.append("; waiting for the next VM")
+        case let .vmResumed(peer):
+            text.append("VM still attached ("); text.append(peer); text.append("): serving it on without a new handshake")
+        case let .resumed(inode, eventFDs, listeners, vm):
+            text.append("resumed from the service manager's store: shared memory inode \(inode), \(eventFDs) eventfds, "
+                + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
+        case let .storeFailed(name):
+            text.append("could not put \(name) in the service manager's fd store (is FileDescriptorStoreMax= set?): "
+                + "a restart now would separate the VM from its host clients")
         case let .vmRefused(peer, current):
             text.append("refused a second VM connection (\(describe(peer))): the VM of \(describe(current)) is still connected")
         case let .vmVectorMismatch(peer, vectors, regions, dead) where vectors < regions:

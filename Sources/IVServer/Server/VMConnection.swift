@@ -29,6 +29,15 @@ final class VMConnection: PeerSocketDelegate {
         }
     }
 
+    /// Goes on with a VM whose handshake a previous server process of
+    /// this VM sent: nothing is sent, QEMU sees no change.
+    func resume() {
+        resources.report(.vmResumed(peer: socket.peer))
+    }
+
+    /// The connection's fd, for the service manager's store.
+    var rawFD: Int32 { socket.fd.rawValue }
+
     /// True unless QEMU has hung up (checked without blocking), so a VM that
     /// closed a moment ago does not block its successor.
     var isAlive: Bool {

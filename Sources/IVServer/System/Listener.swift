@@ -19,18 +19,35 @@ final class Listener {
     /// the other or the connections already open.
     static let acceptBatch = 64
 
-    init(loop: EventLoop, path: String, mode: UInt32, group: UInt32?,
-         onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
-        self.path = path
-        self.onAccept = onAccept
-        self.onError = onError
-        fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
+    /// Listens on `path`, a new socket file with `mode` and `group`.
+    convenience init(loop: EventLoop, path: String, mode: UInt32, group: UInt32?,
+                     onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
+        let fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
+        let file: CreatedFile
         do {
             file = try CreatedFile(path: path)
         } catch {
             _ = unlink(path)
             throw error
         }
+        try self.init(loop: loop, listening: fd, path: path, file: file, onAccept: onAccept, onError: onError)
+    }
+
+    /// Goes on with a socket a previous server process of this VM listened
+    /// on (handed back by the service manager); its file is still at `path`.
+    convenience init(loop: EventLoop, adopting fd: OwnedFD, path: String,
+                     onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
+        _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
+        try self.init(loop: loop, listening: fd, path: path, file: try CreatedFile(path: path), onAccept: onAccept, onError: onError)
+    }
+
+    private init(loop: EventLoop, listening fd: OwnedFD, path: String, file: CreatedFile,
+                 onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
+        self.path = path
+        self.onAccept = onAccept
+        self.onError = onError
+        self.fd = fd
+        self.file = file
         do {
             poll = try PollHandle(loop: loop, fd: fd.rawValue) { [unowned self] _, _ in self.acceptPending() }
         } catch {
@@ -45,6 +62,9 @@ final class Listener {
         poll.close()
         fd.close()
     }
+
+    /// The listening socket's fd, for the service manager's store.
+    var rawFD: Int32 { fd.rawValue }
 
     /// Clears the way for a socket at `path`: a socket file nobody listens
     /// on (left by a server that died) is removed; a live listener or any

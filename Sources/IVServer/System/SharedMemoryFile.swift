@@ -7,13 +7,41 @@ import Glibc
 /// by the server.
 public final class SharedMemoryFile {
     public let fd: OwnedFD
-    public let file: CreatedFile
+    /// The file at the path, when it is this memory (an adopted memory's
+    /// path may be gone).
+    public let file: CreatedFile?
     public let size: UInt64
 
-    private init(fd: OwnedFD, file: CreatedFile, size: UInt64) {
+    private init(fd: OwnedFD, file: CreatedFile?, size: UInt64) {
         self.fd = fd
         self.file = file
         self.size = size
+    }
+
+    /// The memory a previous server process of this VM created (handed
+    /// back by the service manager), if it is exactly `size` bytes and
+    /// starts with `header`: what a VM already maps must not change under it.
+    static func adopt(_ fd: OwnedFD, path: String, size: UInt64, header: [UInt8]) throws(ResumeError) -> SharedMemoryFile {
+        var info = stat()
+        guard fstat(fd.rawValue, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+            throw ResumeError("the handed-back shared memory is not a regular file")
+        }
+        guard UInt64(info.st_size) == size else {
+            throw ResumeError("the handed-back shared memory is \(info.st_size) bytes, the layout needs \(size)")
+        }
+        var bytes = [UInt8](repeating: 0, count: header.count)
+        guard pread(fd.rawValue, &bytes, bytes.count, 0) == bytes.count, bytes == header else {
+            throw ResumeError("the handed-back shared memory holds another layout header than the layout being served")
+        }
+        var atPath = stat()
+        let samePath = lstat(path, &atPath) == 0 && atPath.st_dev == info.st_dev && atPath.st_ino == info.st_ino
+        return SharedMemoryFile(fd: fd, file: samePath ? try? CreatedFile(path: path) : nil, size: size)
+    }
+
+    /// The inode of the memory, for logs.
+    var inode: UInt64 {
+        var info = stat()
+        return fstat(fd.rawValue, &info) == 0 ? UInt64(info.st_ino) : 0
     }
 
     /// Removes a shared-memory file that a server left behind (it crashed or
@@ -117,5 +145,20 @@ public final class RegionChannels {
     public init() throws(SystemError) {
         guestToHost = try EventFD.create()
         hostToGuest = try EventFD.create()
+    }
+
+    /// The eventfds a previous server process of this VM made.
+    init(adopting guestToHost: OwnedFD, _ hostToGuest: OwnedFD) {
+        self.guestToHost = guestToHost
+        self.hostToGuest = hostToGuest
+    }
+}
+
+extension EventFD {
+    /// True when `fd` is an eventfd (what /proc says it is).
+    static func isEventFD(_ fd: OwnedFD) -> Bool {
+        var target = [CChar](repeating: 0, count: 64)
+        let length = readlink("/proc/self/fd/\(fd.rawValue)", &target, target.count - 1)
+        return length > 0 && String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventfd]"
     }
 }

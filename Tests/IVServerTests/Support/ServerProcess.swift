@@ -1,3 +1,4 @@
+import Descriptors
 import Glibc
 import Testing
 @testable import IVServer
@@ -72,7 +73,10 @@ func sleep(milliseconds: Int) {
 /// Spawns `arguments` with stdout going to `logPath` and stderr to
 /// `errorPath` (by default the same file). The child inherits the test
 /// runner's blocked signals unless `defaultSignals`, as from a shell.
-func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil, defaultSignals: Bool = false) throws -> pid_t {
+/// `environment` is added to the test runner's; `passing` become the
+/// child's fds 3, 4, … (as a service manager hands them over).
+func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil, defaultSignals: Bool = false,
+           environment: [String] = [], passing: [OwnedFD] = []) throws -> pid_t {
     var attributes = posix_spawnattr_t()
     posix_spawnattr_init(&attributes)
     defer { posix_spawnattr_destroy(&attributes) }
@@ -96,10 +100,25 @@ func spawn(_ arguments: [String], logPath: String, errorPath: String? = nil, def
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
     }
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    // Through numbers no source uses, so that no move overwrites a source.
+    for (index, fd) in passing.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd.rawValue, Int32(2000 + index)) }
+    for index in passing.indices {
+        posix_spawn_file_actions_adddup2(&actions, Int32(2000 + index), Int32(3 + index))
+        posix_spawn_file_actions_addclose(&actions, Int32(2000 + index))
+    }
     let argv = arguments.map { strdup($0) } + [nil]
     defer { argv.forEach { free($0) } }
+    var inherited: [String] = []
+    var entry = environ
+    while let variable = entry.pointee {
+        inherited.append(String(cString: variable))
+        entry += 1
+    }
+    let overridden = Set(environment.map { $0.prefix { $0 != "=" } })
+    let envp = (inherited.filter { !overridden.contains($0.prefix { $0 != "=" }) } + environment).map { strdup($0) } + [nil]
+    defer { envp.forEach { free($0) } }
     var pid: pid_t = 0
-    let result = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
+    let result = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, envp)
     guard result == 0 else { throw TestFailure("posix_spawn \(arguments[0]): \(String(cString: strerror(result)))") }
     return pid
 }
@@ -152,7 +171,7 @@ func runIVServer(_ arguments: [String], in directory: TemporaryDirectory, timeou
 /// A running `ivserver` on paths inside its own temporary directory; the
 /// log is kept outside it, so the directory holds only what the server made.
 final class ServerProcess {
-    let directory = TemporaryDirectory()
+    let directory: TemporaryDirectory
     var sharedMemoryPath: String { directory.path + "/shm" }
     var qemuSocketPath: String { directory.path + "/qemu.sock" }
     var clientSocketPath: String { directory.path + "/client.sock" }
@@ -161,15 +180,26 @@ final class ServerProcess {
     private(set) var pid: pid_t = 0
     private var exited = false
 
-    /// Starts the server and waits for its `ready` line.
-    init(layoutJSON: String? = nil, arguments: [String] = []) throws {
+    /// Starts the server and waits for its `ready` line. `directory`: the
+    /// paths of an earlier server (a restart). `handing` (named fds) are
+    /// handed over as systemd does: fds 3… with LISTEN_FDS, LISTEN_FDNAMES
+    /// and LISTEN_PID (set by a shell that then execs the server).
+    init(layoutJSON: String? = nil, arguments: [String] = [], directory: TemporaryDirectory? = nil,
+         environment: [String] = [], handing: [(name: String, fd: OwnedFD)] = [], waitForReady: Bool = true) throws {
+        self.directory = directory ?? TemporaryDirectory()
         var command = [ivserverBinary, "--shm-path", sharedMemoryPath, "--qemu-sock", qemuSocketPath,
                        "--client-sock", clientSocketPath, "--log-level", "debug"]
         if let layoutJSON {
             writeText(layoutJSON, to: layoutPath)
             command += ["--layout", layoutPath]
         }
-        pid = try spawn(command + arguments, logPath: logPath)
+        var environment = environment
+        if !handing.isEmpty {
+            command = ["/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "sh"] + command
+            environment += ["LISTEN_FDS=\(handing.count)", "LISTEN_FDNAMES=" + handing.map(\.name).joined(separator: ":")]
+        }
+        pid = try spawn(command + arguments, logPath: logPath, environment: environment, passing: handing.map(\.fd))
+        guard waitForReady else { return }
         guard waitForLog(containing: "ready:", seconds: 20) else {
             stop(signal: SIGKILL)
             throw TestFailure("ivserver did not become ready; log:\n\(log)")
@@ -199,12 +229,20 @@ final class ServerProcess {
         return false
     }
 
+    /// Waits for the server to exit on its own; its status.
+    func waitForExit(seconds: Double) -> Int32? {
+        guard !exited else { return nil }
+        let status = IVServerTests.waitForExit(pid, seconds: seconds)
+        if status != nil { exited = true }
+        return status
+    }
+
     /// Sends `signal` and waits for the exit status.
     @discardableResult
     func stop(signal: Int32 = SIGTERM, seconds: Double = 10) -> Int32? {
         guard !exited else { return nil }
         kill(pid, signal)
-        let status = waitForExit(pid, seconds: seconds)
+        let status = IVServerTests.waitForExit(pid, seconds: seconds)
         if status != nil { exited = true }
         return status
     }

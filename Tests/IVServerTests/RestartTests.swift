@@ -1,0 +1,110 @@
+import Descriptors
+import Glibc
+import Testing
+@testable import IVClient
+@testable import IVServer
+
+/// A restart under a service manager keeps the VM and its host clients
+/// together: the fd store, and the adoption of what it hands back.
+@Suite("Restart without separating the VM", .serialized)
+struct RestartTests {
+    let plan = LayoutLoader.loadDefault()
+
+    var expectedStore: Set<String> {
+        var names: Set<String> = [StoredName.sharedMemory, StoredName.qemuListener, StoredName.clientListener]
+        for region in 0..<plan.regionCount {
+            names.insert(StoredName.guestToHost(region))
+            names.insert(StoredName.hostToGuest(region))
+        }
+        return names
+    }
+
+    func inode(_ fd: OwnedFD) -> UInt64 {
+        var info = stat()
+        return fstat(fd.rawValue, &info) == 0 ? UInt64(info.st_ino) : 0
+    }
+
+    @Test("LISTEN_FDS is read as sd_listen_fds_with_names does")
+    func handedDescriptors() {
+        let names = HandedDescriptors.parse(ownPID: 42, listenPID: "42", count: "3", names: "a:b")
+        #expect(names.map(\.fd) == [3, 4, 5])
+        #expect(names.map(\.name) == ["a", "b", "unknown"])
+        #expect(HandedDescriptors.parse(ownPID: 42, listenPID: "41", count: "3", names: "a:b:c").isEmpty, "meant for another process")
+        #expect(HandedDescriptors.parse(ownPID: 42, listenPID: nil, count: "3", names: nil).isEmpty)
+        #expect(HandedDescriptors.parse(ownPID: 42, listenPID: "42", count: "x", names: nil).isEmpty)
+        #expect(HandedDescriptors.parse(ownPID: 42, listenPID: "42", count: "0", names: nil).isEmpty)
+    }
+
+    @Test("under a service manager: the memory, every eventfd and both listeners are stored; the VM's connection while attached")
+    func storesWhatTheVMHolds() throws {
+        let manager = try FakeServiceManager()
+        let server = try ServerProcess(environment: manager.environment)
+        #expect(try manager.waitFor("READY=1"))
+        #expect(try manager.waitForStore(expectedStore))
+        let vm = try FakeVM(server: server, regionCount: plan.regionCount)
+        #expect(try manager.waitForStore(expectedStore.union([StoredName.vm])), "the VM's connection is stored")
+        let stored = try #require(manager.stored.first { $0.name == StoredName.sharedMemory })
+        #expect(inode(stored.fd) == inode(vm.sharedMemory), "the same memory as the VM's")
+        vm.socket.close()
+        #expect(try manager.waitForStore(expectedStore), "and taken out when the VM leaves")
+        // a stop keeps the files for the next server process (the manager's
+        // runtime directory goes when the unit stops for good)
+        #expect(server.stop() == 0)
+        #expect(access(server.sharedMemoryPath, F_OK) == 0 && access(server.clientSocketPath, F_OK) == 0)
+    }
+
+    @Test("SIGKILL, then a relaunch with the stored fds: a real VM keeps its memory, eventfds and connection; a new host client reaches it")
+    func crashRestartWithRealQemu() throws {
+        let manager = try FakeServiceManager()
+        let server = try ServerProcess(environment: manager.environment)
+        let qemu = try QemuProcess(qemuSocket: server.qemuSocketPath, vectors: plan.regionCount)
+        let device = try IvshmemDevice(qemu: qemu)
+        #expect(try manager.waitForStore(expectedStore.union([StoredName.vm])))
+        let position = try device.register(IvshmemDevice.ivPosition)
+        let first = try RegionConnection.open(region: "e2e_primary", socket: server.clientSocketPath)
+        let memoryInode = inode(first.sharedMemory)
+
+        #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
+        let restarted = try ServerProcess(directory: server.directory, environment: manager.environment, handing: manager.handBack())
+        #expect(restarted.log.contains("resumed from the service manager's store: shared memory inode \(memoryInode), "
+            + "\(2 * plan.regionCount) eventfds, 2 listening socket(s), the VM's connection (pid \(qemu.pid))"), "\(restarted.log)")
+        #expect(restarted.log.contains("VM still attached"))
+        #expect(!restarted.log.contains("removed"), "nothing was replaced")
+
+        let client = try RegionConnection.open(region: "e2e_primary", socket: restarted.clientSocketPath)
+        #expect(inode(client.sharedMemory) == memoryInode, "the same memory")
+        let region = try #require(plan.regions.first { $0.name == "e2e_primary" })
+        let data = UInt64(client.descriptor.beginOffset + client.descriptor.dataOffset)
+        try client.memory.write(Array("after the restart".utf8), offset: Int(client.descriptor.dataOffset))
+        #expect(try qemu.session.read(IvshmemDevice.sharedMemoryAddress + data, count: 17) == Array("after the restart".utf8))
+        try qemu.session.write(IvshmemDevice.sharedMemoryAddress + data + 64, Array("from the guest".utf8))
+        #expect(try client.memory.read(offset: Int(client.descriptor.dataOffset) + 64, count: 14) == Array("from the guest".utf8))
+        _ = try device.deliveredVectors()
+        #expect(try client.interruptGuest())
+        #expect(try device.waitForVectors([region.index]) == [region.index], "host → guest MSI-X")
+        try device.ring(peer: 0, vector: UInt32(region.index))
+        #expect(try client.waitForGuest(timeout: .seconds(5)) != nil, "the guest's Doorbell reaches the client")
+        #expect(try device.register(IvshmemDevice.ivPosition) == position, "IVPosition unchanged")
+        #expect(kill(qemu.pid, 0) == 0, "QEMU is still running")
+        #expect(qemu.log.isEmpty, "QEMU said nothing (no disconnect): \(qemu.log)")
+        #expect(restarted.stop() == 0)
+    }
+
+    @Test("handed-back fds that do not fit the layout: exit 2, one line, nothing touched")
+    func mismatchRefused() throws {
+        let manager = try FakeServiceManager()
+        let server = try ServerProcess(environment: manager.environment)
+        #expect(try manager.waitForStore(expectedStore))
+        var before = stat()
+        #expect(stat(server.sharedMemoryPath, &before) == 0)
+        #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
+        let other = try ServerProcess(layoutJSON: unalignedLayoutJSON, directory: server.directory, environment: manager.environment,
+                                      handing: manager.handBack(), waitForReady: false)
+        #expect(other.waitForExit(seconds: 20) == 2)
+        #expect(other.log.contains("cannot resume the running VM's shared memory: the handed-back shared memory is 536870912 bytes, "
+            + "the layout needs"), "\(other.log)")
+        var after = stat()
+        #expect(stat(server.sharedMemoryPath, &after) == 0 && after.st_ino == before.st_ino, "the memory was left alone")
+        #expect(access(server.clientSocketPath, F_OK) == 0)
+    }
+}
