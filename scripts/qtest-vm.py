@@ -125,8 +125,58 @@ def delivered(qtest, vectors):
     return seen
 
 
+def ivctl(options, *arguments):
+    return subprocess.run(as_user(options.client_user, ["ivctl", *arguments, "--client-sock", options.client_sock]),
+                          capture_output=True, text=True)
+
+
+def check(options, device, number):
+    """One round: the memory, both directions of interrupts, IVPosition.
+    From the second round on, the bytes the guest wrote in the round
+    before must still be there (the same memory)."""
+    qtest, vectors, index, begin, data, signalled = device
+    label = f"round {number}:"
+    if qtest.readl(REGISTERS + 8) != 1024:
+        raise SystemExit(f"{label} IVPosition changed")
+    def host_sees(marker, offset):
+        dump = ivctl(options, "dump", options.region, "--offset", str(offset), "--length", str(len(marker)))
+        return dump.returncode == 0 and marker[:16].decode() in dump.stdout, dump.stdout + dump.stderr
+    if number > 0:
+        previous = f"guest bytes #{number - 1:03d}".encode()
+        seen, output = host_sees(previous, data + 64 * (number - 1))
+        if not seen:
+            raise SystemExit(f"{label} a new host client does not see the guest's bytes of the round before: {output}")
+        ok(f"{label} a new host client sees the guest's bytes of the round before: the same memory")
+    marker = f"guest bytes #{number:03d}".encode()
+    qtest.write(SHARED_MEMORY + begin + data + 64 * number, marker)
+    seen, output = host_sees(marker, data + 64 * number)
+    if not seen:
+        raise SystemExit(f"{label} ivctl dump did not show the guest's bytes: {output}")
+    ok(f"{label} bytes written through BAR2 read back by a host client (ivctl dump {options.region})")
+    signal = ivctl(options, "signal", options.region)
+    if signal.returncode != 0:
+        raise SystemExit(f"{label} ivctl signal failed: {signal.stdout}{signal.stderr}")
+    deadline, seen = time.monotonic() + 10, []
+    while not seen and time.monotonic() < deadline:
+        seen = delivered(qtest, vectors)
+    if seen != [index]:
+        raise SystemExit(f"{label} after ivctl signal {options.region}: vectors {seen}, expected [{index}]")
+    # the guest takes the interrupt: it clears the host_to_guest word, as its
+    # driver does, or the next interrupt would merge into this one
+    qtest.writel(SHARED_MEMORY + begin + signalled, 0)
+    ok(f"{label} a host client's interrupt (ivctl signal {options.region}) raised MSI-X vector {index} alone")
+    qtest.writel(REGISTERS + 12, 0 << 16 | index)  # Doorbell: peer 0 (the host), this region's vector
+    wait = ivctl(options, "wait", options.region, "--timeout", "10")
+    if wait.returncode != 0:
+        raise SystemExit(f"{label} the guest's Doorbell did not reach ivctl wait: {wait.stdout}{wait.stderr}")
+    ok(f"{label} the guest's Doorbell reached a host client (ivctl wait {options.region})")
+    print(f"{label} passed", flush=True)
+
+
 def as_user(user, command):
-    return ["runuser", "-u", user, "--"] + command if user else command
+    # setpriv execs the command itself (runuser would stay as its parent,
+    # and killing runuser would leave QEMU running)
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups", "--"] + command if user else command
 
 
 def ok(message):
@@ -140,6 +190,8 @@ def main():
     parser.add_argument("--user", help="run QEMU as this user")
     parser.add_argument("--client-user", help="run ivctl as this user")
     parser.add_argument("--region", default="e2e_primary")
+    parser.add_argument("--stay", action="store_true",
+                        help="after the first round, run another for each line on stdin until 'quit'")
     options = parser.parse_args()
 
     arguments = subprocess.run(["ivserver", "qemu-args", "--qemu-sock", options.qemu_sock],
@@ -177,38 +229,30 @@ def main():
         ok(f"QEMU ({'user ' + options.user if options.user else 'root'}) attached: IVPosition 1024, "
            f"BAR2 {size} bytes with layout {major}.{minor} of {regions} regions, {vectors} MSI-X vectors")
 
-        # the region's descriptor: find it by name, then write through BAR2
-        index, begin, data = None, None, None
+        # the region's descriptor: find it by name
+        index, begin, data, signalled = None, None, None, None
         for i in range(regions):
             descriptor = qtest.read(SHARED_MEMORY + 16 + 60 * i, 60)
             name = descriptor[40:56].split(b"\0")[0].decode()
             if name == options.region:
                 index = i
                 begin, _, data = struct.unpack("<III", descriptor[4:16])
+                signalled = struct.unpack("<I", descriptor[36:40])[0]  # host_to_guest interrupt_signalled
         if index is None:
             raise SystemExit(f"no region {options.region} in the layout")
-        marker = b"written by the guest"
-        qtest.write(SHARED_MEMORY + begin + data, marker)
-        dump = subprocess.run(as_user(options.client_user, [
-            "ivctl", "dump", options.region, "--offset", str(data), "--length", str(len(marker)),
-            "--client-sock", options.client_sock]), capture_output=True, text=True)
-        if dump.returncode != 0 or marker[:16].decode() not in dump.stdout:
-            raise SystemExit(f"ivctl dump did not show the guest's bytes: {dump.stdout}{dump.stderr}")
-        ok(f"bytes written through BAR2 read back by a host client (ivctl dump {options.region})")
-
         if delivered(qtest, vectors):
             raise SystemExit("MSI-X vectors fired before any host client rang")
-        signal = subprocess.run(as_user(options.client_user, [
-            "ivctl", "signal", options.region, "--client-sock", options.client_sock]),
-            capture_output=True, text=True)
-        if signal.returncode != 0:
-            raise SystemExit(f"ivctl signal failed: {signal.stdout}{signal.stderr}")
-        deadline, seen = time.monotonic() + 10, []
-        while not seen and time.monotonic() < deadline:
-            seen = delivered(qtest, vectors)
-        if seen != [index]:
-            raise SystemExit(f"after ivctl signal {options.region}: vectors {seen}, expected [{index}]")
-        ok(f"a host client's interrupt (ivctl signal {options.region}) raised MSI-X vector {index} alone")
+        device = (qtest, vectors, index, begin, data, signalled)
+        check(options, device, 0)
+        if options.stay:
+            # Further rounds on request, with the same VM: after a server
+            # restart they show that it still shares memory and interrupts
+            # with the host clients the new server serves.
+            print("ready for more rounds", flush=True)
+            for number, line in enumerate(sys.stdin, start=1):
+                if line.strip() == "quit":
+                    break
+                check(options, device, number)
     finally:
         qemu.kill()
         qemu.wait()

@@ -138,6 +138,72 @@ check "QEMU attaches, the guest's bytes reach a host client, a host interrupt re
         --client-sock /run/ivserver/vm1/client.sock --user qemu-user --client-user alice
 check "the journal shows the VM connected" grep -q 'VM connected' <(journal ivserver@vm1.service)
 
+# --- restarts keep the VM: a crash, systemctl restart, an upgrade ----------------
+# One QEMU stays attached throughout; after each restart a new host client
+# must see the bytes the guest wrote before it (the same memory) and both
+# directions of interrupts must work (the same eventfds and connection).
+rounds=/var/lib/ivs-test/rounds
+mkfifo "$base/root$rounds"
+nsenter -t "$leader" -a env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    python3 /var/lib/ivs-test/qtest-vm.py --qemu-sock /run/ivserver/vm1/qemu.sock --client-sock /run/ivserver/vm1/client.sock \
+    --user qemu-user --client-user alice --stay <"$base/root$rounds" >"$base/rounds.log" 2>&1 &
+holder=$!
+exec 9>"$base/root$rounds"
+round() {  # round N: asks for round N (N > 0) and waits for it to pass
+    [ "$1" -gt 0 ] && echo check >&9
+    for _ in $(seq 1200); do
+        grep -q "^round $1: passed" "$base/rounds.log" && return 0
+        kill -0 "$holder" 2>/dev/null || break
+        sleep 0.05
+    done
+    sed 's/^/    /' "$base/rounds.log"
+    journal ivserver@vm1.service | tail -5 | sed 's/^/    journal: /'
+    return 1
+}
+main_pid() { inside systemctl show -p MainPID --value ivserver@vm1.service; }
+restarted() {  # restarted OLD_PID: waits until another main process is ready
+    for _ in $(seq 200); do
+        [ "$(inside systemctl show -p ActiveState --value ivserver@vm1.service)" = active ] \
+            && [ "$(main_pid)" != "$1" ] && [ "$(main_pid)" != 0 ] && return 0
+        sleep 0.05
+    done
+    inside systemctl status --no-pager ivserver@vm1.service; return 1
+}
+check "QEMU attached for the restarts (round 0)" round 0
+inode=$(journal ivserver@vm1.service | sed -n 's/.*resumed from the service manager.s store: shared memory inode \([0-9]*\),.*/\1/p' | tail -1)
+qemu_pid=$(inside pgrep -f qemu-system-x86)
+
+old=$(main_pid)
+inside kill -KILL "$old"
+check "kill -9: systemd restarts ivserver@vm1" restarted "$old"
+resumed() {  # the last start resumed the memory of inode $inode
+    journal ivserver@vm1.service | grep "resumed from the service manager's store" | tail -1 | grep -q "shared memory inode $inode,"
+}
+check "the restarted server resumed from the fd store: the memory of inode $inode" resumed
+check "after the crash: the same memory and interrupts both ways, for a new host client (round 1)" round 1
+
+old=$(main_pid)
+check "systemctl restart" inside systemctl restart ivserver@vm1.service
+check "after systemctl restart: the same memory and interrupts both ways (round 2)" round 2
+check "a new main process" test "$(main_pid)" != "$old"
+check "it resumed the same memory" resumed
+
+# A newer version of the package: the same files, a higher version number.
+rm -rf "$base/newer" && dpkg-deb -R "$deb" "$base/newer"
+sed -i 's/^Version: \(.*\)-\([0-9]*\)$/Version: \1-99/' "$base/newer/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$base/newer" "$base/root/var/lib/ivs-test/newer.deb" >/dev/null
+old=$(main_pid)
+check "upgrade to a newer package version (postinst restarts the running servers)" \
+    quietly inside dpkg -i /var/lib/ivs-test/newer.deb
+check "the upgraded package is installed" grep -q -- '-99$' <(inside dpkg-query -W -f '${Version}' ivserver)
+check "the upgrade restarted ivserver@vm1" restarted "$old"
+check "after the upgrade: the same memory and interrupts both ways (round 3)" round 3
+check "it resumed the same memory" resumed
+check "through all of it, the same QEMU process" test "$(inside pgrep -f qemu-system-x86)" = "$qemu_pid"
+echo quit >&9
+exec 9>&-
+wait "$holder" || true
+
 # --- stop, purge, install again -------------------------------------------------
 check "systemctl stop ivserver@vm1" inside systemctl stop ivserver@vm1.service
 check "stop leaves nothing in /run/ivserver/vm1" test -z "$(inside sh -c 'ls -A /run/ivserver/vm1 2>/dev/null')"

@@ -19,6 +19,9 @@ public final class Server {
     private var vm: VMConnection?
     /// Set once the server starts closing everything.
     private var stopping = false
+    /// The service manager keeps our fds: on stop the files stay for the
+    /// next server process of this VM.
+    private var handingOver = false
 
     // Undecided host clients, oldest (earliest deadline) first.
     private var oldestPending: ClientConnection?
@@ -114,10 +117,12 @@ public final class Server {
             let onError = { [unowned self] (error: SystemError) in self.report(.acceptFailed(socket: path, error: "\(error)")) }
             let listener: Listener
             if let handed, !Self.isAbsent(path) {
-                listener = try Listener(loop: loop, adopting: handed, path: path, onAccept: accept, onError: onError)
+                listener = try Listener(loop: loop, adopting: handed, path: path, mode: configuration.socketMode,
+                                        group: configuration.socketGroup, onAccept: accept, onError: onError)
             } else {
-                // Not handed back, or its file is gone: a new one.
-                if handed != nil { _ = try Listener.removeLeftover(path: path) }
+                // Not handed back, or its file is gone (a runtime directory
+                // made anew): a new one, stored in place of the old.
+                handed?.close()
                 listener = try Listener(loop: loop, path: path, mode: configuration.socketMode, group: configuration.socketGroup,
                                         onAccept: accept, onError: onError)
             }
@@ -140,6 +145,7 @@ public final class Server {
         if storeWithServiceManager(sharedMemory: sharedMemory, channels: channels, inheritance: inheritance) {
             filesOutliveUs = true
         }
+        handingOver = filesOutliveUs
         report(.ready(configuration))
         ServiceManager.notifyReady()
         if let launch { try startVM(launch, loop: loop) }
@@ -149,7 +155,7 @@ public final class Server {
 
     private func stop(signal: Int32, launch: LaunchSpec?) {
         guard let vm = launchedVM, vm.termination == nil, let launch else {
-            report(.stopping(signal: signal))
+            report(.stopping(signal: signal, handingOver: handingOver))
             closeEverything()
             return
         }
@@ -217,9 +223,8 @@ public final class Server {
         guard ServiceManager.isPresent else { return false }
         var stored: [(name: String, fd: Int32)] = []
         if inheritance == nil { stored = Inheritance.storedNames(sharedMemory: sharedMemory, channels: channels) }
-        for (name, listener, handed) in [(StoredName.qemuListener, listeners[0], inheritance?.qemuListener),
-                                         (StoredName.clientListener, listeners[1], inheritance?.clientListener)]
-        where handed?.rawValue != listener.rawFD {
+        for (name, listener) in [(StoredName.qemuListener, listeners[0]), (StoredName.clientListener, listeners[1])]
+        where !listener.adopted {
             if inheritance != nil { ServiceManager.removeStored(name: name) }
             stored.append((name, listener.rawFD))
         }

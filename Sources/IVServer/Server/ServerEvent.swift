@@ -53,7 +53,8 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     /// Process `pid` holds no pending handshake any more; `closed` of its
     /// connections were closed to make room meanwhile.
     case pendingShareCleared(pid: Int32, closed: Int)
-    case stopping(signal: Int32)
+    /// `handingOver`: the files stay, the service manager keeps the fds.
+    case stopping(signal: Int32, handingOver: Bool)
     /// `ivserver launch` started the VM.
     case vmLaunched(pid: Int32, command: [String])
     /// A stop signal was passed on to the launched VM.
@@ -145,8 +146,13 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             text.append("host client process pid \(pid) holds no pending handshake now; \(closed) of its connection(s) were closed to make room")
         case let .acceptFailed(socket, error):
             text.append("accept on \(socket) failed: \(error)")
-        case let .stopping(signal):
-            text.append("signal \(signalName(signal)) received: stopping, removing the shared memory and sockets")
+        case let .stopping(signal, handingOver):
+            if handingOver {
+                text.append("signal \(signalName(signal)) received: stopping; the shared memory, the sockets and the VM's connection "
+                    + "stay in the service manager's store for the next server process")
+            } else {
+                text.append("signal \(signalName(signal)) received: stopping, removing the shared memory and sockets")
+            }
         }
     }
 }

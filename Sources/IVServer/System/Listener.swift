@@ -34,12 +34,18 @@ final class Listener {
     }
 
     /// Goes on with a socket a previous server process of this VM listened
-    /// on (handed back by the service manager); its file is still at `path`.
-    convenience init(loop: EventLoop, adopting fd: OwnedFD, path: String,
+    /// on (handed back by the service manager); its file is still at `path`
+    /// and gets today's `mode` and `group`.
+    convenience init(loop: EventLoop, adopting fd: OwnedFD, path: String, mode: UInt32, group: UInt32?,
                      onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
+        try UnixSocket.setFileAccess(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
         try self.init(loop: loop, listening: fd, path: path, file: try CreatedFile(path: path), onAccept: onAccept, onError: onError)
+        adopted = true
     }
+
+    /// Handed back rather than made by this process.
+    private(set) var adopted = false
 
     private init(loop: EventLoop, listening fd: OwnedFD, path: String, file: CreatedFile,
                  onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {

@@ -49,23 +49,28 @@ public enum UnixSocket {
         umask(previousMask)
         if bound != 0 { throw SystemError("bind", path, errno: bindError) }
         do {
-            if let group {
-                // The file already has the group when it is the server's own
-                // (the packaged units run with Group=ivshmem): then no chown,
-                // which a sandbox may rightly forbid (@chown is @privileged).
-                var info = stat()
-                try Posix.retrying("stat socket", path) { stat(path, &info) }
-                if info.st_gid != group {
-                    try Posix.retrying("chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
-                }
-                try Posix.retrying("chmod socket", path) { chmod(path, mode) }
-            }
+            if let group { try setFileAccess(path: path, mode: mode, group: group) }
             try Posix.retrying("listen", path) { Glibc.listen(socket.rawValue, backlog) }
         } catch {
             _ = unlink(path)
             throw error
         }
         return socket
+    }
+
+    /// Gives the socket file at `path` exactly `mode` and, when given,
+    /// `group`. The file already has the group when it is the server's own
+    /// (the packaged units run with Group=ivshmem): then there is no chown,
+    /// which a sandbox may rightly forbid (@chown is @privileged).
+    public static func setFileAccess(path: String, mode: mode_t, group: gid_t?) throws(SystemError) {
+        var info = stat()
+        try Posix.retrying("stat socket", path) { stat(path, &info) }
+        if let group, info.st_gid != group {
+            try Posix.retrying("chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
+        }
+        if info.st_mode & 0o7777 != mode {
+            try Posix.retrying("chmod socket", path) { chmod(path, mode) }
+        }
     }
 
     /// A connected socket; blocking unless `nonBlocking`.
