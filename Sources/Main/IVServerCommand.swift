@@ -137,6 +137,10 @@ struct ServerOptions: ParsableArguments {
         "Host clients one user's processes may have mid-handshake together; beyond it, the oldest of that user's busiest process is closed.", valueName: "count"))
     var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
 
+    @Flag(name: .customLong("replace-held-memory"), help: ArgumentHelp(
+        "Replace a shared-memory file left by a server that did not stop cleanly even while a process (its VM) still holds it; that VM then loses its host clients."))
+    var replaceHeldMemory = false
+
     /// The parsed values, for the checks and the configuration they share
     /// with QuickServe.
     var settings: ServeSettings {
@@ -145,7 +149,8 @@ struct ServerOptions: ParsableArguments {
             clientSocketPath: clientSocketPath, logLevel: logLevel, socketMode: socketMode.value,
             socketGroup: socketGroup?.gid, sharedMemoryMode: sharedMemoryMode.value, allowedUIDs: allowedUIDs,
             allowedGIDs: allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending,
-            maximumPendingPerProcess: maximumPendingPerProcess, maximumPendingPerUser: maximumPendingPerUser)
+            maximumPendingPerProcess: maximumPendingPerProcess, maximumPendingPerUser: maximumPendingPerUser,
+            replaceHeldMemory: replaceHeldMemory)
     }
 
     func validate() throws {

@@ -19,6 +19,7 @@ struct ServeSettings: Equatable {
     var maximumPending = ServerConfiguration.defaultMaximumPending
     var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
     var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
+    var replaceHeldMemory = false
 
     /// What is wrong with these values, in the words of the usage error.
     var problem: String? {
@@ -58,6 +59,7 @@ struct ServeSettings: Equatable {
         configuration.maximumPending = maximumPending
         configuration.maximumPendingPerProcess = maximumPendingPerProcess
         configuration.maximumPendingPerUser = maximumPendingPerUser
+        configuration.replaceHeldMemory = replaceHeldMemory
         return (configuration, log)
     }
 }

@@ -331,6 +331,30 @@ struct InstanceTests {
         #expect(crashed.directory.entries() == [])
     }
 
+    @Test("after kill -9 with a VM still attached, a fresh start refuses to split it; --replace-held-memory goes ahead")
+    func heldLeftoverRefused() throws {
+        let crashed = try ServerProcess()
+        let qemu = try QemuProcess(qemuSocket: crashed.qemuSocketPath, vectors: defaultPlan.regionCount)
+        _ = try IvshmemDevice(qemu: qemu)
+        crashed.stop(signal: SIGKILL)
+        var before = stat()
+        #expect(stat(crashed.sharedMemoryPath, &before) == 0)
+        let paths = ["--shm-path", crashed.sharedMemoryPath, "--qemu-sock", crashed.qemuSocketPath, "--client-sock", crashed.clientSocketPath]
+        let refused = try runIVServer(paths, in: crashed.directory)
+        #expect(refused.status == 1)
+        #expect(refused.output.contains("\(crashed.sharedMemoryPath): left by an ivserver that did not stop cleanly, and process \(qemu.pid) "
+            + "(\(QemuProcess.binary) -machine q35) still holds it: a new memory would split that VM from its host clients. "
+            + "Stop that VM first, or start with --replace-held-memory to replace it anyway"), "\(refused.output)")
+        var after = stat()
+        #expect(stat(crashed.sharedMemoryPath, &after) == 0 && after.st_ino == before.st_ino, "nothing was removed")
+        #expect(crashed.directory.entries() == ["client.sock", "qemu.sock", "shm"], "only its own lock file went")
+        // the operator's explicit choice
+        let forced = try ServerProcess(arguments: ["--replace-held-memory"], directory: crashed.directory)
+        #expect(forced.log.contains("removed shared memory left by an ivserver that did not stop cleanly"))
+        #expect(forced.stop() == 0)
+        qemu.kill()
+    }
+
     @Test("start-up refusals name the path and the cause, exit 1 and leave nothing", arguments: [
         "shm-is-directory", "socket-is-directory", "socket-is-file", "socket-has-listener",
     ])

@@ -84,7 +84,8 @@ public final class Server {
             channels = inheritance.channels
         } else {
             // We hold the lock, so nothing at our paths belongs to a live ivserver.
-            if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath) {
+            if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath,
+                                                   replacingHeld: configuration.replaceHeldMemory) {
                 report(.leftoverRemoved(path: configuration.sharedMemoryPath, what: "shared memory"))
             }
             for path in [configuration.qemuSocketPath, configuration.clientSocketPath] where try Listener.removeLeftover(path: path) {

@@ -38,6 +38,10 @@ public struct ServerConfiguration: Sendable {
     /// Host clients one user's processes may have mid-handshake together.
     public var maximumPendingPerUser: Int = defaultMaximumPendingPerUser
 
+    /// Replace a leftover shared-memory file even while a process (a VM of
+    /// a crashed server) still holds it.
+    public var replaceHeldMemory = false
+
     var pendingLimits: PendingShares.Limits {
         PendingShares.Limits(perProcess: maximumPendingPerProcess, perUser: maximumPendingPerUser, total: maximumPending)
     }

@@ -17,6 +17,54 @@ enum ProcessTable {
         }
     }
 
+    /// The other processes that hold the file at `path` open or mapped, as
+    /// far as /proc lets us see (another user's fds and maps need root).
+    static func holders(ofFileAt path: String) -> [Int32] {
+        var target = stat()
+        guard stat(path, &target) == 0, let processes = opendir("/proc") else { return [] }
+        defer { closedir(processes) }
+        let me = getpid()
+        var found: [Int32] = []
+        while let entry = readdir(processes) {
+            guard let pid = Int32(entryName(entry)), pid != me else { continue }
+            if holdsOpen(pid, target) || maps(pid, target) { found.append(pid) }
+        }
+        return found.sorted()
+    }
+
+    private static func holdsOpen(_ pid: Int32, _ target: stat) -> Bool {
+        guard let fds = opendir("/proc/\(pid)/fd") else { return false }
+        defer { closedir(fds) }
+        while let entry = readdir(fds) {
+            let name = entryName(entry)
+            guard name != ".", name != ".." else { continue }
+            var info = stat()
+            if stat("/proc/\(pid)/fd/\(name)", &info) == 0, info.st_dev == target.st_dev, info.st_ino == target.st_ino { return true }
+        }
+        return false
+    }
+
+    /// A line of /proc/PID/maps: address perms offset major:minor inode path.
+    private static func maps(_ pid: Int32, _ target: stat) -> Bool {
+        guard let bytes = procFile("/proc/\(pid)/maps") else { return false }
+        let device = "\(String(major(target.st_dev), radix: 16, uppercase: false).leftPadded(2)):"
+            + String(minor(target.st_dev), radix: 16).leftPadded(2)
+        let inode = String(target.st_ino)
+        for line in bytes.split(separator: 10) {
+            let fields = line.split(separator: 32, omittingEmptySubsequences: true)
+            if fields.count >= 5, String(decoding: fields[3], as: UTF8.self) == device,
+               String(decoding: fields[4], as: UTF8.self) == inode { return true }
+        }
+        return false
+    }
+
+    private static func major(_ device: dev_t) -> UInt64 { (UInt64(device) >> 8) & 0xFFF | (UInt64(device) >> 32) & ~0xFFF }
+    private static func minor(_ device: dev_t) -> UInt64 { UInt64(device) & 0xFF | (UInt64(device) >> 12) & ~0xFF }
+
+    private static func entryName(_ entry: UnsafeMutablePointer<dirent>) -> String {
+        withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+    }
+
     /// The arguments of process `pid`, if /proc lets us read them.
     static func commandLine(of pid: Int32) -> [String]? {
         guard pid > 0, let bytes = procFile("/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }
@@ -127,5 +175,11 @@ public enum HostSystem {
                 }
             }
         }
+    }
+}
+
+private extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

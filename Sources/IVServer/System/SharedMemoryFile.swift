@@ -48,7 +48,11 @@ public final class SharedMemoryFile {
     /// was killed). Only a regular file whose first bytes are a vSoC layout
     /// descriptor counts: ivserver never deletes what it did not make. Call
     /// it only while holding the instance lock. True when a file was removed.
-    public static func removeLeftover(path: String) throws -> Bool {
+    ///
+    /// A leftover that a live process still holds open or maps (a VM of the
+    /// crashed server) is not replaced, unless `replacingHeld`: a new file
+    /// would split that VM from every host client served from now on.
+    public static func removeLeftover(path: String, replacingHeld: Bool = false) throws -> Bool {
         switch try ExistingPath.inspect(path) {
         case .absent:
             return false
@@ -63,6 +67,12 @@ public final class SharedMemoryFile {
         let isLayout = count == 16 && descriptor[0...3] == [2, 0, 0, 0] && descriptor[12...15] == [16, 0, 0, 0]
         guard isLayout else {
             throw StartupError(path: path, reason: "exists but holds no vSoC layout, so ivserver did not make it; not replacing it (remove it or pick another --shm-path)")
+        }
+        if !replacingHeld, let holder = ProcessTable.holders(ofFileAt: path).first {
+            let command = ProcessTable.commandLine(of: holder).map { $0.prefix(3).joined(separator: " ") } ?? "?"
+            throw StartupError(path: path, reason: "left by an ivserver that did not stop cleanly, and process \(holder) (\(command)) "
+                + "still holds it: a new memory would split that VM from its host clients. Stop that VM first, or start "
+                + "with --replace-held-memory to replace it anyway")
         }
         try Posix.retrying("remove leftover shared memory", path) { unlink(path) }
         return true
