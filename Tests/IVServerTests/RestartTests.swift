@@ -90,6 +90,54 @@ struct RestartTests {
         #expect(restarted.stop() == 0)
     }
 
+    @Test("SIGUSR2 re-executes the binary in place: same pid, a real VM keeps its memory, eventfds and connection")
+    func reexecInPlace() throws {
+        let server = try ServerProcess()
+        let qemu = try QemuProcess(qemuSocket: server.qemuSocketPath, vectors: plan.regionCount)
+        let device = try IvshmemDevice(qemu: qemu)
+        #expect(server.waitForLog(containing: "VM connected"))
+        let first = try RegionConnection.open(region: "hwcomposer", socket: server.clientSocketPath)
+        let memoryInode = inode(first.sharedMemory)
+        kill(server.pid, SIGUSR2)
+        #expect(server.waitForLog(containing: "resumed from the service manager's store: shared memory inode \(memoryInode), "
+            + "\(2 * plan.regionCount) eventfds, 2 listening socket(s), the VM's connection (pid \(qemu.pid))"), "\(server.log)")
+        #expect(server.log.components(separatedBy: "ready:").count == 3, "ready again, in the same process")
+        #expect(kill(server.pid, 0) == 0)
+        let client = try RegionConnection.open(region: "hwcomposer", socket: server.clientSocketPath)
+        #expect(inode(client.sharedMemory) == memoryInode)
+        _ = try device.deliveredVectors()
+        #expect(try client.interruptGuest())
+        #expect(try device.waitForVectors([0]) == [0], "host → guest MSI-X")
+        try device.ring(peer: 0, vector: 0)
+        #expect(try client.waitForGuest(timeout: .seconds(5)) != nil, "the guest's Doorbell reaches the client")
+        #expect(qemu.log.isEmpty, "QEMU saw nothing: \(qemu.log)")
+        #expect(server.stop() == 0)
+        #expect(server.directory.entries() == [], "a stop after the re-exec still cleans up")
+    }
+
+    @Test("SIGUSR2 when the binary cannot be executed: one error line, and the server serves on as it was")
+    func reexecFails() throws {
+        let directory = TemporaryDirectory()
+        let binary = directory.path + "/ivserver-copy"
+        let copy = try runTool(["/bin/cp", ivserverBinary, binary])
+        #expect(copy.status == 0)
+        let logPath = directory.path + "/log"
+        let pid = try spawn([binary, "--shm-path", directory.path + "/shm", "--qemu-sock", directory.path + "/q.sock",
+                             "--client-sock", directory.path + "/c.sock"], logPath: logPath)
+        var exited = false
+        defer { if !exited { kill(pid, SIGKILL); _ = waitForExit(pid, seconds: 10) } }
+        #expect(eventually(seconds: 20) { readText(logPath).contains("ready:") })
+        #expect(chmod(binary, 0) == 0)
+        kill(pid, SIGUSR2)
+        #expect(eventually(seconds: 10) { readText(logPath).contains("could not execute the binary again (Permission denied); still serving as before") },
+                "\(readText(logPath))")
+        #expect(try haldHandshake(directory.path + "/c.sock", region: "hwcomposer").fds.count == 3)
+        kill(pid, SIGTERM)
+        let status = waitForExit(pid, seconds: 10)
+        exited = status != nil
+        #expect(status == 0)
+    }
+
     @Test("handed-back fds that do not fit the layout: exit 2, one line, nothing touched")
     func mismatchRefused() throws {
         let manager = try FakeServiceManager()

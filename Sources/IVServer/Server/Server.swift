@@ -74,7 +74,7 @@ public final class Server {
         var created: [CreatedFile] = []
         // The files stay at their paths while the service manager keeps the
         // fds, for the next server process of this VM.
-        var filesOutliveUs = inheritance != nil
+        var filesOutliveUs = inheritance != nil && ServiceManager.isPresent
         defer { if !filesOutliveUs { for file in created.reversed() { file.remove() } } }
 
         let sharedMemory: SharedMemoryFile
@@ -137,6 +137,9 @@ public final class Server {
                 self.stop(signal: signal, launch: launch)
             })
         }
+        signals.append(try SignalHandle(loop: loop, signal: SIGUSR2) { [unowned self] _ in
+            self.reexecute(resources: resources, launching: launch != nil)
+        })
 
         if let inheritance {
             if let fd = inheritance.vm { resumeVM(fd, resources: resources) }
@@ -208,6 +211,26 @@ public final class Server {
         peers = nil
     }
 
+    /// SIGUSR2: a planned restart or upgrade without a service manager. The
+    /// process execs the binary now at its path (same pid, same arguments),
+    /// handing the new image the memory, the eventfds, both listeners and
+    /// the VM's connection, which it takes over as after a systemd restart.
+    /// If the exec fails, this image keeps serving with everything as it was.
+    private func reexecute(resources: ServedResources, launching: Bool) {
+        guard !launching else {
+            report(.reexecFailed(reason: "not under `ivserver launch`: the VM is this process's child; stop and start instead"))
+            return
+        }
+        var fds = Inheritance.storedNames(sharedMemory: resources.sharedMemory, channels: resources.channels)
+        fds.append((StoredName.qemuListener, listeners[0].rawFD))
+        fds.append((StoredName.clientListener, listeners[1].rawFD))
+        if let vm { fds.append((StoredName.vm, vm.rawFD)) }
+        report(.reexecuting)
+        events.flush()
+        let failure = ProcessTable.reexecute(handing: fds)
+        report(.reexecFailed(reason: String(cString: strerror(failure))))
+    }
+
     private static func isAbsent(_ path: String) -> Bool {
         if case .absent? = try? ExistingPath.inspect(path) { return true }
         return false
@@ -241,11 +264,14 @@ public final class Server {
     private func resumeVM(_ fd: OwnedFD, resources: ServedResources) {
         guard let peers else { return }
         let peer = try? UnixSocket.peerCredentials(fd)
-        let connection = makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources)
+        let connection = makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources,
+                                          storeIt: !ServiceManager.isPresent)
         connection.resume()
     }
 
-    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources) -> VMConnection {
+    /// `storeIt`: put the connection in the service manager's store (a
+    /// connection the manager handed back is in it already).
+    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources, storeIt: Bool = true) -> VMConnection {
         let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
             guard self.vm === closed else { return }
             self.vm = nil
@@ -255,7 +281,7 @@ public final class Server {
         }
         vm = connection
         // While attached, the connection outlives this process in the store.
-        if ServiceManager.isPresent && !ServiceManager.store(connection.rawFD, name: StoredName.vm) {
+        if storeIt && ServiceManager.isPresent && !ServiceManager.store(connection.rawFD, name: StoredName.vm) {
             report(.storeFailed(name: StoredName.vm))
         }
         return connection

@@ -36,6 +36,10 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case resumed(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
     /// The service manager did not take an fd for its store.
     case storeFailed(name: String)
+    /// SIGUSR2: the server execs its binary, handing over its fds.
+    case reexecuting
+    /// The re-exec did not happen; the server goes on as it was.
+    case reexecFailed(reason: String)
     /// QEMU's command line gives its device `vectors` interrupt vectors,
     /// not one per region.
     case vmVectorMismatch(peer: PeerCredentials?, vectors: Int, regions: Int, deadRegions: [String])
@@ -66,12 +70,12 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
+        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmKilled: return .warning
         case .peerRefused, .pendingShareExceeded: return .warning
         case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
-        case .acceptFailed, .storeFailed: return .error
+        case .acceptFailed, .storeFailed, .reexecFailed: return .error
         }
     }
 
@@ -101,6 +105,11 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         case let .resumed(inode, eventFDs, listeners, vm):
             text.append("resumed from the service manager's store: shared memory inode \(inode), \(eventFDs) eventfds, "
                 + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
+        case .reexecuting:
+            text.append("SIGUSR2: executing the binary again in place, handing over the shared memory, the eventfds, "
+                + "the sockets and the VM's connection")
+        case let .reexecFailed(reason):
+            text.append("could not execute the binary again (\(reason)); still serving as before")
         case let .storeFailed(name):
             text.append("could not put \(name) in the service manager's fd store (is FileDescriptorStoreMax= set?): "
                 + "a restart now would separate the VM from its host clients")

@@ -65,6 +65,34 @@ enum ProcessTable {
         withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
     }
 
+    /// Replaces this process's image with the binary now at its path (a
+    /// newer version, after an upgrade), with the same arguments and pid,
+    /// handing it `fds` by name (`IVSERVER_HANDOVER_*`, read by
+    /// `ServiceManager.takeHandedDescriptors`). Every other fd is
+    /// close-on-exec and goes. Returns only when the exec failed: errno,
+    /// with the fds as they were.
+    static func reexecute(handing fds: [(name: String, fd: Int32)]) -> Int32 {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard length > 0, let arguments = commandLine(of: getpid()), !arguments.isEmpty else { return ENOENT }
+        var path = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if path.hasSuffix(" (deleted)") { path.removeLast(" (deleted)".count) }  // replaced on disk: run the new one
+        for (_, fd) in fds { _ = fcntl(fd, F_SETFD, 0) }
+        let handover = fds.map { "\($0.name)=\($0.fd)" }.joined(separator: ":")
+        var environment = ProcessEnvironment.current.filter { !$0.hasPrefix("IVSERVER_HANDOVER_") }
+        environment += ["IVSERVER_HANDOVER_PID=\(getpid())", "IVSERVER_HANDOVER_FDS=\(handover)"]
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        execve(path, argv, envp)
+        let failure = errno
+        for (_, fd) in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        return failure
+    }
+
     /// The arguments of process `pid`, if /proc lets us read them.
     static func commandLine(of pid: Int32) -> [String]? {
         guard pid > 0, let bytes = procFile("/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }

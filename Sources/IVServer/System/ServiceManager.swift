@@ -77,13 +77,15 @@ public enum ServiceManager {
     /// were handed, or they were meant for another process (LISTEN_PID).
     public static func takeHandedDescriptors() -> [String: [OwnedFD]] {
         defer {
-            unsetenv("LISTEN_PID")
-            unsetenv("LISTEN_FDS")
-            unsetenv("LISTEN_FDNAMES")
+            for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "IVSERVER_HANDOVER_PID", "IVSERVER_HANDOVER_FDS"] {
+                unsetenv(name)
+            }
         }
         let handed = HandedDescriptors.parse(
             ownPID: getpid(), listenPID: environment("LISTEN_PID"), count: environment("LISTEN_FDS"),
             names: environment("LISTEN_FDNAMES"))
+            + HandedDescriptors.parseHandover(ownPID: getpid(), handoverPID: environment("IVSERVER_HANDOVER_PID"),
+                                              fds: environment("IVSERVER_HANDOVER_FDS"))
         var named: [String: [OwnedFD]] = [:]
         for (number, name) in handed {
             _ = fcntl(number, F_SETFD, FD_CLOEXEC)
@@ -97,8 +99,18 @@ public enum ServiceManager {
     }
 }
 
-/// sd_listen_fds_with_names(3) as a pure function.
+/// sd_listen_fds_with_names(3) as a pure function, and the server's own
+/// re-exec hand-over ("name=fd:name=fd", for the same pid).
 enum HandedDescriptors {
+    static func parseHandover(ownPID: Int32, handoverPID: String?, fds: String?) -> [(fd: Int32, name: String)] {
+        guard let handoverPID, Int32(handoverPID) == ownPID, let fds, !fds.isEmpty else { return [] }
+        return fds.split(separator: ":").compactMap { item in
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let fd = Int32(parts[1]), fd > 2 else { return nil }
+            return (fd, String(parts[0]))
+        }
+    }
+
     /// The first handed fd: after stdin, stdout and stderr.
     static let first: Int32 = 3
 
