@@ -31,7 +31,9 @@ struct IVServerCommand: ParsableCommand {
             Under systemd (NOTIFY_SOCKET), the shared memory, the eventfds, both listening \
             sockets and the attached VM's connection are kept in the unit's fd store \
             (FileDescriptorStoreMax=); a restarted server gets them back (LISTEN_FDS) and \
-            goes on with them, so the VM and its host clients are not separated.
+            goes on with them, so the VM and its host clients are not separated. SIGUSR2 does \
+            the same without systemd: the server executes its binary again in place (same pid), \
+            handing over those fds; if that fails it serves on as before.
 
             Exit status: 0 after a clean stop, 1 on a runtime failure (another server on these \
             paths, a path in use or that cannot be created), 2 for a layout or VM configuration \
