@@ -170,14 +170,16 @@ restarted() {  # restarted OLD_PID: waits until another main process is ready
     inside systemctl status --no-pager ivserver@vm1.service; return 1
 }
 check "QEMU attached for the restarts (round 0)" round 0
-inode=$(journal ivserver@vm1.service | sed -n 's/.*resumed from the service manager.s store: shared memory inode \([0-9]*\),.*/\1/p' | tail -1)
+# (the unit was restarted above, so its last start resumed the memory)
+inode=$(journal ivserver@vm1.service | sed -n 's/.*resumed what the previous server process handed on: shared memory inode \([0-9]*\),.*/\1/p' | tail -1)
+check "the memory's inode, from the journal: $inode" test -n "$inode"
 qemu_pid=$(inside pgrep -f qemu-system-x86)
 
 old=$(main_pid)
 inside kill -KILL "$old"
 check "kill -9: systemd restarts ivserver@vm1" restarted "$old"
 resumed() {  # the last start resumed the memory of inode $inode
-    journal ivserver@vm1.service | grep "resumed from the service manager's store" | tail -1 | grep -q "shared memory inode $inode,"
+    journal ivserver@vm1.service | grep "resumed what the previous server process handed on" | tail -1 | grep -q "shared memory inode $inode,"
 }
 check "the restarted server resumed from the fd store: the memory of inode $inode" resumed
 check "after the crash: the same memory and interrupts both ways, for a new host client (round 1)" round 1

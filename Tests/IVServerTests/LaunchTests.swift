@@ -88,6 +88,34 @@ struct LaunchTests {
         #expect(run.leftovers() == [])
     }
 
+    @Test("launch, then SIGUSR2: the re-executed server keeps its VM child, serves it on, and stops with it")
+    func reexecUnderLaunch() throws {
+        let run = LaunchRun()
+        defer { unlink(run.logPath) }
+        let (ivserver, session) = try run.launchQemuUnderQtest()
+        var exited = false
+        defer { if !exited { kill(ivserver, SIGKILL); _ = waitForExit(ivserver, seconds: 5) } }
+        let device = try IvshmemDevice(session: session)
+        let qemu = try #require(run.vmPID())
+        kill(ivserver, SIGUSR2)
+        #expect(eventually(seconds: 20) { run.log.contains("the VM (pid \(qemu)) this process started before it executed itself again runs on") },
+                "\(run.log)")
+        #expect(run.log.contains("resumed what the previous server process handed on"))
+        #expect(!run.log.contains("VM started (pid \(qemu + 1)"), "no second VM")
+        let client = try haldHandshake(run.clientSocket, region: "e2e_primary")
+        try #require(client.fds.count == 3)
+        try device.ring(vector: 4)
+        #expect(try waitForEventFD(client.fds[0], seconds: 5) == 1, "the doorbell reaches a client of the new image")
+        #expect(try device.register(IvshmemDevice.ivPosition) == 1024)
+        // the VM is still the child: its status still becomes ivserver's
+        kill(qemu, SIGKILL)
+        let status = waitForExit(ivserver, seconds: 10)
+        exited = status != nil
+        #expect(status == 128 + SIGKILL, "ivserver exits with QEMU's status")
+        #expect(run.log.contains("the VM (pid \(qemu)) was killed by SIGKILL: stopping"))
+        #expect(run.leftovers() == [])
+    }
+
     @Test("a VM that ignores SIGTERM is killed after --vm-stop-timeout")
     func stopTimeout() throws {
         let run = LaunchRun()

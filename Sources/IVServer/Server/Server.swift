@@ -38,7 +38,7 @@ public final class Server {
 
     // `ivserver launch`: the VM we started, and the timer that kills it
     // when it ignores a stop signal.
-    private var launchedVM: ChildProcess?
+    private var launchedVM: (any LaunchedProcess)?
     private var vmStopTimer: TimerHandle?
 
     /// Events go to `events`, which is flushed on every turn of the loop.
@@ -66,6 +66,8 @@ public final class Server {
         let plan = configuration.layout
         let lock = try InstanceLock.acquire(path: configuration.lockPath)
         defer { lock.release() }
+        // Under `launch`, after a re-exec: the VM is already our child.
+        let handedChild = launch == nil ? nil : ProcessTable.takeHandedChild()
         // A previous server process of this VM may have left what the VM
         // holds in the service manager's store: then it is taken over, and
         // nothing is created or removed.
@@ -138,7 +140,7 @@ public final class Server {
             })
         }
         signals.append(try SignalHandle(loop: loop, signal: SIGUSR2) { [unowned self] _ in
-            self.reexecute(resources: resources, launching: launch != nil)
+            self.reexecute(resources: resources)
         })
 
         if let inheritance {
@@ -152,7 +154,11 @@ public final class Server {
         handingOver = filesOutliveUs
         report(.ready(configuration))
         ServiceManager.notifyReady()
-        if let launch { try startVM(launch, loop: loop) }
+        if let handedChild {
+            try watchVM(handedChild, loop: loop)
+        } else if let launch {
+            try startVM(launch, loop: loop)
+        }
         loop.run()
         return launchedVM?.termination
     }
@@ -191,6 +197,15 @@ public final class Server {
         }
     }
 
+    /// The VM the image before a re-exec started: watched on until it ends.
+    private func watchVM(_ pid: Int32, loop: EventLoop) throws {
+        launchedVM = try InheritedChild(loop: loop, pid: pid) { [unowned self] termination in
+            self.report(.vmExited(pid: pid, termination: termination))
+            self.closeEverything()
+        }
+        report(.vmWatched(pid: pid))
+    }
+
     /// Closes listeners, connections, the timer and signal handles; the loop
     /// then runs out of work and `run` returns.
     private func closeEverything() {
@@ -216,18 +231,16 @@ public final class Server {
     /// handing the new image the memory, the eventfds, both listeners and
     /// the VM's connection, which it takes over as after a systemd restart.
     /// If the exec fails, this image keeps serving with everything as it was.
-    private func reexecute(resources: ServedResources, launching: Bool) {
-        guard !launching else {
-            report(.reexecFailed(reason: "not under `ivserver launch`: the VM is this process's child; stop and start instead"))
-            return
-        }
+    private func reexecute(resources: ServedResources) {
         var fds = Inheritance.storedNames(sharedMemory: resources.sharedMemory, channels: resources.channels)
         fds.append((StoredName.qemuListener, listeners[0].rawFD))
         fds.append((StoredName.clientListener, listeners[1].rawFD))
         if let vm { fds.append((StoredName.vm, vm.rawFD)) }
         report(.reexecuting)
         events.flush()
-        let failure = ProcessTable.reexecute(handing: fds)
+        // Under `launch` the VM stays this process's child across the exec.
+        let child = launchedVM.flatMap { $0.termination == nil ? $0.pid : nil }
+        let failure = ProcessTable.reexecute(handing: fds, child: child)
         report(.reexecFailed(reason: String(cString: strerror(failure))))
     }
 

@@ -36,6 +36,8 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case resumed(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
     /// The service manager did not take an fd for its store.
     case storeFailed(name: String)
+    /// After a re-exec under `launch`: the VM started before is watched on.
+    case vmWatched(pid: Int32)
     /// SIGUSR2: the server execs its binary, handing over its fds.
     case reexecuting
     /// The re-exec did not happen; the server goes on as it was.
@@ -70,7 +72,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
+        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .vmWatched, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmKilled: return .warning
         case .peerRefused, .pendingShareExceeded: return .warning
@@ -103,8 +105,10 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         case let .vmResumed(peer):
             text.append("VM still attached ("); text.append(peer); text.append("): serving it on without a new handshake")
         case let .resumed(inode, eventFDs, listeners, vm):
-            text.append("resumed from the service manager's store: shared memory inode \(inode), \(eventFDs) eventfds, "
+            text.append("resumed what the previous server process handed on: shared memory inode \(inode), \(eventFDs) eventfds, "
                 + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
+        case let .vmWatched(pid):
+            text.append("the VM (pid \(pid)) this process started before it executed itself again runs on: watching it")
         case .reexecuting:
             text.append("SIGUSR2: executing the binary again in place, handing over the shared memory, the eventfds, "
                 + "the sockets and the VM's connection")

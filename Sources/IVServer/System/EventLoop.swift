@@ -1,3 +1,4 @@
+import Descriptors
 import CLibUV
 import Glibc
 
@@ -318,6 +319,56 @@ public final class ChildProcess {
     /// Exit codes a shell uses when a command cannot be run.
     public static func shellStatus(forSpawnError code: Int32) -> Int32 {
         code == UV_ENOENT.rawValue ? 127 : 126
+    }
+}
+
+/// The VM process of `ivserver launch`, whether this image started it or an
+/// earlier image of this process did (before SIGUSR2's re-exec).
+public protocol LaunchedProcess: AnyObject {
+    var pid: Int32 { get }
+    var termination: ChildProcess.Termination? { get }
+    func signal(_ signal: Int32)
+}
+
+extension ChildProcess: LaunchedProcess {}
+
+/// A child that an earlier image of this process started: this image's
+/// libuv does not know it, so its exit is seen through a pidfd (readable
+/// once it ends) and it is reaped with waitpid.
+public final class InheritedChild: LaunchedProcess {
+    public let pid: Int32
+    public private(set) var termination: ChildProcess.Termination?
+    private let pidfd: OwnedFD
+    private var poll: PollHandle?
+    private var onExit: ((ChildProcess.Termination) -> Void)?
+
+    public init(loop: EventLoop, pid: Int32, onExit: @escaping (ChildProcess.Termination) -> Void) throws {
+        let raw = ivs_pidfd_open(pid)
+        guard raw >= 0 else { throw SystemError("pidfd_open of the VM", "(pid \(pid))") }
+        self.pid = pid
+        pidfd = OwnedFD(taking: raw)
+        self.onExit = onExit
+        poll = try PollHandle(loop: loop, fd: raw) { [unowned self] _, _ in self.reap() }
+        poll?.watch(readable: true, writable: false)
+        reap()  // it may have ended already
+    }
+
+    public func signal(_ signal: Int32) {
+        guard termination == nil else { return }
+        kill(pid, signal)
+    }
+
+    private func reap() {
+        var status: Int32 = 0
+        guard termination == nil, waitpid(pid, &status, WNOHANG) == pid else { return }
+        // WIFEXITED / WEXITSTATUS / WTERMSIG, spelled out (they are macros)
+        termination = status & 0x7F == 0 ? .exited((status >> 8) & 0xFF) : .signalled(status & 0x7F)
+        poll?.close()
+        poll = nil
+        pidfd.close()
+        let callback = onExit
+        onExit = nil
+        if let termination { callback?(termination) }
     }
 }
 

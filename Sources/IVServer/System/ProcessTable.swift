@@ -71,7 +71,7 @@ enum ProcessTable {
     /// `ServiceManager.takeHandedDescriptors`). Every other fd is
     /// close-on-exec and goes. Returns only when the exec failed: errno,
     /// with the fds as they were.
-    static func reexecute(handing fds: [(name: String, fd: Int32)]) -> Int32 {
+    static func reexecute(handing fds: [(name: String, fd: Int32)], child: Int32? = nil) -> Int32 {
         var buffer = [CChar](repeating: 0, count: 4096)
         let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
         guard length > 0, let arguments = commandLine(of: getpid()), !arguments.isEmpty else { return ENOENT }
@@ -81,6 +81,7 @@ enum ProcessTable {
         let handover = fds.map { "\($0.name)=\($0.fd)" }.joined(separator: ":")
         var environment = ProcessEnvironment.current.filter { !$0.hasPrefix("IVSERVER_HANDOVER_") }
         environment += ["IVSERVER_HANDOVER_PID=\(getpid())", "IVSERVER_HANDOVER_FDS=\(handover)"]
+        if let child { environment.append("IVSERVER_HANDOVER_CHILD=\(child)") }
         let argv = arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer {
@@ -91,6 +92,15 @@ enum ProcessTable {
         let failure = errno
         for (_, fd) in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
         return failure
+    }
+
+    /// The VM child that the image before a re-exec started (`ivserver
+    /// launch`), if this is the image it handed over to; read once.
+    static func takeHandedChild() -> Int32? {
+        defer { unsetenv("IVSERVER_HANDOVER_CHILD") }
+        guard let value = getenv("IVSERVER_HANDOVER_CHILD"), let owner = getenv("IVSERVER_HANDOVER_PID"),
+              Int32(String(cString: owner)) == getpid() else { return nil }
+        return Int32(String(cString: value))
     }
 
     /// The arguments of process `pid`, if /proc lets us read them.
