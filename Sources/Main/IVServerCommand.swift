@@ -261,20 +261,22 @@ struct QemuArgs: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qemu-args",
         abstract: "Print the QEMU options that attach a VM to these sockets and this layout.",
-        discussion: "One per line, or shell-quoted on one line with --shell, for launchers that start QEMU themselves.")
+        discussion: """
+            One per line, or shell-quoted on one line with --shell, for launchers that start QEMU themselves. \
+            Every server option is accepted (those other than --layout and --qemu-sock are checked and \
+            ignored), so a launcher can pass the argument list it gives `serve`.
+            """)
 
-    @OptionGroup var layout: LayoutOptions
-
-    @Option(name: .customLong("qemu-sock"), help: ArgumentHelp("UNIX socket QEMU's ivshmem-doorbell connects to.", valueName: "path"))
-    var qemuSocketPath = ServerConfiguration.defaultQemuSocketPath
+    @OptionGroup var options: ServerOptions
 
     @Flag(name: .customLong("shell"), help: "Print one shell-quoted line.")
     var shell = false
 
     func run() throws {
-        let (plan, source) = try layout.load()
+        let (plan, source) = try options.layout.load()
         let configuration = ServerConfiguration(
-            layout: plan, layoutSource: source, qemuSocketPath: qemuSocketPath, accessPolicy: AccessPolicy(serverUID: HostSystem.currentUID))
+            layout: plan, layoutSource: source, qemuSocketPath: options.qemuSocketPath,
+            accessPolicy: AccessPolicy(serverUID: HostSystem.currentUID))
         let arguments = configuration.qemuArguments
         print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
     }
@@ -284,15 +286,19 @@ struct LayoutCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "layout",
         abstract: "Check a layout without creating anything and print its computed table.",
-        discussion: "Exit status 0 when valid, 2 with every problem listed when not.")
+        discussion: """
+            Exit status 0 when valid, 2 with every problem listed when not. Every server option is \
+            accepted (those other than --layout are checked and ignored), so the argument list given \
+            to `serve` can be passed as it is.
+            """)
 
-    @OptionGroup var layout: LayoutOptions
+    @OptionGroup var options: ServerOptions
 
     @Flag(name: .customLong("json"), help: "Print the table as JSON.")
     var json = false
 
     func run() throws {
-        let (plan, source) = try layout.load()
+        let (plan, source) = try options.layout.load()
         print(json ? LayoutReport.json(plan) : LayoutReport.table(plan, source: source), terminator: "")
     }
 }

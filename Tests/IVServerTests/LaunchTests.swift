@@ -211,6 +211,18 @@ struct LaunchTests {
         #expect(arguments == ["-chardev", "socket,path=\(server.qemuSocketPath),id=ivsh", "-device", "ivshmem-doorbell,chardev=ivsh,vectors=8"])
         let shell = try runIVServer(["qemu-args", "--shell", "--qemu-sock", "/run/my vm/q.sock"], in: server.directory)
         #expect(shell.output == "-chardev 'socket,path=/run/my vm/q.sock,id=ivsh' -device ivshmem-doorbell,chardev=ivsh,vectors=8\n")
+        // the whole argument list a launcher gives `serve`
+        let serveArguments = ["--layout", "conf/vsoc_mem.json", "--shm-path", "/dev/shm/x", "--qemu-sock", server.qemuSocketPath,
+                              "--client-sock", "/run/c.sock", "--log-level", "debug", "--socket-mode", "0660", "--socket-group", "root",
+                              "--shm-mode", "0600", "--allow-uid", "1000", "--allow-gid", "0", "--handshake-timeout", "2",
+                              "--max-pending", "10", "--max-pending-per-process", "5", "--max-pending-per-user", "8",
+                              "--replace-held-memory"]
+        let full = try runIVServer(["qemu-args"] + serveArguments, in: server.directory)
+        #expect(full.status == 0, "\(full.output)")
+        #expect(full.output.split(separator: "\n").map(String.init) == arguments)
+        let layout = try runIVServer(["layout"] + serveArguments, in: server.directory)
+        #expect(layout.status == 0 && layout.output.hasPrefix("layout conf/vsoc_mem.json: 8 regions, valid"), "\(layout.output)")
+        #expect(try runIVServer(["qemu-args", "--max-pending", "0"], in: server.directory).status == 64, "still checked")
 
         try QemuProcess.requireInstalled()
         let qtestPath = "/tmp/ivs-qemu-args-\(getpid()).sock"
