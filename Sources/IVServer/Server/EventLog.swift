@@ -24,9 +24,19 @@ public final class EventLog: ServerEventSink {
     /// hold back (or build up) much.
     static let flushThreshold = 16 * 1024
 
-    public init(minimumSeverity: ServerEvent.Severity, label: String = "ivserver") {
+    /// Lines for systemd's journal: "<N>ivserver: …", N the syslog
+    /// priority, no time (the journal keeps its own), so that
+    /// `journalctl -p warning` filters them.
+    private let journal: Bool
+
+    /// `journal` nil: when standard error is the journal (JOURNAL_STREAM).
+    public init(minimumSeverity: ServerEvent.Severity, label: String = "ivserver", journal: Bool? = nil) {
         self.minimumSeverity = minimumSeverity
         self.label = label
+        self.journal = journal ?? HostSystem.standardErrorIsJournal()
+        if self.journal {
+            prefixes = ServerEvent.Severity.allCases.map { Array("<\($0.syslogPriority)>\(label): ".utf8) }
+        }
     }
 
     deinit { flush() }
@@ -41,6 +51,7 @@ public final class EventLog: ServerEventSink {
     }
 
     private func linePrefix(_ severity: ServerEvent.Severity) -> [UInt8] {
+        if journal { return prefixes[severity.rank] }
         let now = HostSystem.currentSecond()
         if now != prefixSecond {
             prefixSecond = now

@@ -14,6 +14,16 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             }
         }
 
+        /// syslog(3)'s priority, for the journal.
+        var syslogPriority: Int {
+            switch self {
+            case .debug: return 7
+            case .info: return 6
+            case .warning: return 4
+            case .error: return 3
+            }
+        }
+
         /// As the log and --log-level name it.
         public var name: String {
             switch self {
