@@ -86,6 +86,7 @@ final class ClientConnection: PeerSocketDelegate {
             break
         case let .grant(index):
             owner.clientDecided(self)
+            resources.served[index] += 1
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
             socket.send(resources.grants[index])
@@ -96,6 +97,7 @@ final class ClientConnection: PeerSocketDelegate {
 
     private func refuse(_ reason: String) {
         guard !socket.isClosed else { return }
+        resources.refused += 1
         resources.report(.clientRefused(reason: reason, peer: socket.peer))
         close()
     }

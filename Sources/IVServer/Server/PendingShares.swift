@@ -5,9 +5,10 @@
 ///
 /// The rule, checked in this order for a new connection from process P of
 /// user U:
-/// 1. P already holds `perProcess`: P's own oldest pending connection is
-///    closed to make room (a process that leaks connections keeps working,
-///    and never costs anyone else a slot);
+/// 1. P already holds `perProcess`: the new connection is refused (closed
+///    at once, before anything is sent): P is over its share, and turning it
+///    away costs the server least (a process that reconnects in a loop
+///    otherwise keeps it busy);
 /// 2. U already holds `perUser`: the oldest pending connection of U's
 ///    process that holds the most is closed;
 /// 3. `total` are pending: the oldest of the process that holds the most,
@@ -28,6 +29,8 @@ public struct PendingShares {
 
     enum Admission: Equatable {
         case admit
+        /// Close the new connection at once: its process is at its cap.
+        case refuse
         /// Close the pending connection `victim` (of process `pid`, user
         /// `uid`), then admit: `cap` was full.
         case admitAfterClosing(victim: Int, pid: Int32, uid: UInt32, cap: Cap)
@@ -51,9 +54,7 @@ public struct PendingShares {
 
     /// What to do with a new connection from `pid` of `uid`.
     func admit(pid: Int32, uid: UInt32) -> Admission {
-        if let own = byProcess[pid], own.count >= limits.perProcess {
-            return .admitAfterClosing(victim: own[0], pid: pid, uid: uid, cap: .process)
-        }
+        if let own = byProcess[pid], own.count >= limits.perProcess { return .refuse }
         if count(user: uid) >= limits.perUser, let (heaviest, oldest) = heaviestProcess(of: uid) {
             return .admitAfterClosing(victim: oldest, pid: heaviest, uid: uid, cap: .user)
         }

@@ -19,6 +19,7 @@ final class ServedResources {
         self.sharedMemory = sharedMemory
         self.channels = channels
         self.events = events
+        served = Array(repeating: 0, count: plan.regionCount)
         doorbellVectors = DoorbellVectorLookup(socketPath: qemuSocketPath)
         var names: [String: Int] = [:]
         for region in plan.regions { names[region.name] = region.index }
@@ -31,6 +32,12 @@ final class ServedResources {
     }
 
     func report(_ event: ServerEvent) { events.record(event) }
+
+    // What was served, for the status and the state dump.
+    /// Host clients granted each region.
+    var served: [Int]
+    /// Host clients refused after they connected (bad request, timeout, …).
+    var refused = 0
 
     /// The QEMU handshake as outgoing messages, built once per vector count.
     private var qemuHandshakes: [Int: OutgoingMessages] = [:]

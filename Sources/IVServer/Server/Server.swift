@@ -19,6 +19,17 @@ public final class Server {
     private var vm: VMConnection?
     /// Set once the server starts closing everything.
     private var stopping = false
+    /// When the VM attached (seconds since the epoch, UTC).
+    private var vmSince: Int?
+    /// Peers refused at accept by the access policy.
+    private var peersRefused = 0
+    // The service manager's STATUS=, at most once a second, only when it
+    // changed; the timer (armed only then) sends a change that came sooner.
+    private var statusTimer: TimerHandle?
+    /// What the published line says (VM pid, served, refused): compared
+    /// each turn instead of the line, which is built only when it changed.
+    private var publishedStatus: (vm: Int32?, served: Int, refused: Int)?
+    private var statusPublishedAt: UInt64?
     /// The service manager keeps our fds: on stop the files stay for the
     /// next server process of this VM.
     private var handingOver = false
@@ -33,6 +44,15 @@ public final class Server {
     /// once when it holds none again.
     private var overShare: [Int32: Int] = [:]
     private var handshakeTimer: TimerHandle?
+    /// Connections of processes at their pending cap, held open without a
+    /// byte either way (oldest first) instead of closed: a process that
+    /// reconnects whatever is closed would otherwise keep the server (and
+    /// a core) busy. Closed after the handshake timeout, or when there are
+    /// `maximumHeld` (the oldest first).
+    private var held: [(fd: OwnedFD, deadline: UInt64)] = []
+    private var heldStart = 0
+    private var heldTimer: TimerHandle?
+    private var maximumHeld = 0
     /// Flushes the event sink before the loop waits.
     private var beforeWaiting: PrepareHandle?
 
@@ -133,7 +153,20 @@ public final class Server {
             created.append(listener.file)
         }
         handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
-        beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in self.events.flush() }
+        heldTimer = try TimerHandle(loop: loop) { [unowned self] in self.releaseHeld() }
+        // Room for held connections: what the fd limit leaves after the
+        // pending ones and 1024 for everything else, at most 16384.
+        maximumHeld = min(16384, max(0, HostSystem.raiseOpenFileLimit() - configuration.maximumPending - 1024))
+        beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in
+            self.publishStatusIfChanged(resources)
+            self.events.flush()
+        }
+        if ServiceManager.isPresent {
+            statusTimer = try TimerHandle(loop: loop) { [unowned self] in self.publishStatusIfChanged(resources) }
+        }
+        signals.append(try SignalHandle(loop: loop, signal: SIGUSR1) { [unowned self] _ in
+            self.reportState(resources)
+        })
         for signal in [SIGINT, SIGTERM, SIGHUP] {
             signals.append(try SignalHandle(loop: loop, signal: signal) { [unowned self] signal in
                 self.stop(signal: signal, launch: launch)
@@ -197,6 +230,60 @@ public final class Server {
         }
     }
 
+    // MARK: what operators see
+
+    /// "VM pid 4242 attached since 12:01:07 UTC; 37 clients served, 1 refused"
+    private func statusLine(_ resources: ServedResources) -> String {
+        let vmPart = vm.map { vm in
+            "VM pid \(vm.peer.map { String($0.pid) } ?? "?") attached since \(Self.clockTime(vmSince ?? 0)) UTC"
+        } ?? "no VM attached"
+        return "\(vmPart); \(resources.served.reduce(0, +)) clients served, \(resources.refused + peersRefused) refused"
+    }
+
+    private static func clockTime(_ second: Int) -> String {
+        let day = second % 86400
+        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        return "\(two(day / 3600)):\(two(day / 60 % 60)):\(two(day % 60))"
+    }
+
+    /// Keeps `systemctl status` current: sends STATUS= when the line
+    /// changed, at most once a second (the timer sends a change that came
+    /// sooner). Without a service manager nothing is built.
+    private func publishStatusIfChanged(_ resources: ServedResources) {
+        guard let timer = statusTimer else { return }
+        let current = (vm: vm.map { $0.peer?.pid ?? 0 }, served: resources.served.reduce(0, +),
+                       refused: resources.refused + peersRefused)
+        if let published = publishedStatus, published == current { return }
+        let now = timer.now
+        if let last = statusPublishedAt, now < last + 1000 {
+            timer.arm(milliseconds: last + 1000 - now)
+            return
+        }
+        ServiceManager.notify("STATUS=" + statusLine(resources))
+        publishedStatus = current
+        statusPublishedAt = now
+    }
+
+    /// SIGUSR1: the whole state, in the log.
+    private func reportState(_ resources: ServedResources) {
+        let plan = configuration.layout
+        var lines = ["layout \(configuration.layoutSource): \(plan.regionCount) regions; shared memory \(configuration.sharedMemoryPath) "
+            + "(inode \(resources.sharedMemory.inode), \(resources.sharedMemory.size) bytes)"]
+        if let vm {
+            let vectors = vm.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }.map(String.init) ?? "unknown"
+            lines.append("VM pid \(vm.peer.map { String($0.pid) } ?? "?") uid \(vm.peer.map { String($0.uid) } ?? "?") "
+                + "attached since \(Self.clockTime(vmSince ?? 0)) UTC, vectors=\(vectors)")
+        } else {
+            lines.append("no VM attached")
+        }
+        for region in plan.regions {
+            lines.append("region '\(region.name)' (#\(region.index)): \(resources.served[region.index]) clients served")
+        }
+        lines.append("\(resources.refused) clients refused after connecting, \(peersRefused) peers refused by the access policy; "
+            + "\(shares.total) handshakes pending")
+        for line in lines { report(.state(line)) }
+    }
+
     /// The VM the image before a re-exec started: watched on until it ends.
     private func watchVM(_ pid: Int32, loop: EventLoop) throws {
         launchedVM = try InheritedChild(loop: loop, pid: pid) { [unowned self] termination in
@@ -216,6 +303,11 @@ public final class Server {
         for client in clients.values { client.close() }
         handshakeTimer?.close()
         handshakeTimer = nil
+        heldTimer?.close()
+        heldTimer = nil
+        while heldStart < held.count { takeOldestHeld().close() }
+        statusTimer?.close()
+        statusTimer = nil
         vmStopTimer?.close()
         vmStopTimer = nil
         signals.forEach { $0.close() }
@@ -288,11 +380,13 @@ public final class Server {
         let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
             guard self.vm === closed else { return }
             self.vm = nil
+            self.vmSince = nil
             // The VM left. (When the server stops, its connection stays
             // stored for the next server process of this VM.)
             if !self.stopping { ServiceManager.removeStored(name: StoredName.vm) }
         }
         vm = connection
+        vmSince = HostSystem.currentSecond()
         // While attached, the connection outlives this process in the store.
         if storeIt && ServiceManager.isPresent && !ServiceManager.store(connection.rawFD, name: StoredName.vm) {
             report(.storeFailed(name: StoredName.vm))
@@ -308,6 +402,7 @@ public final class Server {
     private func admit(_ fd: OwnedFD, on path: String) -> PeerCredentials? {
         let peer = try? UnixSocket.peerCredentials(fd)
         guard let peer, configuration.accessPolicy.allows(peer, supplementaryGroups: { UnixSocket.peerGroups(fd) }) else {
+            peersRefused += 1
             report(.peerRefused(socket: path, peer: peer))
             fd.close()
             return nil
@@ -337,14 +432,18 @@ public final class Server {
         guard let peer = admit(fd, on: configuration.clientSocketPath),
               let peers, let timer = handshakeTimer
         else { return }
-        // A newcomer within its share always gets a slot; when a cap is
-        // full, a connection of whoever is over their share makes room.
-        if case let .admitAfterClosing(victim, pid, uid, cap) = shares.admit(pid: peer.pid, uid: peer.uid) {
-            if overShare[pid] == nil {
-                overShare[pid] = 0
-                report(.pendingShareExceeded(pid: pid, uid: uid, cap: cap, limits: configuration.pendingLimits))
-            }
-            overShare[pid]! += 1
+        // A newcomer within its share always gets a slot; a process at its
+        // own cap is turned away; when a user's or the total cap is full, a
+        // connection of whoever is over their share makes room.
+        switch shares.admit(pid: peer.pid, uid: peer.uid) {
+        case .admit:
+            break
+        case .refuse:
+            noteOverShare(pid: peer.pid, uid: peer.uid, cap: .process)
+            hold(fd)
+            return
+        case let .admitAfterClosing(victim, pid, uid, cap):
+            noteOverShare(pid: pid, uid: uid, cap: cap)
             clients[Int32(victim)]?.closeToMakeRoom()
         }
         let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 64)
@@ -354,6 +453,46 @@ public final class Server {
         clients[connection.slot] = connection
         addPending(connection)
         connection.start()
+    }
+
+    /// Counts a connection closed because `pid` is over its share; logs the
+    /// process the first time.
+    private func noteOverShare(pid: Int32, uid: UInt32, cap: PendingShares.Cap) {
+        if overShare[pid] == nil {
+            overShare[pid] = 0
+            report(.pendingShareExceeded(pid: pid, uid: uid, cap: cap, limits: configuration.pendingLimits))
+        }
+        overShare[pid]! += 1
+    }
+
+    // MARK: held connections
+
+    private func hold(_ fd: OwnedFD) {
+        guard maximumHeld > 0, let timer = heldTimer else { return fd.close() }
+        if held.count - heldStart >= maximumHeld { takeOldestHeld().close() }
+        let deadline = timer.now + configuration.handshakeTimeoutMilliseconds
+        if held.count == heldStart { timer.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
+        held.append((fd, deadline))
+    }
+
+    private func takeOldestHeld() -> OwnedFD {
+        let fd = held[heldStart].fd
+        heldStart += 1
+        if heldStart == held.count {
+            held.removeAll(keepingCapacity: true)
+            heldStart = 0
+        } else if heldStart >= 4096 && heldStart * 2 >= held.count {
+            held.removeFirst(heldStart)
+            heldStart = 0
+        }
+        return fd
+    }
+
+    private func releaseHeld() {
+        guard let timer = heldTimer else { return }
+        let now = timer.now
+        while heldStart < held.count, held[heldStart].deadline <= now { takeOldestHeld().close() }
+        if heldStart < held.count { timer.arm(milliseconds: held[heldStart].deadline - now) }
     }
 
     // MARK: handshake deadlines

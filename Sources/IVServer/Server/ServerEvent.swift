@@ -46,6 +46,8 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case resumed(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
     /// The service manager did not take an fd for its store.
     case storeFailed(name: String)
+    /// One line of the state dump (SIGUSR1).
+    case state(String)
     /// After a re-exec under `launch`: the VM started before is watched on.
     case vmWatched(pid: Int32)
     /// SIGUSR2: the server execs its binary, handing over its fds.
@@ -67,7 +69,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     /// room for newcomers. Logged once until it holds none.
     case pendingShareExceeded(pid: Int32, uid: UInt32, cap: PendingShares.Cap, limits: PendingShares.Limits)
     /// Process `pid` holds no pending handshake any more; `closed` of its
-    /// connections were closed to make room meanwhile.
+    /// connections were held or closed meanwhile.
     case pendingShareCleared(pid: Int32, closed: Int)
     /// `handingOver`: the files stay, the service manager keeps the fds.
     case stopping(signal: Int32, handingOver: Bool)
@@ -82,7 +84,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .vmWatched, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
+        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .vmWatched, .state, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmKilled: return .warning
         case .peerRefused, .pendingShareExceeded: return .warning
@@ -117,6 +119,8 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         case let .resumed(inode, eventFDs, listeners, vm):
             text.append("resumed what the previous server process handed on: shared memory inode \(inode), \(eventFDs) eventfds, "
                 + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
+        case let .state(line):
+            text.append("state: "); text.append(line)
         case let .vmWatched(pid):
             text.append("the VM (pid \(pid)) this process started before it executed itself again runs on: watching it")
         case .reexecuting:
@@ -164,9 +168,10 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             case .total: share = "\(limits.total) host clients are mid-handshake (--max-pending) and this process holds the most"
             }
             text.append("host client process pid \(pid) uid \(uid) is over its share: \(share); "
-                + "closing its oldest pending connections to make room for other clients")
+                + (cap == .process ? "holding its new connections without a reply until the handshake timeout"
+                    : "closing its oldest pending connections to make room for other clients"))
         case let .pendingShareCleared(pid, closed):
-            text.append("host client process pid \(pid) holds no pending handshake now; \(closed) of its connection(s) were closed to make room")
+            text.append("host client process pid \(pid) holds no pending handshake now; \(closed) of its connection(s) were held or closed meanwhile")
         case let .acceptFailed(socket, error):
             text.append("accept on \(socket) failed: \(error)")
         case let .stopping(signal, handingOver):

@@ -182,6 +182,19 @@ public enum HostSystem {
     /// already uses MSG_NOSIGNAL; this is belt and braces).
     public static func ignoreBrokenPipes() { signal(SIGPIPE, SIG_IGN) }
 
+    /// Raises the soft limit on open files to the hard one (systemd gives
+    /// services 1024 soft, 524288 hard); the soft limit now in force.
+    public static func raiseOpenFileLimit() -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { limit = raised }
+        }
+        return Int(clamping: limit.rlim_cur)
+    }
+
     /// True when standard error is systemd's journal: JOURNAL_STREAM
     /// ("DEVICE:INODE") names the very file that fd 2 is (a child that
     /// inherited the variable but writes elsewhere does not match).
