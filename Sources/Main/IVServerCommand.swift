@@ -338,7 +338,8 @@ enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {
     /// The least severe line logged at this level.
     var severity: ServerEvent.Severity {
         switch self {
-        case .trace, .debug: return .debug
+        case .trace: return .trace
+        case .debug: return .debug
         case .info: return .info
         case .warning: return .warning
         case .error: return .error

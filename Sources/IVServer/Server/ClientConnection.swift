@@ -39,7 +39,10 @@ final class ClientConnection: PeerSocketDelegate {
     /// Step 1: the protocol version, right away.
     func start() {
         socket.send(resources.greeting)
+        if resources.debug { resources.report(.detail("client \(describe): sent the greeting (protocol version 0)")) }
     }
+
+    private var describe: String { socket.peer.map(\.description) ?? "unknown peer" }
 
     /// The deadline passed without a decision.
     func timeOut(after milliseconds: UInt64) {
@@ -67,6 +70,7 @@ final class ClientConnection: PeerSocketDelegate {
     func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event) {
         switch event {
         case let .received(bytes):
+            if resources.trace { resources.report(.bytes(peer: socket.peer, direction: "received from client", bytes: Array(bytes))) }
             apply(handshake.receive(bytes))
         case .endOfStream:
             apply(handshake.receiveEndOfStream())
@@ -90,6 +94,12 @@ final class ClientConnection: PeerSocketDelegate {
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
             socket.send(resources.grants[index])
+            if resources.debug {
+                let channel = resources.channels[index]
+                resources.report(.detail("client \(describe): sent the grant for region #\(index) (8 bytes, fds guest_to_host "
+                    + "\(channel.guestToHost.rawValue), host_to_guest \(channel.hostToGuest.rawValue), shared memory "
+                    + "\(resources.sharedMemory.fd.rawValue))"))
+            }
         case let .refuse(refusal):
             refuse(refusal.description)
         }

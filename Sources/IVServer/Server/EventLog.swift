@@ -4,6 +4,9 @@
 public protocol ServerEventSink: AnyObject {
     func record(_ event: ServerEvent)
     func flush()
+    /// Whether events of `severity` are kept: debug and trace events are
+    /// not even built when they would be dropped.
+    func isEnabled(_ severity: ServerEvent.Severity) -> Bool
 }
 
 /// ivserver's log on standard error: the server's events and the
@@ -40,6 +43,8 @@ public final class EventLog: ServerEventSink {
     }
 
     deinit { flush() }
+
+    public func isEnabled(_ severity: ServerEvent.Severity) -> Bool { severity >= minimumSeverity }
 
     public func record(_ event: ServerEvent) {
         let severity = event.severity
@@ -87,4 +92,5 @@ final class EventClosureSink: ServerEventSink {
     init(_ handler: @escaping (ServerEvent) -> Void) { self.handler = handler }
     func record(_ event: ServerEvent) { handler(event) }
     func flush() {}
+    func isEnabled(_ severity: ServerEvent.Severity) -> Bool { true }
 }

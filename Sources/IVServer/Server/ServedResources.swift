@@ -19,6 +19,8 @@ final class ServedResources {
         self.sharedMemory = sharedMemory
         self.channels = channels
         self.events = events
+        debug = events.isEnabled(.debug)
+        trace = events.isEnabled(.trace)
         served = Array(repeating: 0, count: plan.regionCount)
         doorbellVectors = DoorbellVectorLookup(socketPath: qemuSocketPath)
         var names: [String: Int] = [:]
@@ -32,6 +34,11 @@ final class ServedResources {
     }
 
     func report(_ event: ServerEvent) { events.record(event) }
+
+    /// Read once: whether debug and trace events are wanted (when not, they
+    /// are not built at all).
+    let debug: Bool
+    let trace: Bool
 
     // What was served, for the status and the state dump.
     /// Host clients granted each region.

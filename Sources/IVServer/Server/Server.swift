@@ -109,9 +109,15 @@ public final class Server {
             if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath,
                                                    replacingHeld: configuration.replaceHeldMemory) {
                 report(.leftoverRemoved(path: configuration.sharedMemoryPath, what: "shared memory"))
+            } else if events.isEnabled(.debug) {
+                report(.detail("checked for a leftover shared memory at \(configuration.sharedMemoryPath): none"))
             }
-            for path in [configuration.qemuSocketPath, configuration.clientSocketPath] where try Listener.removeLeftover(path: path) {
-                report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
+            for path in [configuration.qemuSocketPath, configuration.clientSocketPath] {
+                if try Listener.removeLeftover(path: path) {
+                    report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
+                } else if events.isEnabled(.debug) {
+                    report(.detail("checked for a leftover socket at \(path): none"))
+                }
             }
             sharedMemory = try SharedMemoryFile.create(
                 path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan),
@@ -508,12 +514,16 @@ public final class Server {
         newestPending = connection
         if oldestPending == nil { oldestPending = connection }
         shares.add(Int(connection.slot), pid: connection.peerPID, uid: connection.peerUID)
-        if shares.total == 1 { handshakeTimer?.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
+        if shares.total == 1 {
+            handshakeTimer?.arm(milliseconds: configuration.handshakeTimeoutMilliseconds)
+            if events.isEnabled(.debug) { report(.detail("handshake timer armed for \(configuration.handshakeTimeoutMilliseconds) ms")) }
+        }
     }
 
-    private func removePending(_ connection: ClientConnection) {
+    @discardableResult
+    private func removePending(_ connection: ClientConnection) -> Bool {
         let isListed = oldestPending === connection || connection.olderPending != nil
-        guard isListed else { return }
+        guard isListed else { return false }
         let older = connection.olderPending
         let newer = connection.newerPending
         older?.newerPending = newer
@@ -529,6 +539,7 @@ public final class Server {
             overShare[pid] = nil
             report(.pendingShareCleared(pid: pid, closed: closed))
         }
+        return true
     }
 
     private func expireHandshakes() {
@@ -568,7 +579,11 @@ public struct LaunchError: Error, CustomStringConvertible {
 }
 
 extension Server: ClientConnectionOwner {
-    func clientDecided(_ client: ClientConnection) { removePending(client) }
+    func clientDecided(_ client: ClientConnection) {
+        guard removePending(client), events.isEnabled(.debug), let timer = handshakeTimer else { return }
+        let took = timer.now + configuration.handshakeTimeoutMilliseconds - client.deadline
+        report(.detail("client pid \(client.peerPID): handshake decided after \(took) ms"))
+    }
     func clientClosed(_ client: ClientConnection) {
         if clients[client.slot] === client { clients[client.slot] = nil }
     }

@@ -2,22 +2,27 @@
 /// logged; tests can watch them directly.
 public enum ServerEvent: CustomStringConvertible, Sendable {
     public enum Severity: Comparable, CaseIterable, Sendable {
-        case debug, info, warning, error
+        /// Bytes in and out.
+        case trace
+        /// Each protocol step of each connection, checks, timers.
+        case debug
+        case info, warning, error
 
-        /// 0 for debug up to 3 for error.
+        /// 0 for trace up to 4 for error.
         var rank: Int {
             switch self {
-            case .debug: return 0
-            case .info: return 1
-            case .warning: return 2
-            case .error: return 3
+            case .trace: return 0
+            case .debug: return 1
+            case .info: return 2
+            case .warning: return 3
+            case .error: return 4
             }
         }
 
         /// syslog(3)'s priority, for the journal.
         var syslogPriority: Int {
             switch self {
-            case .debug: return 7
+            case .trace, .debug: return 7
             case .info: return 6
             case .warning: return 4
             case .error: return 3
@@ -27,6 +32,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         /// As the log and --log-level name it.
         public var name: String {
             switch self {
+            case .trace: return "trace"
             case .debug: return "debug"
             case .info: return "info"
             case .warning: return "warning"
@@ -48,6 +54,10 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case storeFailed(name: String)
     /// One line of the state dump (SIGUSR1).
     case state(String)
+    /// A step of a connection's protocol, a check, a timer (debug).
+    case detail(String)
+    /// Bytes received or sent (trace).
+    case bytes(peer: PeerCredentials?, direction: String, bytes: [UInt8])
     /// After a re-exec under `launch`: the VM started before is watched on.
     case vmWatched(pid: Int32)
     /// SIGUSR2: the server execs its binary, handing over its fds.
@@ -84,6 +94,8 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
 
     public var severity: Severity {
         switch self {
+        case .detail: return .debug
+        case .bytes: return .trace
         case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .vmWatched, .state, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmKilled: return .warning
@@ -121,6 +133,11 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
                 + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
         case let .state(line):
             text.append("state: "); text.append(line)
+        case let .detail(line):
+            text.append(line)
+        case let .bytes(peer, direction, bytes):
+            text.append(direction); text.append(" "); text.append(peer); text.append(": ")
+            text.append(bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " "))
         case let .vmWatched(pid):
             text.append("the VM (pid \(pid)) this process started before it executed itself again runs on: watching it")
         case .reexecuting:

@@ -23,6 +23,12 @@ final class VMConnection: PeerSocketDelegate {
         let vectors = socket.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }
         socket.send(resources.qemuHandshake(vectorCount: vectors))
         resources.report(.vmConnected(peer: socket.peer))
+        if resources.debug {
+            let sent = min(vectors ?? regionCount, regionCount)
+            resources.report(.detail("VM \(socket.peer.map(\.description) ?? "unknown peer"): sent version 0, id 1024, "
+                + "the shared memory (fd \(resources.sharedMemory.fd.rawValue)), \(sent)× peer 0 with a guest_to_host eventfd, "
+                + "\(sent)× id 1024 with a host_to_guest eventfd"))
+        }
         if let vectors, vectors != regionCount {
             let dead = vectors < regionCount ? resources.plan.regions[vectors...].map(\.name) : []
             resources.report(.vmVectorMismatch(peer: socket.peer, vectors: vectors, regions: regionCount, deadRegions: dead))
