@@ -26,18 +26,7 @@ struct HandshakeClient {
     }
 
     func run() throws(IVClientError) -> GrantedRegion {
-        guard let request = HALDProtocol.request(region: region) else {
-            throw error(.invalidArgument("a region name is 1 to \(HALDProtocol.nameLengths.upperBound) bytes"))
-        }
-        let socket = try connect()
-        let greeting = try receive(socket, count: 4)
-        guard greeting.bytes.count == 4 else {
-            throw error(greeting.bytes.isEmpty ? .refused : .protocolViolation("the greeting was cut short"))
-        }
-        let version = UInt32(greeting.bytes[0]) | UInt32(greeting.bytes[1]) << 8
-            | UInt32(greeting.bytes[2]) << 16 | UInt32(greeting.bytes[3]) << 24
-        guard HALDProtocol.isSupported(serverVersion: version) else { throw error(.unsupportedProtocol(serverVersion: version)) }
-        try send(socket, request)
+        let socket = try request()
         let grant = try receive(socket, count: HALDProtocol.grantPayload.count + 1)
         if grant.bytes.isEmpty && grant.fds.isEmpty { throw error(.refused) }
         guard grant.fds.count == HALDProtocol.grantedFDCount else {
@@ -51,6 +40,34 @@ struct HandshakeClient {
             if code != 0 { throw system("fcntl(O_NONBLOCK) on an eventfd", code) }
         }
         return GrantedRegion(guestToHost: grant.fds[0], hostToGuest: grant.fds[1], sharedMemory: grant.fds[2])
+    }
+
+    /// Steps 1 and 2: connect, check the greeting, send the name.
+    private func request() throws(IVClientError) -> OwnedFD {
+        guard let request = HALDProtocol.request(region: region) else {
+            throw error(.invalidArgument("a region name is 1 to \(HALDProtocol.nameLengths.upperBound) bytes"))
+        }
+        let socket = try connect()
+        let greeting = try receive(socket, count: 4)
+        guard greeting.bytes.count == 4 else {
+            throw error(greeting.bytes.isEmpty ? .refused : .protocolViolation("the greeting was cut short"))
+        }
+        let version = UInt32(greeting.bytes[0]) | UInt32(greeting.bytes[1]) << 8
+            | UInt32(greeting.bytes[2]) << 16 | UInt32(greeting.bytes[3]) << 24
+        guard HALDProtocol.isSupported(serverVersion: version) else { throw error(.unsupportedProtocol(serverVersion: version)) }
+        try send(socket, request)
+        return socket
+    }
+
+    /// ivserver's status request (`region` is `HALDProtocol.statusRequestName`):
+    /// the text the server sends before it closes. A server that closes
+    /// without a word does not know the request, or does not serve us.
+    func status() throws(IVClientError) -> String {
+        let socket = try request()
+        let reply = try receive(socket, count: 1 << 20)
+        guard reply.fds.isEmpty else { throw error(.protocolViolation("fds came with the status")) }
+        guard !reply.bytes.isEmpty else { throw error(.refused) }
+        return String(decoding: reply.bytes, as: UTF8.self)
     }
 
     private func connect() throws(IVClientError) -> OwnedFD {

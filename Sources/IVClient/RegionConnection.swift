@@ -72,6 +72,14 @@ public final class RegionConnection: Sendable {
                                 memory: memory, fds: fds)
     }
 
+    /// The running server's state as text, a line each (what its SIGUSR1
+    /// logs): the layout and memory, the VM, each region's clients, the
+    /// refusals and pending handshakes. Asked on the client socket, so the
+    /// server's access rules apply as to any handshake.
+    public static func serverStatus(socket: String = defaultSocketPath, timeout: Duration = .seconds(5)) throws(IVClientError) -> String {
+        try HandshakeClient(socketPath: socket, region: HALDProtocol.statusRequestName, timeout: timeout).status()
+    }
+
     /// The live layout, through the shared memory of the first of `names`
     /// the server grants. The protocol gives the shared memory only to a
     /// handshake that names a region, so one name must be right.

@@ -22,7 +22,7 @@ struct IVCtl: ParsableCommand {
               3   no region of that name (the message lists the regions)
               64  bad command line (also: --offset/--length outside the region)
             """,
-        subcommands: [Regions.self, Dump.self, Signal.self, Wait.self, Watch.self]
+        subcommands: [Regions.self, Dump.self, Signal.self, Wait.self, Watch.self, Status.self]
     )
 }
 
@@ -220,6 +220,21 @@ struct Wait: ParsableCommand {
             seen += woke
             Output.lines(["\(region): \(woke) interrupt\(woke == 1 ? "" : "s")"])
         }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print what the server holds: the layout and memory, the VM, each region's clients, refusals, pending handshakes.",
+        discussion: "Asked on the client socket with a request no region can match, so the server's access rules apply as to any client.")
+
+    @OptionGroup var server: ServerOptions
+
+    func run() throws {
+        let text = try report { () throws(IVClientError) in
+            try RegionConnection.serverStatus(socket: server.clientSocket, timeout: server.timeout)
+        }
+        Output.text(text)
     }
 }
 

@@ -37,6 +37,12 @@ public enum HALDProtocol {
         Int32(bitPattern: version) <= Int32(Self.version)
     }
 
+    /// A request for the server's state instead of a region (ivserver's
+    /// extension): 16 bytes, where a region name has at most 15, so it can
+    /// never name a region. The reply is the state as UTF-8 text, then a
+    /// close; a server without the extension just closes.
+    public static let statusRequestName = "#ivserver.status"
+
     /// Region names of the layouts Cuttlefish shipped. A client that must
     /// learn the layout but knows no region name tries these: the protocol
     /// hands the shared memory only to a handshake that names a region.

@@ -1,6 +1,7 @@
 import Glibc
 import Testing
 @testable import IVServer
+import VSoCFormat
 
 /// What an operator sees: the log under systemd's journal.
 @Suite("The operator's view", .serialized)
@@ -101,6 +102,8 @@ struct LogLevelTests {
         #expect(log.contains("debug ivserver: client \(me): sent the greeting (protocol version 0)"))
         #expect(log.contains("debug ivserver: handshake timer armed for 5000 ms"))
         #expect(log.contains("trace ivserver: received from client \(me): 0a 00 68 77 63 6f 6d 70 6f 73 65 72"), "\(log)")
+        #expect(log.contains("trace ivserver: sent to client \(me): 00 00 00 00\n"))
+        #expect(log.contains("trace ivserver: sent to client \(me): 00 00 00 00 00 00 00 00\n"))
         #expect(log.contains("debug ivserver: client \(me): sent the grant for region #0 (8 bytes, fds guest_to_host "))
         #expect(log.contains("8× peer 0 with a guest_to_host eventfd, 8× id 1024 with a host_to_guest eventfd"))
         _ = vm
@@ -111,5 +114,45 @@ struct LogLevelTests {
         #expect(quiet.waitForLog(containing: "client served region 'hwcomposer'"))
         #expect(quiet.stop() == 0)
         #expect(!quiet.log.contains("debug") && !quiet.log.contains("trace"), "\(quiet.log)")
+    }
+}
+
+@Suite("ivctl status", .serialized)
+struct IVCtlStatusTests {
+    @Test("ivctl status prints the server's state; the request is a handshake like any other", .enabled(if: getuid() == 0))
+    func status() throws {
+        // a socket open to all, so that the server's own check is what refuses
+        let server = try ServerProcess(arguments: ["--socket-mode", "0666"])
+        chmod(server.directory.path, 0o755)
+        let vm = try FakeVM(server: server, regionCount: defaultPlan.regionCount)
+        #expect(try haldHandshake(server.clientSocketPath, region: "e2e_manager").fds.count == 3)
+        #expect(server.waitForLog(containing: "client served region 'e2e_manager'"))
+        let result = try ivctl(["status"], server: server)
+        #expect(result.status == 0, "\(result.errors)")
+        let lines = result.output.split(separator: "\n").map(String.init)
+        #expect(lines.first?.hasPrefix("layout built-in default layout (conf/vsoc_mem.json): 8 regions; shared memory \(server.sharedMemoryPath) (inode ") == true,
+                "\(result.output)")
+        #expect(lines.contains { $0.hasPrefix("VM pid \(getpid()) uid \(getuid()) attached since ") })
+        #expect(lines.contains("region 'e2e_manager' (#6): 1 clients served"))
+        #expect(lines.last == "0 clients refused after connecting, 0 peers refused by the access policy; 0 handshakes pending")
+        // the same access rule as any client: nobody is refused, and gets no state
+        let refused = try haldHandshakeAsUser(uid: 65534, gid: 65534, socket: server.clientSocketPath, region: HALDProtocol.statusRequestName)
+        #expect(refused == "closed-before-greeting", "\(refused)")
+        #expect(server.waitForLog(containing: "refused pid "))
+        _ = vm
+        #expect(server.stop() == 0)
+        // no server: the same errors and exit codes as the other commands
+        let missing = try ivctl(["status", "--client-sock", server.directory.path + "/none.sock"])
+        #expect(missing.status == 1)
+        #expect(missing.errors.contains("no such socket"))
+    }
+
+    @Test("the status request's name can never be a region's: 16 bytes, where names have 15 at most")
+    func statusName() {
+        #expect(HALDProtocol.statusRequestName.utf8.count == 16)
+        var handshake = ClientHandshake(regionIndexByName: ["hwcomposer": 0])
+        #expect(handshake.receive([16, 0] + Array(HALDProtocol.statusRequestName.utf8)) == .status)
+        var other = ClientHandshake(regionIndexByName: ["hwcomposer": 0])
+        #expect(other.receive([16, 0] + Array("#ivserver.statuS".utf8)) == .refuse(.unknownRegion("'#ivserver.statuS'")))
     }
 }

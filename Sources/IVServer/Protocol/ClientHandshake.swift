@@ -19,6 +19,8 @@ public struct ClientHandshake: Sendable {
     /// Step 3's payload; the fds travel with it.
     public static let grantPayload = HALDProtocol.grantPayload
 
+    private static let statusName = Array(HALDProtocol.statusRequestName.utf8)
+
     public enum Refusal: Equatable, Sendable, CustomStringConvertible {
         case badNameLength(Int16)
         case unknownRegion(String)
@@ -41,6 +43,9 @@ public struct ClientHandshake: Sendable {
         case needMoreInput
         /// Send the region's fds (step 3), then close.
         case grant(region: Int)
+        /// ivserver's extension: send the server's state as text, then
+        /// close (the name was `HALDProtocol.statusRequestName`).
+        case status
         /// Close without sending any fd.
         case refuse(Refusal)
     }
@@ -153,6 +158,7 @@ public struct ClientHandshake: Sendable {
         if let index = regions.index(of: name) {
             return .grant(region: index)
         }
+        if name.count == Self.statusName.count, name.elementsEqual(Self.statusName) { return .status }
         return .refuse(.unknownRegion(Self.printable(Array(name))))
     }
 

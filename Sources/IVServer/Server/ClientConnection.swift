@@ -3,6 +3,8 @@
 protocol ClientConnectionOwner: AnyObject {
     func clientDecided(_ client: ClientConnection)
     func clientClosed(_ client: ClientConnection)
+    /// The server's state as text, for a status request.
+    func statusReport() -> [UInt8]
 }
 
 /// One host client on the client socket, from accept to close: the HALD
@@ -40,6 +42,7 @@ final class ClientConnection: PeerSocketDelegate {
     func start() {
         socket.send(resources.greeting)
         if resources.debug { resources.report(.detail("client \(describe): sent the greeting (protocol version 0)")) }
+        if resources.trace { resources.report(.bytes(peer: socket.peer, direction: "sent to client", bytes: ClientHandshake.greeting)) }
     }
 
     private var describe: String { socket.peer.map(\.description) ?? "unknown peer" }
@@ -78,7 +81,10 @@ final class ClientConnection: PeerSocketDelegate {
             refuse("sent file descriptors (closed unread); the handshake carries none")
         case .flushed:
             // Step 4: after the fds are out, the server closes.
-            if case .grant? = handshake.decision { close() }
+            switch handshake.decision {
+            case .grant?, .status?: close()
+            default: break
+            }
         case let .failed(error):
             refuse("connection failed: \(error)")
         }
@@ -94,12 +100,17 @@ final class ClientConnection: PeerSocketDelegate {
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
             socket.send(resources.grants[index])
+            if resources.trace { resources.report(.bytes(peer: socket.peer, direction: "sent to client", bytes: ClientHandshake.grantPayload)) }
             if resources.debug {
                 let channel = resources.channels[index]
                 resources.report(.detail("client \(describe): sent the grant for region #\(index) (8 bytes, fds guest_to_host "
                     + "\(channel.guestToHost.rawValue), host_to_guest \(channel.hostToGuest.rawValue), shared memory "
                     + "\(resources.sharedMemory.fd.rawValue))"))
             }
+        case .status:
+            owner.clientDecided(self)
+            socket.send(OutgoingMessages([.init(bytes: owner.statusReport(), fds: [])]))
+            if resources.debug { resources.report(.detail("client \(describe): sent the server's state (status request)")) }
         case let .refuse(refusal):
             refuse(refusal.description)
         }

@@ -19,6 +19,8 @@ public final class Server {
     private var vm: VMConnection?
     /// Set once the server starts closing everything.
     private var stopping = false
+    /// What the running server serves (for status requests).
+    private var servedResources: ServedResources?
     /// When the VM attached (seconds since the epoch, UTC).
     private var vmSince: Int?
     /// Peers refused at accept by the access policy.
@@ -128,6 +130,8 @@ public final class Server {
         let resources = ServedResources(
             plan: plan, sharedMemory: sharedMemory, channels: channels,
             qemuSocketPath: configuration.qemuSocketPath, events: events)
+        servedResources = resources
+        defer { servedResources = nil }
 
         let loop = try EventLoop()
         self.loop = loop
@@ -184,6 +188,7 @@ public final class Server {
 
         if let inheritance {
             if let fd = inheritance.vm { resumeVM(fd, resources: resources) }
+
             report(.resumed(sharedMemoryInode: sharedMemory.inode, eventFDs: 2 * channels.count,
                             listeners: [inheritance.qemuListener, inheritance.clientListener].compactMap { $0 }.count, vm: vm?.peer))
         }
@@ -272,6 +277,11 @@ public final class Server {
 
     /// SIGUSR1: the whole state, in the log.
     private func reportState(_ resources: ServedResources) {
+        for line in stateLines(resources) { report(.state(line)) }
+    }
+
+    /// The whole state, a line each: for SIGUSR1 and `ivctl status`.
+    private func stateLines(_ resources: ServedResources) -> [String] {
         let plan = configuration.layout
         var lines = ["layout \(configuration.layoutSource): \(plan.regionCount) regions; shared memory \(configuration.sharedMemoryPath) "
             + "(inode \(resources.sharedMemory.inode), \(resources.sharedMemory.size) bytes)"]
@@ -287,7 +297,7 @@ public final class Server {
         }
         lines.append("\(resources.refused) clients refused after connecting, \(peersRefused) peers refused by the access policy; "
             + "\(shares.total) handshakes pending")
-        for line in lines { report(.state(line)) }
+        return lines
     }
 
     /// The VM the image before a re-exec started: watched on until it ends.
@@ -579,6 +589,11 @@ public struct LaunchError: Error, CustomStringConvertible {
 }
 
 extension Server: ClientConnectionOwner {
+    func statusReport() -> [UInt8] {
+        guard let resources = servedResources else { return [] }
+        return Array((stateLines(resources).joined(separator: "\n") + "\n").utf8)
+    }
+
     func clientDecided(_ client: ClientConnection) {
         guard removePending(client), events.isEnabled(.debug), let timer = handshakeTimer else { return }
         let took = timer.now + configuration.handshakeTimeoutMilliseconds - client.deadline
