@@ -106,6 +106,8 @@ struct LogLevelTests {
         #expect(log.contains("trace ivserver: sent to client \(me): 00 00 00 00 00 00 00 00\n"))
         #expect(log.contains("debug ivserver: client \(me): sent the grant for region #0 (8 bytes, fds guest_to_host "))
         #expect(log.contains("8× peer 0 with a guest_to_host eventfd, 8× id 1024 with a host_to_guest eventfd"))
+        // version 0, id 1024 (00 04), -1 for the memory, then 0s and 1024s
+        #expect(log.contains("trace ivserver: sent to VM \(me): 00 00 00 00 00 00 00 00 00 04 00 00 00 00 00 00 ff ff ff ff ff ff ff ff 00 00"))
         _ = vm
         #expect(traced.stop() == 0)
 

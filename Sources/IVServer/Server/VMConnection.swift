@@ -23,6 +23,10 @@ final class VMConnection: PeerSocketDelegate {
         let vectors = socket.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }
         socket.send(resources.qemuHandshake(vectorCount: vectors))
         resources.report(.vmConnected(peer: socket.peer))
+        if resources.trace {
+            let messages = QemuHandshake.messages(regionCount: regionCount, vectorCount: vectors)
+            resources.report(.bytes(peer: socket.peer, direction: "sent to VM", bytes: messages.flatMap(\.payload)))
+        }
         if resources.debug {
             let sent = min(vectors ?? regionCount, regionCount)
             resources.report(.detail("VM \(socket.peer.map(\.description) ?? "unknown peer"): sent version 0, id 1024, "
