@@ -124,10 +124,21 @@ struct ClientTests {
         try guest.memory.store(84 | 1, offset: 4)
         try guest.memory.store(1, offset: 16)
         let waiter = Shared<FutexWaitResult?>(nil)
-        let thread = TestThread { waiter.update { $0 = try? guest.wait(offset: 64, expected: 0, timeout: .seconds(10)) } }
-        sleep(milliseconds: 50)
+        let thread = TestThread {
+            let result = try? guest.wait(offset: 64, expected: 0, timeout: .seconds(10))  // not under the lock: it is read meanwhile
+            waiter.update { $0 = result }
+        }
         var seen: [UInt32] = []
         #expect(try host.processSignals { seen.append($0) } == 2)
+        // The waiter may not have been asleep yet at that wake: the guest
+        // signals the word again (no round trip) until it is woken.
+        #expect(eventually {
+            if waiter.value != nil { return true }
+            try! guest.memory.store(64, offset: 0)
+            try! guest.memory.store(1, offset: 16)
+            _ = try! host.processSignals { _ in }
+            return waiter.value != nil
+        }, "the futex waiter on word 64 was woken")
         thread.join()
         #expect(seen == [64, 84])
         #expect(waiter.value == .woken)
