@@ -30,3 +30,10 @@ public enum RegionTable {
 }
 
 public func hex0x<T: BinaryInteger>(_ value: T) -> String { "0x" + String(value, radix: 16) }
+
+/// Lower-case hex digits of `value`, zero-padded to at least `minimumWidth`
+/// ("0a" for a byte, "fd:01" device numbers in /proc, "\x1b" escapes).
+public func hexDigits<T: BinaryInteger>(_ value: T, minimumWidth: Int) -> String {
+    let digits = String(value, radix: 16)
+    return digits.count >= minimumWidth ? digits : String(repeating: "0", count: minimumWidth - digits.count) + digits
+}

@@ -41,7 +41,7 @@ public enum LayoutReport {
             case "\t": out += "\\t"
             case "\r": out += "\\r"
             case _ where scalar.value < 0x20:
-                out += "\\u00" + (scalar.value < 16 ? "0" : "") + String(scalar.value, radix: 16)
+                out += "\\u00" + hexDigits(scalar.value, minimumWidth: 2)
             default: out.unicodeScalars.append(scalar)
             }
         }

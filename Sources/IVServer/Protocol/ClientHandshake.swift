@@ -177,7 +177,7 @@ public struct ClientHandshake: Sendable {
             if (0x20...0x7E).contains(byte) && byte != UInt8(ascii: "'") && byte != UInt8(ascii: "\\") {
                 text.append(Character(Unicode.Scalar(byte)))
             } else {
-                text += "\\x" + (byte < 16 ? "0" : "") + String(byte, radix: 16)
+                text += "\\x" + hexDigits(byte, minimumWidth: 2)
             }
         }
         return text + "'"

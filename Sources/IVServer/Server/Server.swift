@@ -340,16 +340,14 @@ public final class Server {
     /// the VM's connection, which it takes over as after a systemd restart.
     /// If the exec fails, this image keeps serving with everything as it was.
     private func reexecute(resources: ServedResources) {
-        var fds = Inheritance.storedNames(sharedMemory: resources.sharedMemory, channels: resources.channels)
-        fds.append((StoredName.qemuListener, listeners[0].rawFD))
-        fds.append((StoredName.clientListener, listeners[1].rawFD))
+        var fds = handOverList(sharedMemory: resources.sharedMemory, channels: resources.channels)
         if let vm { fds.append((StoredName.vm, vm.rawFD)) }
         report(.reexecuting)
         events.flush()
         // Under `launch` the VM stays this process's child across the exec.
         let child = launchedVM.flatMap { $0.termination == nil ? $0.pid : nil }
         let failure = ProcessTable.reexecute(handing: fds, child: child)
-        report(.reexecFailed(reason: String(cString: strerror(failure))))
+        report(.reexecFailed(reason: SystemError("execve", errno: failure).errnoText))
     }
 
     private static func isAbsent(_ path: String) -> Bool {
@@ -366,19 +364,25 @@ public final class Server {
     private func storeWithServiceManager(sharedMemory: SharedMemoryFile, channels: [RegionChannels],
                                          inheritance: Inheritance?) -> Bool {
         guard ServiceManager.isPresent else { return false }
-        var stored: [(name: String, fd: Int32)] = []
-        if inheritance == nil { stored = Inheritance.storedNames(sharedMemory: sharedMemory, channels: channels) }
-        for (name, listener) in [(StoredName.qemuListener, listeners[0]), (StoredName.clientListener, listeners[1])]
-        where !listener.adopted {
-            if inheritance != nil { ServiceManager.removeStored(name: name) }
-            stored.append((name, listener.rawFD))
+        var stored = handOverList(sharedMemory: sharedMemory, channels: channels)
+        if inheritance != nil {
+            // The store holds what was handed back; only a listener made anew replaces its stored one.
+            let remade = [(StoredName.qemuListener, listeners[0]), (StoredName.clientListener, listeners[1])]
+                .filter { !$0.1.adopted }.map(\.0)
+            for name in remade { ServiceManager.removeStored(name: name) }
+            stored = stored.filter { remade.contains($0.name) }
         }
-        var all = true
-        for (name, fd) in stored where !ServiceManager.store(fd, name: name) {
-            report(.storeFailed(name: name))
-            all = false
-        }
-        return all
+        let failed = ServiceManager.store(stored)
+        for name in failed { report(.storeFailed(name: name)) }
+        return failed.isEmpty
+    }
+
+    /// What outlives this process, by name: the memory, the eventfds, both
+    /// listeners (for the store, and for SIGUSR2's re-exec with the VM's
+    /// connection added).
+    private func handOverList(sharedMemory: SharedMemoryFile, channels: [RegionChannels]) -> [(name: String, fd: Int32)] {
+        Inheritance.storedNames(sharedMemory: sharedMemory, channels: channels)
+            + [(StoredName.qemuListener, listeners[0].rawFD), (StoredName.clientListener, listeners[1].rawFD)]
     }
 
     /// The VM's connection, handed back: served on as it is.
@@ -404,8 +408,8 @@ public final class Server {
         vm = connection
         vmSince = HostSystem.currentSecond()
         // While attached, the connection outlives this process in the store.
-        if storeIt && ServiceManager.isPresent && !ServiceManager.store(connection.rawFD, name: StoredName.vm) {
-            report(.storeFailed(name: StoredName.vm))
+        if storeIt && ServiceManager.isPresent {
+            for name in ServiceManager.store([(StoredName.vm, connection.rawFD)]) { report(.storeFailed(name: name)) }
         }
         return connection
     }

@@ -1,3 +1,5 @@
+import VSoCFormat
+
 /// What the server reports as it runs. The executable decides how these are
 /// logged; tests can watch them directly.
 public enum ServerEvent: CustomStringConvertible, Sendable {
@@ -137,7 +139,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             text.append(line)
         case let .bytes(peer, direction, bytes):
             text.append(direction); text.append(" "); text.append(peer); text.append(": ")
-            text.append(bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined(separator: " "))
+            text.append(bytes.map { hexDigits($0, minimumWidth: 2) }.joined(separator: " "))
         case let .vmWatched(pid):
             text.append("the VM (pid \(pid)) this process started before it executed itself again runs on: watching it")
         case .reexecuting:

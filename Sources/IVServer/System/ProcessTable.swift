@@ -1,6 +1,7 @@
 import CLibUV
 import Descriptors
 import Glibc
+import VSoCFormat
 
 /// Facts about processes, from /proc.
 enum ProcessTable {
@@ -47,8 +48,7 @@ enum ProcessTable {
     /// A line of /proc/PID/maps: address perms offset major:minor inode path.
     private static func maps(_ pid: Int32, _ target: stat) -> Bool {
         guard let bytes = procFile("/proc/\(pid)/maps") else { return false }
-        let device = "\(String(major(target.st_dev), radix: 16, uppercase: false).leftPadded(2)):"
-            + String(minor(target.st_dev), radix: 16).leftPadded(2)
+        let device = hexDigits(major(target.st_dev), minimumWidth: 2) + ":" + hexDigits(minor(target.st_dev), minimumWidth: 2)
         let inode = String(target.st_ino)
         for line in bytes.split(separator: 10) {
             let fields = line.split(separator: 32, omittingEmptySubsequences: true)
@@ -242,11 +242,5 @@ public enum HostSystem {
                 }
             }
         }
-    }
-}
-
-private extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

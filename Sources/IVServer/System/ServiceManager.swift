@@ -16,12 +16,13 @@ public enum ServiceManager {
         notify("READY=1\nSTATUS=serving\nMAINPID=\(getpid())")
     }
 
-    /// Puts `fd` in the manager's store under `name`; false when there is
-    /// no manager or the message could not be sent. (Whether the manager
-    /// keeps it depends on its FileDescriptorStoreMax=.)
-    @discardableResult
-    public static func store(_ fd: Int32, name: String) -> Bool {
-        notify("FDSTORE=1\nFDNAME=\(name)", fds: [fd])
+    /// Puts each fd in the manager's store under its name, through one
+    /// socket; the names that could not be sent (all of them without a
+    /// manager). Whether the manager keeps them depends on its
+    /// FileDescriptorStoreMax=.
+    public static func store(_ items: [(name: String, fd: Int32)]) -> [String] {
+        let sent = send(items.map { ("FDSTORE=1\nFDNAME=\($0.name)", [$0.fd]) })
+        return zip(items, sent).filter { !$1 }.map { $0.0.name }
     }
 
     /// Takes the fds stored under `name` out of the manager's store.
@@ -29,33 +30,42 @@ public enum ServiceManager {
         notify("FDSTOREREMOVE=1\nFDNAME=\(name)")
     }
 
-    /// Sends one notification; true when it went out. The manager's queue
-    /// is short (net.unix.max_dgram_qlen); while it is full this waits for
-    /// room, at most `patienceMilliseconds`, rather than blocking the loop.
+    /// Sends one notification; true when it went out.
     @discardableResult
     static func notify(_ text: String, fds: [Int32] = []) -> Bool {
-        guard var address = notifyAddress() else { return false }
+        send([(text, fds)])[0]
+    }
+
+    /// Sends notifications in order through one socket; for each, whether
+    /// it went out. The manager's queue is short (net.unix.max_dgram_qlen);
+    /// while it is full this waits for room, at most `patienceMilliseconds`
+    /// a message, rather than blocking the loop.
+    private static func send(_ messages: [(text: String, fds: [Int32])]) -> [Bool] {
+        let none = [Bool](repeating: false, count: messages.count)
+        guard var address = notifyAddress() else { return none }
         let raw = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard raw >= 0 else { return false }
+        guard raw >= 0 else { return none }
         let socket = OwnedFD(taking: raw)
         let length = socklen_t(MemoryLayout<sa_family_t>.size) + address.length
         let connected = withUnsafePointer(to: &address.storage) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket.rawValue, $0, length) }
         }
-        guard connected == 0 else { return false }
-        let bytes = Array(text.utf8)[...]
-        var waited: Int32 = 0
-        while waited <= patienceMilliseconds {
-            do {
-                if try UnixSocket.send(socket, bytes, fds: fds) != nil { return true }
-            } catch {
-                return false
+        guard connected == 0 else { return none }
+        return messages.map { message in
+            let bytes = Array(message.text.utf8)[...]
+            var waited: Int32 = 0
+            while waited <= patienceMilliseconds {
+                do {
+                    if try UnixSocket.send(socket, bytes, fds: message.fds) != nil { return true }
+                } catch {
+                    return false
+                }
+                var entry = pollfd(fd: socket.rawValue, events: Int16(POLLOUT), revents: 0)
+                _ = poll(&entry, 1, 10)
+                waited += 10
             }
-            var entry = pollfd(fd: socket.rawValue, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&entry, 1, 10)
-            waited += 10
+            return false
         }
-        return false
     }
 
     static let patienceMilliseconds: Int32 = 1000
