@@ -23,8 +23,26 @@
 #include <time.h>
 #include <sys/types.h>
 #include <sys/un.h>
+#include <sys/vfs.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <uv.h>
+
+// MARK: files and processes (GNU calls, through syscall())
+
+static inline int ivs_pipe_cloexec(int fds[2]) { return (int)syscall(SYS_pipe2, fds, O_CLOEXEC); }
+
+// Allocates (and zeroes) the first `length` bytes of `fd` now.
+static inline int ivs_fallocate(int fd, long long length) {
+    return (int)syscall(SYS_fallocate, fd, 0, (off_t)0, (off_t)length);
+}
+
+// The huge page size when `fd` is on hugetlbfs, 0 when it is not, -1 on error.
+static inline long long ivs_hugetlbfs_page_size(int fd) {
+    struct statfs info;
+    if (fstatfs(fd, &info) != 0) return -1;
+    return info.f_type == 0x958458f6 ? (long long)info.f_bsize : 0;
+}
 
 // MARK: ancillary data (SCM_RIGHTS)
 

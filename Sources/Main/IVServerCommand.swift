@@ -6,6 +6,11 @@ import IVServer
 @main
 enum Entry {
     static func main() {
+        // Run as `ivshmem-server` (a link to this binary): QEMU's server's command line.
+        if let name = CommandLine.arguments.first?.split(separator: "/").last, name == "ivshmem-server" {
+            IVShmemServerCommand.main()
+            return
+        }
         guard let settings = QuickServe.settings(Array(CommandLine.arguments.dropFirst())) else {
             IVServerCommand.main()
             return
@@ -43,7 +48,7 @@ struct IVServerCommand: ParsableCommand {
             VM's status (128+signal if it was killed, 127/126 if it could not be started).
             """,
         version: IVServerVersion.string,
-        subcommands: [Serve.self, Launch.self, QemuArgs.self, LayoutCommand.self],
+        subcommands: [Serve.self, Launch.self, QemuArgs.self, LayoutCommand.self, MultiPeer.self],
         defaultSubcommand: Serve.self
     )
 }

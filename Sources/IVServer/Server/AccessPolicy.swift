@@ -1,3 +1,5 @@
+import Descriptors
+
 /// Who may use the sockets, checked with SO_PEERCRED on every connection
 /// (the socket file's mode is the first fence, this is the second). By
 /// default only root and the server's own user; `--allow-uid` and
@@ -19,5 +21,14 @@ public struct AccessPolicy: Equatable, Sendable {
         if peer.uid == 0 || peer.uid == serverUID || allowedUIDs.contains(peer.uid) { return true }
         guard !allowedGIDs.isEmpty else { return false }
         return allowedGIDs.contains(peer.gid) || supplementaryGroups().contains { allowedGIDs.contains($0) }
+    }
+}
+
+extension AccessPolicy {
+    /// SO_PEERCRED on an accepted connection, and whether it may stay. A
+    /// peer whose credentials cannot be read is not allowed.
+    func check(_ fd: OwnedFD) -> (peer: PeerCredentials?, allowed: Bool) {
+        guard let peer = try? UnixSocket.peerCredentials(fd) else { return (nil, false) }
+        return (peer, allows(peer, supplementaryGroups: { UnixSocket.peerGroups(fd) }))
     }
 }

@@ -420,8 +420,8 @@ public final class Server {
     /// may stay, nil when it was refused (and closed here). A peer whose
     /// credentials cannot be read is refused.
     private func admit(_ fd: OwnedFD, on path: String) -> PeerCredentials? {
-        let peer = try? UnixSocket.peerCredentials(fd)
-        guard let peer, configuration.accessPolicy.allows(peer, supplementaryGroups: { UnixSocket.peerGroups(fd) }) else {
+        let (peer, allowed) = configuration.accessPolicy.check(fd)
+        guard let peer, allowed else {
             peersRefused += 1
             report(.peerRefused(socket: path, peer: peer))
             fd.close()

@@ -47,7 +47,8 @@ final class Listener {
     /// Handed back rather than made by this process.
     private(set) var adopted = false
 
-    private init(loop: EventLoop, listening fd: OwnedFD, path: String, file: CreatedFile,
+    /// Watches a socket that already listens at `path` (its file `file`).
+    init(loop: EventLoop, listening fd: OwnedFD, path: String, file: CreatedFile,
                  onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         self.path = path
         self.onAccept = onAccept

@@ -5,7 +5,9 @@ import Glibc
 /// iovecs, SCM_RIGHTS blocks and sendmmsg headers sit in one block of
 /// memory, so sending the same messages again (every client gets the same
 /// greeting and grant, every VM the same handshake) builds nothing.
-/// The fds are borrowed: the server owns them and outlives every send.
+/// The fds are borrowed: the server owns them and outlives every send, or
+/// their owners are `retained` until these messages are gone (a multi-peer
+/// announcement may wait in a slow peer's queue after its peer has left).
 /// Loop thread only (the kernel writes each header's msg_len on a send).
 final class OutgoingMessages {
     struct Message {
@@ -14,15 +16,18 @@ final class OutgoingMessages {
     }
 
     let messages: [Message]
+    /// Kept alive while these messages may still be sent: what owns their fds.
+    private let retained: [AnyObject]
     private let block: UnsafeMutableRawPointer
     private let headers: UnsafeMutablePointer<ivs_mmsghdr>
 
     var count: Int { messages.count }
 
-    init(_ messages: [Message]) {
+    init(_ messages: [Message], retaining retained: [AnyObject] = []) {
         precondition(!messages.isEmpty && messages.allSatisfy { !$0.bytes.isEmpty },
                      "every message needs a byte (fds travel with data)")
         self.messages = messages
+        self.retained = retained
         let alignment = MemoryLayout<ivs_mmsghdr>.alignment
         func rounded(_ size: Int) -> Int { (size + alignment - 1) / alignment * alignment }
         let controlSizes = messages.map { $0.fds.isEmpty ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * $0.fds.count) }

@@ -34,6 +34,9 @@ final class PeerSocket: ReadinessTarget {
     private var queued: [OutgoingMessages] = []
     private var nextMessage = 0
     private var bytesSentOfNext = 0
+    /// Messages queued and not yet wholly sent (a peer that never reads
+    /// makes it grow; its owner decides how far).
+    private(set) var unsentMessages = 0
     private let set: ReadinessSet
     private var token: UInt64 = 0
     private let readSize: Int
@@ -56,6 +59,7 @@ final class PeerSocket: ReadinessTarget {
     /// Queues messages and sends what the socket takes now.
     func send(_ messages: OutgoingMessages) {
         guard !isClosed else { return }
+        unsentMessages += messages.count
         if sending == nil {
             sending = messages
         } else {
@@ -71,6 +75,7 @@ final class PeerSocket: ReadinessTarget {
         fd.close()
         sending = nil
         queued = []
+        unsentMessages = 0
         delegate = nil
     }
 
@@ -137,6 +142,7 @@ final class PeerSocket: ReadinessTarget {
                 bytesSentOfNext += sent
                 if bytesSentOfNext == message.bytes.count {
                     nextMessage += 1
+                    unsentMessages -= 1
                     bytesSentOfNext = 0
                 }
             } else {
@@ -153,6 +159,7 @@ final class PeerSocket: ReadinessTarget {
                     return
                 }
                 nextMessage += progress.whole
+                unsentMessages -= progress.whole
                 bytesSentOfNext = progress.partialBytes
             }
             if nextMessage == messages.count {

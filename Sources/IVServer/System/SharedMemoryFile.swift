@@ -12,7 +12,7 @@ public final class SharedMemoryFile {
     public let file: CreatedFile?
     public let size: UInt64
 
-    private init(fd: OwnedFD, file: CreatedFile?, size: UInt64) {
+    init(fd: OwnedFD, file: CreatedFile?, size: UInt64) {
         self.fd = fd
         self.file = file
         self.size = size

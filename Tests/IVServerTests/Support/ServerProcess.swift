@@ -206,6 +206,27 @@ final class ServerProcess {
         }
     }
 
+    /// The multi-peer mode's socket, and its POSIX shared-memory name
+    /// (unique, so tests never meet each other's memory).
+    var peerSocketPath: String { directory.path + "/peers.sock" }
+    let sharedMemoryName = "ivs-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+    var sharedMemoryObjectPath: String { "/dev/shm/" + sharedMemoryName }
+
+    /// Starts `ivserver multi-peer -F` on `peerSocketPath` and
+    /// `sharedMemoryName` (unless `arguments` give -m) and waits for its
+    /// `ready` line.
+    init(multiPeer arguments: [String], waitForReady: Bool = true) throws {
+        directory = TemporaryDirectory()
+        var command = [ivserverBinary, "multi-peer", "-F", "-S", peerSocketPath, "--log-level", "debug"]
+        if !arguments.contains("-m") { command += ["-M", sharedMemoryName] }
+        pid = try spawn(command + arguments, logPath: logPath)
+        guard waitForReady else { return }
+        guard waitForLog(containing: "ready:", seconds: 20) else {
+            stop(signal: SIGKILL)
+            throw TestFailure("ivserver multi-peer did not become ready; log:\n\(log)")
+        }
+    }
+
     deinit {
         if !exited { stop(signal: SIGKILL) }
         unlink(logPath)

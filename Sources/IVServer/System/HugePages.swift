@@ -1,0 +1,58 @@
+import CLibUV
+import Descriptors
+import Glibc
+
+/// Memory on a hugetlbfs mount: its page size, and the kernel's pool the
+/// pages come from. On hugetlbfs a file's size must be a whole number of
+/// huge pages, and pages are taken from a pool fixed by the administrator
+/// (/proc/sys/vm/nr_hugepages), so running out is an error at start-up
+/// here rather than a SIGBUS in a guest later.
+enum HugePages {
+    /// The huge page size when `fd` is on hugetlbfs, else nil.
+    static func pageSize(of fd: OwnedFD) -> UInt64? {
+        let size = ivs_hugetlbfs_page_size(fd.rawValue)
+        return size > 0 ? UInt64(size) : nil
+    }
+
+    /// `size` rounded up to whole pages of `pageSize`.
+    static func rounded(_ size: UInt64, toPagesOf pageSize: UInt64) -> UInt64 {
+        (size + pageSize - 1) / pageSize * pageSize
+    }
+
+    /// Takes every page of `fd` (`size` bytes, whole huge pages) from the
+    /// pool now; a pool too small is a StartupError saying how many pages
+    /// are free and what to raise.
+    static func reserve(_ fd: OwnedFD, size: UInt64, pageSize: UInt64, path: String) throws {
+        let result = ivs_fallocate(fd.rawValue, Int64(size))
+        guard result != 0 else { return }
+        let code = errno
+        guard code == ENOSPC || code == ENOMEM else { throw SystemError("reserve huge pages (fallocate)", path, errno: code) }
+        let needed = size / pageSize
+        let free = freePages(ofSize: pageSize).map { "\($0) free" } ?? "fewer free"
+        let total = totalPages(ofSize: pageSize) ?? 0
+        throw StartupError(path: path, reason: "needs \(needed) huge pages of \(MemorySize.describe(pageSize)) and the pool has \(free) "
+            + "(\(total) in all): raise it, e.g. as root: echo \(total + needed) > \(poolFile(pageSize, "nr_hugepages"))")
+    }
+
+    static func freePages(ofSize pageSize: UInt64) -> UInt64? {
+        readNumber(poolFile(pageSize, "free_hugepages"))
+    }
+
+    static func totalPages(ofSize pageSize: UInt64) -> UInt64? {
+        readNumber(poolFile(pageSize, "nr_hugepages"))
+    }
+
+    private static func poolFile(_ pageSize: UInt64, _ name: String) -> String {
+        "/sys/kernel/mm/hugepages/hugepages-\(pageSize / 1024)kB/\(name)"
+    }
+
+    private static func readNumber(_ path: String) -> UInt64? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { _ = close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        let count = read(fd, &bytes, bytes.count)
+        guard count > 0 else { return nil }
+        return UInt64(String(decoding: bytes[..<count].prefix { $0 >= 48 && $0 <= 57 }, as: UTF8.self))
+    }
+}

@@ -1,0 +1,135 @@
+import Descriptors
+import Glibc
+
+/// Where the multi-peer mode's shared memory lives (QEMU's ivshmem-server
+/// `-M` and `-m`).
+public enum MemoryLocation: Equatable, Sendable, CustomStringConvertible {
+    /// A POSIX shared-memory object, /dev/shm/NAME, as shm_open names it.
+    case posixName(String)
+    /// A file created in this directory and unlinked at once (only the fd
+    /// lives on): for a hugetlbfs mount such as /dev/hugepages.
+    case directory(String)
+
+    public static let posixDirectory = "/dev/shm"
+
+    /// The object's path for a POSIX name ("ivshmem" or "/ivshmem").
+    public var path: String? {
+        guard case let .posixName(name) = self else { return nil }
+        return Self.posixDirectory + "/" + name.drop { $0 == "/" }
+    }
+
+    /// Why `name` is not a usable POSIX shared-memory name, if it is not.
+    public static func problem(withPosixName name: String) -> String? {
+        let bare = name.drop { $0 == "/" }
+        if bare.isEmpty { return "the shared-memory name is empty" }
+        if bare.contains("/") { return "a POSIX shared-memory name has no '/' after its first character (for a directory, use -m)" }
+        if bare == "." || bare == ".." || bare.utf8.count > 250 { return "'\(name)' is not a valid shared-memory name" }
+        return nil
+    }
+
+    public var description: String {
+        switch self {
+        case .posixName: return path ?? ""
+        case let .directory(directory): return "an unlinked file in \(directory)"
+        }
+    }
+}
+
+/// The multi-peer mode's memory: plain zeroed bytes with no header, what
+/// QEMU's ivshmem-server makes. Thin layer: the calls, no policy beyond
+/// what is needed to never lose a running VM's memory.
+extension SharedMemoryFile {
+    /// How the memory came to be: made now, or an existing POSIX object
+    /// taken over as QEMU's server does (its contents are kept).
+    enum Origin: Equatable {
+        case created
+        /// The object was there; `holders` are live processes that map or
+        /// hold it (VMs of a server that did not stop cleanly).
+        case reused(holders: [Int32])
+    }
+
+    /// Makes (or, for a POSIX name that exists, takes over) `size` bytes of
+    /// shared memory at `location`. On hugetlbfs the size is rounded up to
+    /// whole huge pages and every page is taken from the pool now.
+    static func createPlain(at location: MemoryLocation, size: UInt64, mode: mode_t) throws -> (SharedMemoryFile, Origin) {
+        switch location {
+        case let .directory(directory):
+            return (try createUnlinked(in: directory, size: size, mode: mode), .created)
+        case .posixName:
+            return try openPosixObject(path: location.path!, size: size, mode: mode)
+        }
+    }
+
+    private static func createUnlinked(in directory: String, size: UInt64, mode: mode_t) throws -> SharedMemoryFile {
+        var info = stat()
+        guard stat(directory, &info) == 0 else { throw SystemError("shared-memory directory", directory) }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError(path: directory, reason: "is not a directory (-m takes a directory)") }
+        // A new name each time (as mkstemp makes one), never an existing file.
+        var fd: OwnedFD?
+        var path = ""
+        for _ in 0..<100 where fd == nil {
+            path = "\(directory)/ivshmem.\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
+            let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+            if raw >= 0 {
+                fd = OwnedFD(taking: raw)
+            } else if errno != EEXIST && errno != EINTR {
+                throw SystemError("create shared memory in", directory)
+            }
+        }
+        guard let fd else { throw StartupError(path: directory, reason: "could not find a free file name") }
+        // Only the fd lives on: nothing is left in the directory whatever happens.
+        _ = unlink(path)
+        try applyModeAndSize(fd, size, mode: mode, path: directory)
+        return SharedMemoryFile(fd: fd, file: nil, size: try fileSize(fd, path: directory))
+    }
+
+    private static func openPosixObject(path: String, size: UInt64, mode: mode_t) throws -> (SharedMemoryFile, Origin) {
+        switch try ExistingPath.inspect(path) {
+        case .absent:
+            let raw = try Posix.retrying("create shared memory", path) {
+                open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
+            }
+            let fd = OwnedFD(taking: raw)
+            let file = try CreatedFile(path: path)
+            do {
+                try applyModeAndSize(fd, size, mode: mode, path: path)
+                return (SharedMemoryFile(fd: fd, file: file, size: try fileSize(fd, path: path)), .created)
+            } catch {
+                file.remove()
+                throw error
+            }
+        case let .other(fileMode) where fileMode & S_IFMT == S_IFREG:
+            let fd = OwnedFD(taking: try Posix.retrying("open existing shared memory", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
+            let holders = ProcessTable.holders(ofFileAt: path).filter { $0 != getpid() }
+            let current = try fileSize(fd, path: path)
+            if current != size {
+                if let holder = holders.first {
+                    let command = ProcessTable.commandLine(of: holder).map { $0.prefix(3).joined(separator: " ") } ?? "?"
+                    throw StartupError(path: path, reason: "exists with \(current) bytes and process \(holder) (\(command)) maps or holds it: "
+                        + "resizing it to \(size) would take memory from under that VM. Stop it, or pass -l \(current)")
+                }
+                try Posix.retrying("resize existing shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
+            }
+            _ = fchmod(fd.rawValue, mode)
+            return (SharedMemoryFile(fd: fd, file: try CreatedFile(path: path), size: size), .reused(holders: holders))
+        case let other:
+            throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a shared-memory object")
+        }
+    }
+
+    /// Sets the mode and the size (whole huge pages on hugetlbfs, where the
+    /// pages are reserved now).
+    private static func applyModeAndSize(_ fd: OwnedFD, _ size: UInt64, mode: mode_t, path: String) throws {
+        try Posix.retrying("chmod shared memory", path) { fchmod(fd.rawValue, mode) }
+        let hugePage = HugePages.pageSize(of: fd)
+        let fileSize = hugePage.map { HugePages.rounded(size, toPagesOf: $0) } ?? size
+        try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
+        if let hugePage { try HugePages.reserve(fd, size: fileSize, pageSize: hugePage, path: path) }
+    }
+
+    private static func fileSize(_ fd: OwnedFD, path: String) throws(SystemError) -> UInt64 {
+        var info = stat()
+        try Posix.retrying("stat shared memory", path) { fstat(fd.rawValue, &info) }
+        return UInt64(info.st_size)
+    }
+}
