@@ -23,12 +23,14 @@ enum HugePages {
     /// pool now; a pool too small is a StartupError saying how many pages
     /// are free and what to raise.
     static func reserve(_ fd: OwnedFD, size: UInt64, pageSize: UInt64, path: String) throws {
+        // Counted before: a failed fallocate holds what it got until the fd closes.
+        let freeBefore = freePages(ofSize: pageSize)
         let result = ivs_fallocate(fd.rawValue, Int64(size))
         guard result != 0 else { return }
         let code = errno
         guard code == ENOSPC || code == ENOMEM else { throw SystemError("reserve huge pages (fallocate)", path, errno: code) }
         let needed = size / pageSize
-        let free = freePages(ofSize: pageSize).map { "\($0) free" } ?? "fewer free"
+        let free = freeBefore.map { "\($0) free" } ?? "fewer free"
         let total = totalPages(ofSize: pageSize) ?? 0
         throw StartupError(path: path, reason: "needs \(needed) huge pages of \(MemorySize.describe(pageSize)) and the pool has \(free) "
             + "(\(total) in all): raise it, e.g. as root: echo \(total + needed) > \(poolFile(pageSize, "nr_hugepages"))")

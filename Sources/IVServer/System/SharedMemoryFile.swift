@@ -26,8 +26,10 @@ public final class SharedMemoryFile {
         guard fstat(fd.rawValue, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
             throw ResumeError("the handed-back shared memory is not a regular file")
         }
-        guard UInt64(info.st_size) == size else {
-            throw ResumeError("the handed-back shared memory is \(info.st_size) bytes, the layout needs \(size)")
+        // On hugetlbfs the file is the layout's size in whole huge pages.
+        let expected = HugePages.pageSize(of: fd).map { HugePages.rounded(size, toPagesOf: $0) } ?? size
+        guard UInt64(info.st_size) == expected else {
+            throw ResumeError("the handed-back shared memory is \(info.st_size) bytes, the layout needs \(expected)")
         }
         var bytes = [UInt8](repeating: 0, count: header.count)
         guard pread(fd.rawValue, &bytes, bytes.count, 0) == bytes.count, bytes == header else {
@@ -35,7 +37,7 @@ public final class SharedMemoryFile {
         }
         var atPath = stat()
         let samePath = lstat(path, &atPath) == 0 && atPath.st_dev == info.st_dev && atPath.st_ino == info.st_ino
-        return SharedMemoryFile(fd: fd, file: samePath ? try? CreatedFile(path: path) : nil, size: size)
+        return SharedMemoryFile(fd: fd, file: samePath ? try? CreatedFile(path: path) : nil, size: expected)
     }
 
     /// The inode of the memory, for logs.
@@ -80,9 +82,11 @@ public final class SharedMemoryFile {
 
     /// Creates `path` (it must not exist) with exactly `mode`, sizes it to
     /// `size` with ftruncate and writes `header` at offset 0 through a
-    /// shared mapping of the header's pages. On any failure nothing is left
+    /// shared mapping of the header's pages. On hugetlbfs the file is
+    /// `size` rounded up to whole huge pages, all taken from the pool now
+    /// (a pool too small is a StartupError). On any failure nothing is left
     /// behind.
-    public static func create(path: String, size: UInt64, header: [UInt8], mode: mode_t = 0o600) throws(SystemError) -> SharedMemoryFile {
+    public static func create(path: String, size: UInt64, header: [UInt8], mode: mode_t = 0o600) throws -> SharedMemoryFile {
         // Created with `mode` narrowed by the umask, then set to `mode`: it
         // is never wider than asked for.
         let raw = try Posix.retrying("create shared memory", path) {
@@ -93,9 +97,12 @@ public final class SharedMemoryFile {
             let file = try CreatedFile(path: path)
             do {
                 try Posix.retrying("chmod shared memory", path) { fchmod(fd.rawValue, mode) }
-                try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
-                try writeHeader(header, to: fd, path: path)
-                return SharedMemoryFile(fd: fd, file: file, size: size)
+                let hugePage = HugePages.pageSize(of: fd)
+                let fileSize = hugePage.map { HugePages.rounded(size, toPagesOf: $0) } ?? size
+                try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
+                if let hugePage { try HugePages.reserve(fd, size: fileSize, pageSize: hugePage, path: path) }
+                try writeHeader(header, to: fd, path: path, hugePage: hugePage)
+                return SharedMemoryFile(fd: fd, file: file, size: fileSize)
             } catch {
                 file.remove()
                 throw error
@@ -103,13 +110,17 @@ public final class SharedMemoryFile {
         }
     }
 
-    private static func writeHeader(_ header: [UInt8], to fd: OwnedFD, path: String) throws(SystemError) {
-        let page = Int(LayoutPlanner.pageSize)
+    /// `hugePage`: the file is on hugetlbfs (mapped in whole huge pages,
+    /// every page already reserved).
+    private static func writeHeader(_ header: [UInt8], to fd: OwnedFD, path: String, hugePage: UInt64?) throws(SystemError) {
+        let page = Int(hugePage ?? UInt64(LayoutPlanner.pageSize))
         let length = (header.count + page - 1) / page * page
         // Reserve the header's pages first: on a full tmpfs a store through
         // the mapping would be a SIGBUS, posix_fallocate is an ENOSPC.
-        let reserved = posix_fallocate(fd.rawValue, 0, off_t(length))
-        if reserved != 0 { throw SystemError("reserve shared memory header", path, errno: reserved) }
+        if hugePage == nil {
+            let reserved = posix_fallocate(fd.rawValue, 0, off_t(length))
+            if reserved != 0 { throw SystemError("reserve shared memory header", path, errno: reserved) }
+        }
         guard let mapping = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0),
               mapping != MAP_FAILED
         else { throw SystemError("mmap shared memory", path) }

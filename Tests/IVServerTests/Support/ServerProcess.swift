@@ -172,7 +172,7 @@ func runIVServer(_ arguments: [String], in directory: TemporaryDirectory, timeou
 /// log is kept outside it, so the directory holds only what the server made.
 final class ServerProcess {
     let directory: TemporaryDirectory
-    var sharedMemoryPath: String { directory.path + "/shm" }
+    let sharedMemoryPath: String
     var qemuSocketPath: String { directory.path + "/qemu.sock" }
     var clientSocketPath: String { directory.path + "/client.sock" }
     let logPath = "/tmp/ivs-server-\(getpid())-\(UInt32.random(in: 0...UInt32.max)).log"
@@ -185,9 +185,11 @@ final class ServerProcess {
     /// handed over as systemd does: fds 3… with LISTEN_FDS, LISTEN_FDNAMES
     /// and LISTEN_PID (set by a shell that then execs the server).
     init(layoutJSON: String? = nil, arguments: [String] = [], directory: TemporaryDirectory? = nil,
+         sharedMemoryPath: String? = nil,
          environment: [String] = [], handing: [(name: String, fd: OwnedFD)] = [], waitForReady: Bool = true) throws {
         self.directory = directory ?? TemporaryDirectory()
-        var command = [ivserverBinary, "--shm-path", sharedMemoryPath, "--qemu-sock", qemuSocketPath,
+        self.sharedMemoryPath = sharedMemoryPath ?? self.directory.path + "/shm"
+        var command = [ivserverBinary, "--shm-path", self.sharedMemoryPath, "--qemu-sock", qemuSocketPath,
                        "--client-sock", clientSocketPath, "--log-level", "debug"]
         if let layoutJSON {
             writeText(layoutJSON, to: layoutPath)
@@ -217,6 +219,7 @@ final class ServerProcess {
     /// `ready` line.
     init(multiPeer arguments: [String], waitForReady: Bool = true) throws {
         directory = TemporaryDirectory()
+        sharedMemoryPath = directory.path + "/shm"
         var command = [ivserverBinary, "multi-peer", "-F", "-S", peerSocketPath, "--log-level", "debug"]
         if !arguments.contains("-m") { command += ["-M", sharedMemoryName] }
         pid = try spawn(command + arguments, logPath: logPath)
