@@ -11,7 +11,7 @@ LOG_LEVEL  ?= info
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build run test version deb deb-test bench sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
+.PHONY: all build install run test version deb deb-test bench sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
 
 all: build
 
@@ -28,8 +28,10 @@ deps:
 		exit 1; \
 	fi
 
+# ivshmem-server: the multi-peer mode under QEMU's server's name (a link).
 build: deps
 	$(SWIFT) build -c release
+	@ln -sf ivserver .build/release/ivshmem-server
 
 run: build
 	@mkdir -p $(RUN_DIR)
@@ -126,6 +128,14 @@ bench: deps
 	$(CC) -O2 -Wall -o .build-bench/limit-server Benchmarks/limit-server.c
 	$(CC) -O2 -Wall -pthread -o .build-bench/loadgen Benchmarks/loadgen.c
 	python3 Benchmarks/run.py
+
+# Installs ivserver, ivctl and the ivshmem-server link under PREFIX
+# (/usr/local; DESTDIR for staging). The .deb is the packaged way.
+PREFIX ?= /usr/local
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 .build/release/ivserver .build/release/ivctl $(DESTDIR)$(PREFIX)/bin/
+	ln -sf ivserver $(DESTDIR)$(PREFIX)/bin/ivshmem-server
 
 # Regenerates the version compiled into the binary from VERSION.
 version:

@@ -22,7 +22,9 @@ for tool in ivserver ivctl; do
     strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/$tool"
 done
 install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
-install -m 0644 packaging/ivserver.service packaging/ivserver@.service "$root/lib/systemd/system/"
+# QEMU's server's name for the multi-peer mode: the same binary.
+ln -s ivserver "$root/usr/bin/ivshmem-server"
+install -m 0644 packaging/ivserver.service packaging/ivserver@.service packaging/ivshmem-server@.service "$root/lib/systemd/system/"
 install -m 0644 packaging/copyright "$root/usr/share/doc/ivserver/copyright"
 gzip -9n < packaging/changelog > "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"
@@ -42,6 +44,8 @@ for page in Main/ivserver IVCtl/ivctl; do
     sed 's/^$/.Pp/' "$manual_scratch/plugins/GenerateManual/outputs/$page.1" | gzip -9n > "$root/usr/share/man/man1/$name.1.gz"
     chmod 0644 "$root/usr/share/man/man1/$name.1.gz"
 done
+# ivshmem-server is ivserver's multi-peer subcommand under another name.
+ln -s ivserver.1.gz "$root/usr/share/man/man1/ivshmem-server.1.gz"
 
 install -d -m 0755 "$root/usr/share/lintian/overrides"
 install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ivserver"

@@ -56,6 +56,7 @@ check "lintian reports no error and no warning" test -z "$(echo "$lintian_output
 contents=$(dpkg -c "$deb" | awk '{print $6}')
 for path in ./usr/bin/ivserver ./usr/bin/ivctl ./usr/share/man/man1/ivctl.1.gz ./etc/ivserver/vsoc_mem.json ./lib/systemd/system/ivserver.service \
     ./lib/systemd/system/ivserver@.service ./usr/share/man/man1/ivserver.1.gz \
+    ./usr/bin/ivshmem-server ./lib/systemd/system/ivshmem-server@.service ./usr/share/man/man1/ivshmem-server.1.gz \
     ./usr/share/doc/ivserver/copyright ./usr/share/doc/ivserver/changelog.Debian.gz; do
     check "dpkg -c lists $path" grep -qx "$path" <<<"$contents"
 done
@@ -81,8 +82,16 @@ stop; check "and stops cleanly, leaving nothing" test -z "$(ls "$work/x" | grep 
 
 dpkg -i "$deb" >/dev/null
 check "installed: the ivshmem group exists" getent group ivshmem
-check "systemd-analyze verify passes on both units" \
-    systemd-analyze verify /lib/systemd/system/ivserver.service /lib/systemd/system/ivserver@.service
+check "systemd-analyze verify passes on the three units" \
+    systemd-analyze verify /lib/systemd/system/ivserver.service /lib/systemd/system/ivserver@.service \
+    /lib/systemd/system/ivshmem-server@.service
+check "ivshmem-server is the multi-peer mode under QEMU's server's name" \
+    grep -q 'USAGE: ivshmem-server' <(/usr/bin/ivshmem-server -h)
+check "ivserver(1) documents the multi-peer mode" grep -q 'multi-peer' <(zcat /usr/share/man/man1/ivserver.1.gz)
+check "the installed ivshmem-server serves two peers" \
+    bash -c "/usr/bin/ivshmem-server -F -S $work/peers.sock -M ivs-deb-test-$$ -n 2 2>$work/peers.log & pid=\$!; \
+        for _ in \$(seq 200); do [ -S $work/peers.sock ] && break; sleep 0.05; done; \
+        python3 scripts/peer-check.py $work/peers.sock 2; status=\$?; kill \$pid; wait \$pid; exit \$status"
 mkdir "$work/y"
 serve /usr/bin/ivserver "$work/y"
 check "the installed binary uses the packaged layout" grep -q 'no --layout given: using /etc/ivserver/vsoc_mem.json' "$work/y/log"
@@ -92,9 +101,9 @@ check "the installed ivctl reads the live table" grep -q '^3  gralloc_memory   0
 check "ivctl's man page documents the exit codes" grep -q "wait: the timeout passed" <(zcat /usr/share/man/man1/ivctl.1.gz)
 stop
 dpkg --purge ivserver >/dev/null
-check "purged: no binaries" test ! -e /usr/bin/ivserver -a ! -e /usr/bin/ivctl
+check "purged: no binaries" test ! -e /usr/bin/ivserver -a ! -e /usr/bin/ivctl -a ! -L /usr/bin/ivshmem-server
 check "purged: no conffile or /etc/ivserver" test ! -e /etc/ivserver
-check "purged: no units" test -z "$(ls /lib/systemd/system/ivserver* 2>/dev/null)"
+check "purged: no units" test -z "$(ls /lib/systemd/system/ivserver* /lib/systemd/system/ivshmem-server* 2>/dev/null)"
 check "purged: no group" bash -c '! getent group ivshmem'
 check "purged: no docs" test ! -e /usr/share/doc/ivserver
 

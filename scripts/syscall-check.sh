@@ -2,8 +2,9 @@
 # Derives the system calls the server makes and checks that the packaged
 # units' SystemCallFilter= allows every one: runs BINARY under strace over
 # what the units run (start-up with --socket-group and the service manager's
-# notify socket, both handshakes, a real QEMU over qtest, a stop signal),
-# then expands the units' filter with systemd-analyze syscall-filter.
+# notify socket, both handshakes, a real QEMU over qtest, a stop signal; and
+# the multi-peer mode with two peers), then expands the units' filter with
+# systemd-analyze syscall-filter (every unit has the same filter; checked).
 # Prints the traced set; exits 1 naming any call the filter would refuse.
 #
 # usage: scripts/syscall-check.sh path/to/ivserver path/to/ivctl
@@ -12,6 +13,11 @@ cd "$(dirname "$0")/.."
 server=$(realpath "$1")
 ivctl=$(realpath "$2")
 unit=packaging/ivserver@.service
+for other in packaging/ivserver.service packaging/ivshmem-server@.service; do
+    if [ "$(grep '^SystemCallFilter=' "$unit")" != "$(grep '^SystemCallFilter=' "$other")" ]; then
+        echo "FAILED: $other's SystemCallFilter= differs from $unit's"; exit 1
+    fi
+done
 
 work=$(mktemp -d /tmp/ivs-syscalls-XXXXXX)
 server_pid=
@@ -55,9 +61,23 @@ kill -TERM "$(pgrep -P "$server_pid")"
 wait "$server_pid" || true
 server_pid=
 
+# The multi-peer mode as ivshmem-server@.service runs it: two peers join,
+# ring and leave (scripts/peer-check.py).
+NOTIFY_SOCKET=$work/notify.sock strace -f -qq -o "$work/trace-peers" \
+    setpriv --reuid "$user" --regid "$group" --clear-groups "$server" multi-peer --foreground \
+    --socket "$work/peers.sock" -M "ivs-syscalls-$$" -n 2 --socket-group "$group" --allow-gid "$group" >"$work/log-peers" 2>&1 &
+server_pid=$!
+for _ in $(seq 200); do grep -q 'ready:' "$work/log-peers" 2>/dev/null && break; sleep 0.05; done
+grep -q 'ready:' "$work/log-peers" || { cat "$work/log-peers"; exit 1; }
+python3 scripts/peer-check.py "$work/peers.sock" 2 >/dev/null
+kill -TERM "$(pgrep -P "$server_pid")"
+wait "$server_pid" || true
+server_pid=
+
 # What setpriv did before it became the server is not the server's.
-traced=$(awk -v binary="$server" 'started { print } index($0, "execve(\"" binary "\"") { started = 1 }' "$work/trace" \
-    | sed -n 's/^[0-9]* *\([a-z_0-9]*\)(.*/\1/p' | sort -u)
+traced=$(for trace in "$work/trace" "$work/trace-peers"; do
+        awk -v binary="$server" 'started { print } index($0, "execve(\"" binary "\"") { started = 1 }' "$trace"
+    done | sed -n 's/^[0-9]* *\([a-z_0-9]*\)(.*/\1/p' | sort -u)
 
 # The filter: the allow lines' sets, less the deny lines' (~) sets.
 expand() {  # expand NAME...: the system calls of groups and names, recursively

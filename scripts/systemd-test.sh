@@ -3,8 +3,8 @@
 # an overlay of this machine's root (../shared/notes/real-systemd.md; the
 # machine's own files are not touched) and, inside it, installs the package,
 # starts both units through Type=notify, checks the files' modes, who may
-# connect, a real QEMU attached with `ivserver qemu-args`, stop, purge and a
-# second install. Needs root and systemd-container.
+# connect, a real QEMU attached with `ivserver qemu-args`, restarts, the
+# multi-peer template, stop, purge and a second install. Needs root and systemd-container.
 #
 # usage: scripts/systemd-test.sh path/to/ivserver_<version>_<arch>.deb
 set -euo pipefail
@@ -41,7 +41,7 @@ mkdir -p "$base/upper" "$base/work" "$base/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$base/upper,workdir=$base/work" "$base/root"
 mkdir -p "$base/root/var/lib/ivs-test"
 cp "$deb" "$base/root/var/lib/ivs-test/ivserver.deb"
-cp scripts/qtest-vm.py "$base/root/var/lib/ivs-test/"
+cp scripts/qtest-vm.py scripts/peer-check.py "$base/root/var/lib/ivs-test/"
 # The container boots to a target of its own: basic.target and nothing the
 # machine happens to have installed (a database, a web server), and it has
 # a network of its own, so nothing there can clash with the machine's.
@@ -206,12 +206,34 @@ echo quit >&9
 exec 9>&-
 wait "$holder" || true
 
+# --- the multi-peer template: ivshmem-server@ ------------------------------------
+inside sh -c 'echo "IVSHMEM_SERVER_OPTIONS=\"-l 1M -n 2\"" > /etc/ivserver/ivshmem-server-lab.conf'
+check "systemctl start ivshmem-server@lab returns once it is ready" inside systemctl start ivshmem-server@lab.service
+check "ivshmem-server@lab is active through Type=notify" test "$(unit_state ivshmem-server@lab.service)" = "active running notify 0"
+check "its settings file reached it: 1 MiB, 2 vectors, /dev/shm/ivshmem-lab" \
+    grep -q 'ready: shared memory /dev/shm/ivshmem-lab (1 MiB), 2 vector(s) per peer' <(journal ivshmem-server@lab.service)
+check "its socket is srw-rw---- group ivshmem" test "$(file_mode /run/ivshmem-server/lab/ivshmem.sock)" = "srw-rw---- ivshmem"
+exposure=$(inside systemd-analyze security --no-pager ivshmem-server@lab.service | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
+echo "  systemd-analyze security ivshmem-server@lab.service: $exposure"
+check "ivshmem-server@lab's exposure is at most 0.5" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 0.5) }'
+check "two peers as alice (in ivshmem) join, ring each other and leave" \
+    quietly inside runuser -u alice -- python3 /var/lib/ivs-test/peer-check.py /run/ivshmem-server/lab/ivshmem.sock 2
+check "the journal shows them" grep -q 'peer 1 left' <(journal ivshmem-server@lab.service)
+output=$(inside runuser -u bob -- python3 /var/lib/ivs-test/peer-check.py /run/ivshmem-server/lab/ivshmem.sock 2 2>&1 || true)
+check "bob (not in ivshmem) cannot connect" grep -q 'Permission denied' <<<"$output"
+check "systemctl stop ivshmem-server@lab" inside systemctl stop ivshmem-server@lab.service
+check "stop leaves no socket and no /dev/shm/ivshmem-lab" \
+    test -z "$(inside sh -c 'ls -A /run/ivshmem-server/lab /dev/shm/ivshmem-lab* 2>/dev/null')"
+check "ivshmem-server@lab starts again" inside systemctl start ivshmem-server@lab.service
+inside rm /etc/ivserver/ivshmem-server-lab.conf  # the administrator's file, which dpkg would keep
+
 # --- stop, purge, install again -------------------------------------------------
 check "systemctl stop ivserver@vm1" inside systemctl stop ivserver@vm1.service
 check "stop leaves nothing in /run/ivserver/vm1" test -z "$(inside sh -c 'ls -A /run/ivserver/vm1 2>/dev/null')"
 check "ivserver.service still runs" test "$(unit_state ivserver.service)" = "active running notify 0"
 check "apt-get purge (while ivserver.service runs)" quietly inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq ivserver
 check "purge stopped the running server" test "$(inside systemctl show -p ActiveState --value ivserver.service)" = inactive
+check "and the multi-peer one" test "$(inside systemctl show -p ActiveState --value ivshmem-server@lab.service)" = inactive
 check "purge removed /run/ivserver/default" test -z "$(inside sh -c 'ls -A /run/ivserver/default 2>/dev/null')"
 check "purge removed the ivshmem group" bash -c "! nsenter -t $leader -a getent group ivshmem"
 check "purge removed the conffile and /etc/ivserver" bash -c "! nsenter -t $leader -a test -e /etc/ivserver"
