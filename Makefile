@@ -127,6 +127,7 @@ bench: deps
 	@mkdir -p .build-bench
 	$(CC) -O2 -Wall -o .build-bench/limit-server Benchmarks/limit-server.c
 	$(CC) -O2 -Wall -pthread -o .build-bench/loadgen Benchmarks/loadgen.c
+	$(CC) -O2 -Wall -pthread -o .build-bench/peerload Benchmarks/peerload.c
 	python3 Benchmarks/run.py
 
 # Installs ivserver, ivctl and the ivshmem-server link under PREFIX

@@ -3,10 +3,16 @@
 // peer checks), so ivserver's cost can be read as a ratio to it.
 //
 //   limit-server QEMU_SOCK CLIENT_SOCK REGION_NAME...
+//   limit-server --peers SOCKET VECTORS      (QEMU's multi-peer protocol)
 //
 // QEMU socket: on accept, the 3 + 2N messages of the ivshmem protocol in one
 // sendmmsg, then the connection stays open until the peer closes it.
 // Client socket: u32 version, read i16 length + name, 8 bytes + 3 fds, close.
+// --peers: on accept an ID (the next one free), VECTORS eventfds, the
+// greeting (version, ID, -1 + memory, every other peer's vectors, its own)
+// with blocking sendmmsg, then its join to every other peer; on hang-up its
+// departure. No queue, no limits, no checks: the floor for ivserver's
+// multi-peer mode.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
@@ -14,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -23,10 +30,11 @@
 #define MAX_REGIONS 128
 #define MAX_FDS 65536
 
-enum kind { LISTEN_QEMU = 1, LISTEN_CLIENT, QEMU_PEER, CLIENT_PEER };
+enum kind { LISTEN_QEMU = 1, LISTEN_CLIENT, QEMU_PEER, CLIENT_PEER, LISTEN_PEERS, MULTI_PEER };
 
 struct conn {
     enum kind kind;
+    int id;               // MULTI_PEER: its peer ID
     int length;           // name length once read, -1 before
     int have;             // bytes of length+name received
     unsigned char buf[18];
@@ -134,7 +142,124 @@ static void client_readable(int fd) {
     }
 }
 
+// --- QEMU's multi-peer protocol (--peers) ---------------------------------------
+
+#define MAX_IDS 65536
+static int vectors;
+static int *peer_vectors;       // [id * vectors + v]
+static int peer_socket[MAX_IDS];  // fd, or -1
+static int joined[MAX_IDS], joined_count;
+static int next_id;
+
+// Sends `count` messages (value, optional fd each) with blocking sendmmsg.
+static int send_messages(int fd, const int64_t *values, const int *fds, int count) {
+    struct mmsghdr *msgs = calloc(count, sizeof *msgs);
+    struct iovec *iov = calloc(count, sizeof *iov);
+    char (*control)[CMSG_SPACE(sizeof(int))] = calloc(count, sizeof *control);
+    for (int i = 0; i < count; i++) {
+        iov[i] = (struct iovec){ (void *)&values[i], 8 };
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        if (fds[i] >= 0) {
+            msgs[i].msg_hdr.msg_control = control[i];
+            msgs[i].msg_hdr.msg_controllen = CMSG_SPACE(sizeof(int));
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(c), &fds[i], sizeof(int));
+        }
+    }
+    int sent = 0, result = 0;
+    while (sent < count) {
+        int n = sendmmsg(fd, msgs + sent, count - sent, MSG_NOSIGNAL);
+        if (n <= 0) { result = -1; break; }
+        sent += n;
+    }
+    free(msgs); free(iov); free(control);
+    return result;
+}
+
+static void announce(int id, int except) {
+    int64_t values[64];
+    int fds[64];
+    for (int v = 0; v < vectors; v++) { values[v] = id; fds[v] = peer_vectors[id * vectors + v]; }
+    for (int i = 0; i < joined_count; i++)
+        if (joined[i] != except) send_messages(peer_socket[joined[i]], values, fds, vectors);
+}
+
+static void peer_joins(int fd) {
+    while (peer_socket[next_id] >= 0) next_id = (next_id + 1) % MAX_IDS;
+    int id = next_id;
+    next_id = (next_id + 1) % MAX_IDS;
+    for (int v = 0; v < vectors; v++) peer_vectors[id * vectors + v] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    int count = 3 + (joined_count + 1) * vectors;
+    int64_t *values = malloc(count * sizeof *values);
+    int *fds = malloc(count * sizeof *fds);
+    values[0] = 0; fds[0] = -1;
+    values[1] = id; fds[1] = -1;
+    values[2] = -1; fds[2] = shm_fd;
+    int n = 3;
+    for (int i = 0; i < joined_count; i++)
+        for (int v = 0; v < vectors; v++) { values[n] = joined[i]; fds[n++] = peer_vectors[joined[i] * vectors + v]; }
+    for (int v = 0; v < vectors; v++) { values[n] = id; fds[n++] = peer_vectors[id * vectors + v]; }
+    int failed = send_messages(fd, values, fds, count);
+    free(values); free(fds);
+    peer_socket[id] = fd;
+    conns[fd].id = id;
+    watch(fd, MULTI_PEER);
+    if (failed) return;
+    joined[joined_count++] = id;
+    announce(id, id);
+}
+
+static void peer_leaves(int fd) {
+    int id = conns[fd].id;
+    drop(fd);
+    peer_socket[id] = -1;
+    for (int v = 0; v < vectors; v++) close(peer_vectors[id * vectors + v]);
+    for (int i = 0; i < joined_count; i++)
+        if (joined[i] == id) { joined[i] = joined[--joined_count]; break; }
+    int64_t value = id;
+    int none = -1;
+    for (int i = 0; i < joined_count; i++) send_messages(peer_socket[joined[i]], &value, &none, 1);
+}
+
+static int serve_peers(const char *path, int count) {
+    vectors = count;
+    struct rlimit limit;
+    if (!getrlimit(RLIMIT_NOFILE, &limit)) { limit.rlim_cur = limit.rlim_max; setrlimit(RLIMIT_NOFILE, &limit); }
+    peer_vectors = calloc((size_t)MAX_IDS * vectors, sizeof(int));
+    for (int i = 0; i < MAX_IDS; i++) peer_socket[i] = -1;
+    shm_fd = memfd_create("limit-shm", MFD_CLOEXEC);
+    if (shm_fd < 0 || ftruncate(shm_fd, 4 << 20)) { perror("shm"); return 1; }
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    int listener = listen_on(path);
+    watch(listener, LISTEN_PEERS);
+    fprintf(stderr, "ready\n");
+    struct epoll_event events[256];
+    for (;;) {
+        int n = epoll_wait(epfd, events, 256, -1);
+        for (int i = 0; i < n; i++) {
+            int fd = events[i].data.fd;
+            if (conns[fd].kind == LISTEN_PEERS) {
+                for (;;) {
+                    int peer = accept4(fd, NULL, NULL, SOCK_CLOEXEC);  // blocking: sends never queue
+                    if (peer < 0) break;
+                    if (peer >= MAX_FDS) { close(peer); continue; }
+                    peer_joins(peer);
+                }
+            } else {
+                char sink[64];
+                ssize_t got = recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+                if (got == 0 || (got < 0 && errno != EAGAIN)) peer_leaves(fd);
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--peers")) return serve_peers(argv[2], atoi(argv[3]));
     if (argc < 4) { fprintf(stderr, "usage: %s QEMU_SOCK CLIENT_SOCK REGION...\n", argv[0]); return 64; }
     region_count = argc - 3;
     if (region_count > MAX_REGIONS) return 64;
@@ -180,6 +305,9 @@ int main(int argc, char **argv) {
             case CLIENT_PEER:
                 client_readable(fd);
                 break;
+            case LISTEN_PEERS:
+            case MULTI_PEER:
+                break;  // --peers only
             }
         }
     }

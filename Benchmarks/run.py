@@ -9,6 +9,7 @@ OUT = os.path.join(ROOT, ".build-bench")
 IVSERVER = os.path.join(OUT, "release", "ivserver")
 LIMIT = os.path.join(OUT, "limit-server")
 LOADGEN = os.path.join(OUT, "loadgen")
+PEERLOAD = os.path.join(OUT, "peerload")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 REGIONS = ["hwcomposer", "fb_broadcast", "gralloc_manager", "gralloc_memory",
@@ -275,10 +276,48 @@ time.sleep(30)
     print("restart: kill -9 to the first host client served with the same memory", flush=True)
     restarts = restart_times()
 
-    write_report(results, startup, memory, per_pending, restarts)
+    print("multi-peer: a peer's join with 0, 100 and 1,000 peers attached (4 vectors)", flush=True)
+    peers = multi_peer()
+
+    write_report(results, startup, memory, per_pending, restarts, peers)
 
 
-def write_report(results, startup, memory, per_pending, restarts):
+def multi_peer(vectors=4, joins=200):
+    """Join latency (connect -> own eventfds received) with N peers attached,
+    limit and ivserver interleaved; and server RSS per attached peer."""
+    joined, rss = {}, {}
+    for round_ in range(ROUNDS):
+        for attached in (0, 100, 1000):
+            for kind in ("limit", "ivserver"):
+                d = tempfile.mkdtemp(prefix="ivs-bench-peers-")
+                sock = d + "/peers.sock"
+                if kind == "limit":
+                    cmd = [LIMIT, "--peers", sock, str(vectors)]
+                else:
+                    cmd = [IVSERVER, "multi-peer", "-F", "-S", sock, "-M", os.path.basename(d), "-n", str(vectors)]
+                server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                deadline = time.time() + 10
+                while not os.path.exists(sock) and time.time() < deadline:
+                    time.sleep(0.01)
+                time.sleep(0.1)
+                load = subprocess.Popen([PEERLOAD, sock, str(attached), str(vectors), str(joins if attached < 1000 else joins // 2)],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert load.stdout.readline().strip() == "attached"
+                time.sleep(0.5)
+                with open(f"/proc/{server.pid}/status") as f:
+                    rss.setdefault((kind, attached), []).append(int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)))
+                load.stdin.write("go\n"); load.stdin.flush()
+                result = parse(load.stdout.readline())
+                load.wait(timeout=120)
+                server.send_signal(signal.SIGTERM)
+                server.wait(timeout=10)
+                subprocess.run(["rm", "-rf", d])
+                joined.setdefault((kind, attached), []).append(result)
+                print(f"  round {round_ + 1}, {attached} attached, {kind}: join p50 {result['p50_us']} us, p99 {result['p99_us']} us", flush=True)
+    return joined, rss
+
+
+def write_report(results, startup, memory, per_pending, restarts, peers):
     def row(label, key, target, better="lower"):
         l, i = median(results["limit"][key]), median(results["ivserver"][key])
         return f"| {label} | {l:,.1f} | {i:,.1f} | {i / l:.2f}× | {target} |"
@@ -317,6 +356,27 @@ def write_report(results, startup, memory, per_pending, restarts):
         f"| memory per pending connection beyond the kernel's (bytes) | {per_pending['limit']:.0f} | {per_pending['ivserver']:.0f} | ≤ 1 KiB |",
         f"| kill -9 to a host client served the same memory, emulated manager (ms, median of {len(restarts)}; "
         f"min {min(restarts):.2f}, max {max(restarts):.2f}) | – | {median(restarts):.2f} | ≤ 20 ms |",
+        "",
+    ]
+    joined, rss = peers
+    def join_row(attached, key):
+        l = median([r[key] for r in joined[("limit", attached)]])
+        i = median([r[key] for r in joined[("ivserver", attached)]])
+        return f"| join with {attached:,} peers attached, {key.split('_')[0]} (µs) | {l:,.0f} | {i:,.0f} | {i / l:.2f}× |"
+    def per_peer(kind):
+        return (median(rss[(kind, 1000)]) - median(rss[(kind, 0)])) * 1024 / 1000
+    lines += [
+        "Multi-peer mode (QEMU's ivshmem-server protocol), 4 vectors per peer: a peer's join, connect to its own "
+        "eventfds received, while the attached peers read everything they are sent (`Benchmarks/peerload.c`). "
+        "Limit: `limit-server --peers`, the same protocol with blocking sends and no checks.",
+        "",
+        "| measure | limit | ivserver | ratio |",
+        "|---|---|---|---|",
+    ]
+    for attached in (0, 100, 1000):
+        lines += [join_row(attached, "p50_us"), join_row(attached, "p99_us")]
+    lines += [
+        f"| server RSS per attached peer (bytes) | {per_peer('limit'):,.0f} | {per_peer('ivserver'):,.0f} | – |",
         "",
     ]
     text = "\n".join(lines)
