@@ -15,6 +15,12 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
         /// The server serves a layout without this region.
         case unknownRegion(available: [String])
         case unsupportedProtocol(serverVersion: UInt32)
+        /// A multi-peer server that speaks another protocol version.
+        case unsupportedPeerProtocol(serverVersion: Int64)
+        /// No peer with this ID is connected (`known`: those that are).
+        case unknownPeer(UInt16, known: [UInt16])
+        /// The server closed the connection.
+        case disconnected
         /// The server broke the handshake (wrong fds or payload).
         case protocolViolation(String)
         /// The shared memory's header is unusable.
@@ -46,8 +52,16 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
             return "\(socketPath): no such socket; is ivserver running, and is this its --client-sock?"
         case .serverNotListening:
             return "\(socketPath): nobody is listening (connection refused); ivserver is not running there"
+        case .refused where region == nil:
+            return "\(socketPath): the server refused this peer (it is full: --max-peers, or it does not allow this user)"
         case .refused:
             return "\(subject): the server refused the handshake (it does not know that region, or does not allow this user)"
+        case let .unsupportedPeerProtocol(version):
+            return "\(socketPath): the server speaks ivshmem protocol version \(version); this client speaks 0 (is this a multi-peer ivshmem server's socket?)"
+        case let .unknownPeer(peer, known):
+            return "\(socketPath): no peer \(peer) is connected; the peers are: \(known.map(String.init).joined(separator: ", "))"
+        case .disconnected:
+            return "\(socketPath): the server closed the connection"
         case let .unknownRegion(available):
             return "\(subject): no such region; the layout has: \(available.joined(separator: ", "))"
         case let .unsupportedProtocol(version):

@@ -24,11 +24,11 @@ public final class RegionMemory: @unchecked Sendable {
     private let base: UnsafeMutableRawPointer
     /// The region's size in bytes.
     public let count: Int
-    let errorContext: (socketPath: String, region: String)
+    let errorContext: (socketPath: String, region: String?)
 
     /// Maps `count` bytes of `fd` from `offset` (any offset: the mapping
     /// starts at the page below it).
-    init(fd: Int32, offset: UInt64, count: Int, socketPath: String, region: String) throws(IVClientError) {
+    init(fd: Int32, offset: UInt64, count: Int, socketPath: String, region: String?) throws(IVClientError) {
         errorContext = (socketPath, region)
         let page = UInt64(sysconf(Int32(_SC_PAGESIZE)))
         let start = offset / page * page
@@ -36,7 +36,8 @@ public final class RegionMemory: @unchecked Sendable {
         mappingLength = max(lead + count, 1)
         let address = mmap(nil, mappingLength, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off_t(start))
         guard let address, address != MAP_FAILED else {
-            throw IVClientError(.system(operation: "mmap of the region", errno: errno), socketPath: socketPath, region: region)
+            throw IVClientError(.system(operation: region == nil ? "mmap of the shared memory" : "mmap of the region", errno: errno),
+                                socketPath: socketPath, region: region)
         }
         mapping = address
         base = address + lead
@@ -63,7 +64,7 @@ public final class RegionMemory: @unchecked Sendable {
 
     private func checkRange(_ offset: Int, _ length: Int) throws(IVClientError) {
         guard offset >= 0, length >= 0, offset <= count, length <= count - offset else {
-            throw invalid("bytes \(offset)..<\(offset + length) are outside the region's \(count) bytes")
+            throw invalid("bytes \(offset)..<\(offset + length) are outside the \(errorContext.region == nil ? "shared memory" : "region")'s \(count) bytes")
         }
     }
 

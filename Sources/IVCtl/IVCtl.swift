@@ -8,7 +8,7 @@ import VSoCFormat
 struct IVCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ivctl",
-        abstract: "Inspect and signal the regions of a running ivserver, as a host client.",
+        abstract: "Inspect and signal the regions of a running ivserver, as a host client; or join a multi-peer server as a peer (ivctl peer).",
         discussion: """
             Every command connects to ivserver's client socket (--client-sock) and
             makes the HALD handshake for a region, as a host HAL would. Offsets are
@@ -18,11 +18,12 @@ struct IVCtl: ParsableCommand {
             Exit codes:
               0   success
               1   the server could not be reached, refused, or an operation failed
-              2   wait: the timeout passed before --count interrupts
-              3   no region of that name (the message lists the regions)
+              2   wait, peer wait: the timeout passed before --count interrupts
+              3   no region of that name (the message lists the regions), or
+                  ivctl peer: no peer of that ID (the message lists the peers)
               64  bad command line (also: --offset/--length outside the region)
             """,
-        subcommands: [Regions.self, Dump.self, Signal.self, Wait.self, Watch.self, Status.self]
+        subcommands: [Regions.self, Dump.self, Signal.self, Wait.self, Watch.self, Status.self, PeerCommand.self]
     )
 }
 

@@ -1,0 +1,245 @@
+import Descriptors
+import Glibc
+
+/// The host as a peer of a multi-peer ivshmem server (QEMU's ivshmem-server
+/// protocol; `ivserver multi-peer`): it gets an ID, the shared memory and
+/// its own vectors like any VM, can ring any peer's vector, and is told of
+/// peers as they join and leave.
+///
+/// Single-threaded: the server's announcements are read while you wait
+/// (`wait`, `nextEvent`) and before each ring, so `peers` is as fresh as
+/// your last call. Joins and leaves seen during other calls are kept for
+/// `nextEvent`.
+public final class Peer {
+    public typealias ID = UInt16
+
+    /// What `nextEvent` reports.
+    public enum Event: Equatable, Sendable {
+        /// One of our vectors was rung `count` times since it was last read.
+        case interrupt(vector: Int, count: UInt64)
+        /// A peer joined, with its vectors (eventfds) all received.
+        case joined(peer: ID, vectors: Int)
+        case left(peer: ID)
+    }
+
+    /// QEMU's ivshmem-server's default socket.
+    public static let defaultSocketPath = "/tmp/ivshmem_socket"
+
+    public let socketPath: String
+    /// Our ID: what other peers write to their Doorbell's upper 16 bits.
+    public let id: ID
+    /// The whole shared memory, mapped once; bounds-checked.
+    public let memory: RegionMemory
+    private let socket: ClientSocket
+    private var ownVectors: [OwnedFD] = []
+    /// Other peers' eventfds, by ID; `order` is the order they came in.
+    private var others: [ID: [OwnedFD]] = [:]
+    private var order: [ID] = []
+    private var announced: Set<ID> = []
+    private var events: [Event] = []
+
+    /// Connects and reads the greeting: version 0, our ID, the memory, the
+    /// peers already there and our own vectors. `timeout` bounds each step.
+    public static func connect(socket path: String = defaultSocketPath, timeout: Duration = .seconds(5)) throws(IVClientError) -> Peer {
+        let fail = { (kind: IVClientError.Kind) in IVClientError(kind, socketPath: path, region: nil) }
+        let socket = try ClientSocket.connect(path: path, timeout: timeout, fail: fail)
+        let version = try Self.receive(socket)
+        if version.value == -1 && version.fd == nil { throw fail(.refused) }
+        guard version.value == 0, version.fd == nil else { throw fail(.unsupportedPeerProtocol(serverVersion: version.value)) }
+        let own = try Self.receive(socket)
+        guard let id = ID(exactly: own.value), own.fd == nil else {
+            throw fail(.protocolViolation("an ID of \(own.value)\(own.fd == nil ? "" : " with an fd") instead of 0...65535"))
+        }
+        let marker = try Self.receive(socket)
+        guard marker.value == -1, let memoryFD = marker.fd else {
+            throw fail(.protocolViolation("message 3 is \(marker.value)\(marker.fd == nil ? " without an fd" : "") instead of -1 with the shared memory"))
+        }
+        var info = stat()
+        guard fstat(memoryFD.rawValue, &info) == 0 else { throw fail(.system(operation: "fstat of the shared memory", errno: errno)) }
+        let memory = try RegionMemory(fd: memoryFD.rawValue, offset: 0, count: Int(info.st_size), socketPath: path, region: nil)
+        let peer = Peer(socketPath: path, id: id, memory: memory, socket: socket)
+        // Up to our first own vector, then whatever else is already there
+        // (the rest of the greeting is sent at once).
+        while peer.ownVectors.isEmpty { try peer.handle(Self.receive(socket)) }
+        try peer.readAnnouncements(timeout: .zero)
+        // What was there before us is not news.
+        peer.events.removeAll()
+        peer.announced = Set(peer.others.keys)
+        return peer
+    }
+
+    private init(socketPath: String, id: ID, memory: RegionMemory, socket: ClientSocket) {
+        self.socketPath = socketPath
+        self.id = id
+        self.memory = memory
+        self.socket = socket
+    }
+
+    private func fail(_ kind: IVClientError.Kind) -> IVClientError {
+        IVClientError(kind, socketPath: socketPath, region: nil)
+    }
+
+    /// Our vectors: how many interrupt lines others can ring us on.
+    public var vectorCount: Int { ownVectors.count }
+
+    /// The other peers and how many of their vectors we hold, by ID.
+    public var peers: [(id: ID, vectors: Int)] {
+        others.keys.sorted().map { ($0, others[$0]!.count) }
+    }
+
+    /// How many vectors `peer` has (as far as we hold its eventfds).
+    public func vectorCount(of peer: ID) throws(IVClientError) -> Int {
+        try readAnnouncements(timeout: .zero)
+        if peer == id { return ownVectors.count }
+        guard let vectors = others[peer] else { throw fail(.unknownPeer(peer, known: [id] + others.keys.sorted())) }
+        return vectors.count
+    }
+
+    // MARK: ringing
+
+    /// Interrupts `peer` on `vector` (what a guest does by writing
+    /// `(peer << 16) | vector` to its Doorbell). Ringing ourselves works too.
+    public func ring(peer: ID, vector: Int) throws(IVClientError) {
+        try readAnnouncements(timeout: .zero)
+        let vectors = peer == id ? ownVectors : others[peer]
+        guard let vectors else { throw fail(.unknownPeer(peer, known: [id] + others.keys.sorted())) }
+        guard vectors.indices.contains(vector) else {
+            throw fail(.invalidArgument("peer \(peer) has vectors 0...\(vectors.count - 1); there is no vector \(vector)"))
+        }
+        let code = Syscall.signalEventFD(vectors[vector].rawValue)
+        if code != 0 { throw fail(.system(operation: "write to peer \(peer)'s eventfd", errno: code)) }
+    }
+
+    /// Rings every other peer on `vector`, or on all its vectors when nil;
+    /// how many eventfds were rung.
+    @discardableResult
+    public func ringAll(vector: Int? = nil) throws(IVClientError) -> Int {
+        try readAnnouncements(timeout: .zero)
+        var rung = 0
+        for peer in others.keys.sorted() {
+            let vectors = others[peer]!
+            for index in vector.map({ [$0] }) ?? Array(vectors.indices) where vectors.indices.contains(index) {
+                try ring(peer: peer, vector: index)
+                rung += 1
+            }
+        }
+        return rung
+    }
+
+    // MARK: waiting
+
+    /// Waits for an interrupt on our `vector`: how many rings it counted
+    /// (the counter is reset when `consume`, else left as it was), or nil
+    /// when `timeout` passed first (nil: no limit). Announcements that
+    /// arrive meanwhile are kept for `nextEvent`.
+    public func wait(vector: Int, timeout: Duration?, consume: Bool = true) throws(IVClientError) -> UInt64? {
+        guard ownVectors.indices.contains(vector) else {
+            throw fail(.invalidArgument("this peer has vectors 0...\(ownVectors.count - 1); there is no vector \(vector)"))
+        }
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            if let count = try take(vector: vector, consume: consume) { return count }
+            var entries = [pollfd(fd: ownVectors[vector].rawValue, events: Int16(POLLIN), revents: 0),
+                           pollfd(fd: socket.fd.rawValue, events: Int16(POLLIN), revents: 0)]
+            let left = deadline.map { max($0 - ContinuousClock.now, .zero) }
+            let (ready, code) = Syscall.wait(&entries, timeout: left)
+            if code != 0 { throw fail(.system(operation: "poll", errno: code)) }
+            if entries[1].revents != 0 { try readAnnouncements(timeout: .zero) }
+            if ready == 0, let deadline, ContinuousClock.now >= deadline { return nil }
+        }
+    }
+
+    /// The next interrupt on any of our vectors, join or leave, or nil when
+    /// `timeout` passed first (nil: no limit). Interrupts are taken
+    /// (counters reset); several pending come one per call, lowest vector first.
+    public func nextEvent(timeout: Duration?) throws(IVClientError) -> Event? {
+        let deadline = timeout.map { ContinuousClock.now + $0 }
+        while true {
+            if !events.isEmpty { return events.removeFirst() }
+            var entries = ownVectors.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+            entries.append(pollfd(fd: socket.fd.rawValue, events: Int16(POLLIN), revents: 0))
+            let left = deadline.map { max($0 - ContinuousClock.now, .zero) }
+            let (ready, code) = Syscall.wait(&entries, timeout: left)
+            if code != 0 { throw fail(.system(operation: "poll", errno: code)) }
+            for vector in ownVectors.indices where entries[vector].revents != 0 {
+                if let count = try take(vector: vector, consume: true) { return .interrupt(vector: vector, count: count) }
+            }
+            if entries.last!.revents != 0 { try readAnnouncements(timeout: .zero) }
+            if ready == 0, let deadline, ContinuousClock.now >= deadline { return events.isEmpty ? nil : events.removeFirst() }
+        }
+    }
+
+    /// Hangs up: the server tells the others we left.
+    public func close() {
+        socket.fd.close()
+    }
+
+    deinit { close() }
+
+    // MARK: the server's messages
+
+    /// A vector's count, or nil when it is 0; written back unless `consume`.
+    private func take(vector: Int, consume: Bool) throws(IVClientError) -> UInt64? {
+        let fd = ownVectors[vector].rawValue
+        let (count, code) = Syscall.drainEventFD(fd)
+        if code != 0 { throw fail(.system(operation: "read of our vector \(vector)'s eventfd", errno: code)) }
+        guard let count else { return nil }
+        if !consume {
+            var value = count
+            let (_, writeCode) = Syscall.retrying { Glibc.write(fd, &value, 8) }
+            if writeCode != 0 { throw fail(.system(operation: "write back to our vector \(vector)'s eventfd", errno: writeCode)) }
+        }
+        return count
+    }
+
+    /// Handles every message that is there now, and those that come within
+    /// `timeout`.
+    private func readAnnouncements(timeout: Duration) throws(IVClientError) {
+        while true {
+            var entry = [pollfd(fd: socket.fd.rawValue, events: Int16(POLLIN), revents: 0)]
+            let (ready, code) = Syscall.wait(&entry, timeout: timeout)
+            if code != 0 { throw fail(.system(operation: "poll", errno: code)) }
+            if ready == 0 { return }
+            try handle(Self.receive(socket))
+        }
+    }
+
+    private func handle(_ message: (value: Int64, fd: OwnedFD?)) throws(IVClientError) {
+        guard let peer = ID(exactly: message.value) else {
+            throw fail(.protocolViolation("a message of \(message.value) after the greeting"))
+        }
+        guard let fd = message.fd else {
+            // A departure: its ID without an fd.
+            if others.removeValue(forKey: peer) != nil {
+                order.removeAll { $0 == peer }
+                if announced.remove(peer) != nil { events.append(.left(peer: peer)) }
+            }
+            return
+        }
+        let code = Syscall.makeNonBlocking(fd.rawValue)
+        if code != 0 { throw fail(.system(operation: "fcntl(O_NONBLOCK) on an eventfd", errno: code)) }
+        if peer == id {
+            ownVectors.append(fd)
+            return
+        }
+        if others[peer] == nil { order.append(peer) }
+        others[peer, default: []].append(fd)
+        // Joined once it has as many vectors as we do (the server gives
+        // every peer the same count).
+        if !announced.contains(peer), others[peer]!.count >= max(ownVectors.count, 1) {
+            announced.insert(peer)
+            events.append(.joined(peer: peer, vectors: others[peer]!.count))
+        }
+    }
+
+    /// One message: 8 bytes, at most one fd. The end of the stream is the
+    /// server gone.
+    private static func receive(_ socket: ClientSocket) throws(IVClientError) -> (value: Int64, fd: OwnedFD?) {
+        let received = try socket.receive(count: 8, maximumFDs: 1, tooManyFDs: "a message carried more than one fd")
+        guard received.bytes.count == 8 else {
+            throw socket.fail(received.bytes.isEmpty ? .disconnected : .protocolViolation("a message was cut short"))
+        }
+        let value = received.bytes.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(as: Int64.self)) }
+        return (value, received.fds.first)
+    }
+}
