@@ -9,7 +9,7 @@ public func layoutFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) 
     precondition(!plan.regions.isEmpty)
     precondition(plan.size.nonzeroBitCount == 1, "size must be a power of two")
     precondition(UInt64(plan.size) >= plan.allocatedSize)
-    var previousEnd = UInt64(LayoutEncoder.headerSize(regionCount: plan.regionCount))
+    var previousEnd = UInt64(LayoutHeader.encodedSize(regionCount: plan.regionCount))
     for region in plan.regions {
         precondition(region.beginOffset % 4096 == 0, "regions start on a page")
         precondition(UInt64(region.beginOffset) >= previousEnd, "regions must not overlap the header or each other")

@@ -48,7 +48,6 @@ static inline long long ivs_hugetlbfs_page_size(int fd) {
 
 static inline size_t ivs_cmsg_space(size_t length) { return CMSG_SPACE(length); }
 static inline size_t ivs_cmsg_len(size_t length) { return CMSG_LEN(length); }
-static inline size_t ivs_cmsg_align(size_t length) { return CMSG_ALIGN(length); }
 
 static inline struct cmsghdr *ivs_cmsg_firsthdr(struct msghdr *message) {
     return CMSG_FIRSTHDR(message);

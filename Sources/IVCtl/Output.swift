@@ -1,3 +1,4 @@
+import VSoCFormat
 import IVClient
 
 /// What ivctl prints, through IVClient's unbuffered streams.
@@ -44,7 +45,7 @@ struct HexDump {
     mutating func finish() -> String {
         var out = pending.isEmpty ? "" : line(pending, force: true)
         pending = []
-        out += Self.hex(offset, width: 8) + "\n"
+        out += hexDigits(offset, minimumWidth: 8) + "\n"
         return out
     }
 
@@ -57,17 +58,12 @@ struct HexDump {
         }
         previous = bytes
         squeezing = false
-        var text = Self.hex(offset, width: 8) + " "
+        var text = hexDigits(offset, minimumWidth: 8) + " "
         for column in 0..<16 {
             if column == 8 { text += " " }
-            text += column < bytes.count ? " " + Self.hex(Int(bytes[column]), width: 2) : "   "
+            text += column < bytes.count ? " " + hexDigits(bytes[column], minimumWidth: 2) : "   "
         }
         text += "  |" + String(decoding: bytes.map { (0x20..<0x7F).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self) + "|\n"
         return text
-    }
-
-    static func hex(_ value: Int, width: Int) -> String {
-        let digits = String(value, radix: 16)
-        return String(repeating: "0", count: max(width - digits.count, 0)) + digits
     }
 }

@@ -1,11 +1,14 @@
+import VSoCFormat
+
 /// A parsed JSON document, kept close to the text: numbers stay as their
 /// literal (so the layout validator can range-check them exactly) and object
 /// members keep their order.
 ///
 /// ivserver reads its layout with this small reader rather than `JSONDecoder`
-/// because a layout author needs the line and column of a syntax error and a
-/// complaint about a duplicated key; FoundationEssentials' decoder reports
-/// neither.
+/// because a layout author needs a complaint about a duplicated key, which
+/// `JSONDecoder` accepts silently (one of the values wins), and numbers as
+/// written, so that the validator range-checks them without a round trip
+/// through Double; this reader also gives every error a line and column.
 public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
@@ -308,6 +311,5 @@ private func hexDigitValue(_ byte: UInt8) -> UInt32? {
 }
 
 private func hex(_ byte: UInt8) -> String {
-    let digits = Array("0123456789ABCDEF")
-    return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
+    hexDigits(byte, minimumWidth: 2).uppercased()
 }

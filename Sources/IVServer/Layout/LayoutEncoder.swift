@@ -12,8 +12,4 @@ public enum LayoutEncoder {
     public static func header(_ plan: LayoutPlan) -> LayoutHeader {
         LayoutHeader(size: plan.size, regions: plan.regions.map(\.descriptor))
     }
-
-    public static func headerSize(regionCount: Int) -> Int {
-        LayoutHeader.encodedSize(regionCount: regionCount)
-    }
 }

@@ -31,11 +31,6 @@ public struct LayoutPlan: Equatable, Sendable {
     public var size: UInt32
 
     public var regionCount: Int { regions.count }
-
-    /// Region index by name, for the client handshake.
-    public func regionIndex(named name: String) -> Int? {
-        regions.firstIndex { $0.name == name }
-    }
 }
 
 /// The allocation rules of the vSoC 2.0 layout (docs/layout.md). Pure
@@ -60,7 +55,7 @@ public enum LayoutPlanner {
         guard plan.allocatedSize <= maximumTotalSize else {
             throw LayoutError(source: source, problems: [LayoutProblem(
                 subject: nil,
-                message: "regions need \(plan.allocatedSize) bytes (0x\(hex(plan.allocatedSize))), more than the 2 GiB a 32-bit layout can describe")])
+                message: "regions need \(plan.allocatedSize) bytes (\(hex0x(plan.allocatedSize))), more than the 2 GiB a 32-bit layout can describe")])
         }
         return plan
     }
@@ -146,8 +141,4 @@ public enum LayoutPlanner {
         guard value > 1 else { return 1 }
         return 1 << (64 - (value - 1).leadingZeroBitCount)
     }
-}
-
-func hex<T: BinaryInteger>(_ value: T) -> String {
-    String(value, radix: 16)
 }

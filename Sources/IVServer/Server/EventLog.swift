@@ -85,12 +85,3 @@ public final class EventLog: ServerEventSink {
         pending.removeAll()
     }
 }
-
-/// A sink that hands each event to a closure and holds nothing back.
-final class EventClosureSink: ServerEventSink {
-    private let handler: (ServerEvent) -> Void
-    init(_ handler: @escaping (ServerEvent) -> Void) { self.handler = handler }
-    func record(_ event: ServerEvent) { handler(event) }
-    func flush() {}
-    func isEnabled(_ severity: ServerEvent.Severity) -> Bool { true }
-}

@@ -70,11 +70,6 @@ public final class Server {
         shares = PendingShares(limits: configuration.pendingLimits)
     }
 
-    /// Each event is handed to `onEvent` as it happens.
-    public convenience init(configuration: ServerConfiguration, onEvent: @escaping (ServerEvent) -> Void) {
-        self.init(configuration: configuration, events: EventClosureSink(onEvent))
-    }
-
     private func report(_ event: ServerEvent) { events.record(event) }
 
     /// Runs until a stop signal or, with `launching`, until the VM it starts

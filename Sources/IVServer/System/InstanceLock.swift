@@ -1,14 +1,6 @@
 import Descriptors
 import Glibc
 
-/// Why start-up cannot go on, naming the path: one line for the operator.
-public struct StartupError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var path: String
-    public var reason: String
-
-    public var description: String { "\(path): \(reason)" }
-}
-
 /// An exclusive flock on `<shared-memory path>.lock`, taken before any other
 /// path is touched, so two servers can never share one VM's files. flock
 /// dies with its process, so a crashed server never blocks its successor;
@@ -16,13 +8,10 @@ public struct StartupError: Error, Equatable, Sendable, CustomStringConvertible 
 public final class InstanceLock {
     public let path: String
     private let fd: OwnedFD
-    /// True when the file was already there: a server ended without cleanup.
-    public let foundLeftover: Bool
 
-    private init(path: String, fd: OwnedFD, foundLeftover: Bool) {
+    private init(path: String, fd: OwnedFD) {
         self.path = path
         self.fd = fd
-        self.foundLeftover = foundLeftover
     }
 
     /// Takes the lock or throws, naming the pid that holds it.
@@ -30,10 +19,8 @@ public final class InstanceLock {
         // A holder that exits unlinks the file while still holding the lock,
         // so a waiter may lock a file that is no longer at `path`: retry then.
         for _ in 0..<8 {
-            var existed = true
             var raw = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
             if raw < 0 && errno == ENOENT {
-                existed = false
                 raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
                 if raw < 0 && errno == EEXIST { continue }
             }
@@ -52,7 +39,7 @@ public final class InstanceLock {
             var text = "\(getpid())\n"
             _ = ftruncate(fd.rawValue, 0)
             _ = text.withUTF8 { pwrite(fd.rawValue, $0.baseAddress, $0.count, 0) }
-            return InstanceLock(path: path, fd: fd, foundLeftover: existed)
+            return InstanceLock(path: path, fd: fd)
         }
         throw StartupError(path: path, reason: "the lock file keeps changing under us; is another ivserver starting?")
     }
@@ -73,41 +60,5 @@ public final class InstanceLock {
         // the file holds "<pid>\n"
         let digits = bytes[..<count].prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
         return Int32(String(decoding: digits, as: UTF8.self))
-    }
-}
-
-/// What is at a path where we want to create a socket or the shared memory.
-enum ExistingPath {
-    case absent
-    /// A socket file nobody listens on: left by a server that died.
-    case staleSocket
-    case listeningSocket
-    case other(mode: UInt32)
-
-    static func inspect(_ path: String) throws(SystemError) -> ExistingPath {
-        var info = stat()
-        if lstat(path, &info) != 0 {
-            if errno == ENOENT { return .absent }
-            throw SystemError("stat", path)
-        }
-        guard info.st_mode & S_IFMT == S_IFSOCK else { return .other(mode: info.st_mode) }
-        do {
-            // connect() to a UNIX socket never blocks: refused means no
-            // listener (stale), anything else means somebody is there.
-            _ = try UnixSocket.connect(path: path, nonBlocking: true)
-            return .listeningSocket
-        } catch {
-            return error.errno == ECONNREFUSED ? .staleSocket : .listeningSocket
-        }
-    }
-
-    var kindDescription: String {
-        guard case let .other(mode) = self else { return "a socket" }
-        switch mode & S_IFMT {
-        case S_IFDIR: return "a directory"
-        case S_IFREG: return "a regular file"
-        case S_IFLNK: return "a symbolic link"
-        default: return "not a socket"
-        }
     }
 }

@@ -1,0 +1,39 @@
+import CLibUV
+import Descriptors
+import Glibc
+
+/// Eventfds: a kernel counter that one side writes and the other polls.
+public enum EventFD {
+    /// A non-blocking, close-on-exec eventfd with counter 0. Non-blocking
+    /// from the start: QEMU makes its copies non-blocking anyway, and the
+    /// flag lives on the shared open file.
+    public static func create() throws(SystemError) -> OwnedFD {
+        OwnedFD(taking: try Posix.retrying("eventfd") { ivs_eventfd_nonblocking(0) })
+    }
+
+    /// Adds `value` to the counter.
+    public static func signal(_ fd: OwnedFD, value: UInt64 = 1) throws(SystemError) {
+        var value = value
+        try Posix.retrying("write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
+    }
+
+    /// Reads and resets the counter; nil when it is 0. Polls first, because
+    /// QEMU can leave an eventfd blocking (see `QemuCommandLine`).
+    public static func drain(_ fd: OwnedFD) throws(SystemError) -> UInt64? {
+        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
+        let ready = try Posix.retrying("poll eventfd") { poll(&entry, 1, 0) }
+        if ready == 0 { return nil }
+        var value: UInt64 = 0
+        let count = try Posix.retryingUnlessWouldBlock("read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
+        return count == nil ? nil : value
+    }
+}
+
+extension EventFD {
+    /// True when `fd` is an eventfd (what /proc says it is).
+    static func isEventFD(_ fd: OwnedFD) -> Bool {
+        var target = [CChar](repeating: 0, count: 64)
+        let length = readlink("/proc/self/fd/\(fd.rawValue)", &target, target.count - 1)
+        return length > 0 && String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventfd]"
+    }
+}

@@ -1,0 +1,37 @@
+import Glibc
+
+/// What is at a path where we want to create a socket or the shared memory.
+enum ExistingPath {
+    case absent
+    /// A socket file nobody listens on: left by a server that died.
+    case staleSocket
+    case listeningSocket
+    case other(mode: UInt32)
+
+    static func inspect(_ path: String) throws(SystemError) -> ExistingPath {
+        var info = stat()
+        if lstat(path, &info) != 0 {
+            if errno == ENOENT { return .absent }
+            throw SystemError("stat", path)
+        }
+        guard info.st_mode & S_IFMT == S_IFSOCK else { return .other(mode: info.st_mode) }
+        do {
+            // connect() to a UNIX socket never blocks: refused means no
+            // listener (stale), anything else means somebody is there.
+            _ = try UnixSocket.connect(path: path, nonBlocking: true)
+            return .listeningSocket
+        } catch {
+            return error.errno == ECONNREFUSED ? .staleSocket : .listeningSocket
+        }
+    }
+
+    var kindDescription: String {
+        guard case let .other(mode) = self else { return "a socket" }
+        switch mode & S_IFMT {
+        case S_IFDIR: return "a directory"
+        case S_IFREG: return "a regular file"
+        case S_IFLNK: return "a symbolic link"
+        default: return "not a socket"
+        }
+    }
+}

@@ -1,0 +1,7 @@
+/// Why start-up cannot go on, naming the path: one line for the operator.
+public struct StartupError: Error, Equatable, Sendable, CustomStringConvertible {
+    public var path: String
+    public var reason: String
+
+    public var description: String { "\(path): \(reason)" }
+}
