@@ -1,3 +1,4 @@
+import VSoCFormat
 import Descriptors
 import Glibc
 @testable import IVServer
@@ -137,16 +138,16 @@ final class QTestSession {
         return value
     }
 
-    func readl(_ address: UInt64) throws -> UInt32 { UInt32(truncatingIfNeeded: try value(command("readl 0x\(hex(address))"))) }
-    func readq(_ address: UInt64) throws -> UInt64 { try value(command("readq 0x\(hex(address))")) }
-    func writel(_ address: UInt64, _ value: UInt32) throws { try command("writel 0x\(hex(address)) 0x\(hex(value))") }
-    func writeq(_ address: UInt64, _ value: UInt64) throws { try command("writeq 0x\(hex(address)) 0x\(hex(value))") }
-    func inl(_ port: UInt16) throws -> UInt32 { UInt32(truncatingIfNeeded: try value(command("inl 0x\(hex(port))"))) }
-    func outl(_ port: UInt16, _ value: UInt32) throws { try command("outl 0x\(hex(port)) 0x\(hex(value))") }
+    func readl(_ address: UInt64) throws -> UInt32 { UInt32(truncatingIfNeeded: try value(command("readl \(hex0x(address))"))) }
+    func readq(_ address: UInt64) throws -> UInt64 { try value(command("readq \(hex0x(address))")) }
+    func writel(_ address: UInt64, _ value: UInt32) throws { try command("writel \(hex0x(address)) \(hex0x(value))") }
+    func writeq(_ address: UInt64, _ value: UInt64) throws { try command("writeq \(hex0x(address)) \(hex0x(value))") }
+    func inl(_ port: UInt16) throws -> UInt32 { UInt32(truncatingIfNeeded: try value(command("inl \(hex0x(port))"))) }
+    func outl(_ port: UInt16, _ value: UInt32) throws { try command("outl \(hex0x(port)) \(hex0x(value))") }
 
     /// `count` bytes of guest memory.
     func read(_ address: UInt64, count: Int) throws -> [UInt8] {
-        let words = try command("read 0x\(hex(address)) 0x\(hex(count))")
+        let words = try command("read \(hex0x(address)) \(hex0x(count))")
         guard let text = words.first, text.hasPrefix("0x") else { throw TestFailure("bad read answer \(words)") }
         let digits = Array(text.utf8.dropFirst(2))
         guard digits.count == 2 * count else { throw TestFailure("read returned \(digits.count / 2) bytes, not \(count)") }
@@ -156,7 +157,7 @@ final class QTestSession {
     /// Writes bytes into guest memory.
     func write(_ address: UInt64, _ bytes: [UInt8]) throws {
         let text = bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-        try command("write 0x\(hex(address)) 0x\(hex(bytes.count)) 0x\(text)")
+        try command("write \(hex0x(address)) \(hex0x(bytes.count)) 0x\(text)")
     }
 
     // MARK: PCI configuration space (mechanism #1: ports 0xCF8/0xCFC)
@@ -250,7 +251,7 @@ struct IvshmemDevice {
         let control = try qemu.configRead(device: slot, offset: msix)
         msixVectors = Int((control >> 16) & 0x7FF) + 1
         let table = try qemu.configRead(device: slot, offset: msix + 4)
-        guard table & 0x7 == 1, table & ~0x7 == 0 else { throw TestFailure("MSI-X table is not at BAR1 offset 0: \(hex(table))") }
+        guard table & 0x7 == 1, table & ~0x7 == 0 else { throw TestFailure("MSI-X table is not at BAR1 offset 0: \(hex0x(table))") }
         for vector in 0..<msixVectors {
             let entry = Self.msixTableAddress + UInt64(16 * vector)
             try qemu.writel(entry, UInt32(Self.msiTargetAddress) + UInt32(4 * vector))  // address low
