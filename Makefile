@@ -11,7 +11,7 @@ LOG_LEVEL  ?= info
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build install run test version deb deb-test bench sanitize sanitize-address sanitize-thread fuzz deps qemu-deps default-layout clean
+.PHONY: all build install run test version deb deb-test bench sanitize sanitize-address sanitize-thread fuzz fuzz-replay deps qemu-deps default-layout clean
 
 all: build
 
@@ -104,6 +104,13 @@ fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer .build-fuzz/header-
 		.build-fuzz/corpus-handshake Fuzz/corpus/handshake
 	.build-fuzz/header-fuzzer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=512 -max_len=8192 \
 		.build-fuzz/corpus-header Fuzz/corpus/header
+
+# Every committed seed run once through its fuzzer (CI runs this): a parser
+# change that breaks on a known input fails here, without fuzzing for long.
+fuzz-replay: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer .build-fuzz/header-fuzzer
+	.build-fuzz/layout-fuzzer -runs=0 -rss_limit_mb=512 -max_len=65536 Fuzz/corpus/layout
+	.build-fuzz/handshake-fuzzer -runs=0 -rss_limit_mb=512 Fuzz/corpus/handshake
+	.build-fuzz/header-fuzzer -runs=0 -rss_limit_mb=512 -max_len=8192 Fuzz/corpus/header
 
 # The Debian package: build/ivserver_<version>_<arch>.deb (see scripts/build-deb.sh).
 deb: deps

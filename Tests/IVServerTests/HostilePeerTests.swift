@@ -253,7 +253,8 @@ struct HostilePeerTests {
         #expect(server.stop() == 0)
     }
 
-    @Test("only root, the server's user and allowed users or groups are served", .enabled(if: getuid() == 0))
+    @Test("only root, the server's user and allowed users or groups are served",
+          .enabled(if: getuid() == 0, "needs root: the clients run as other users (setpriv)"))
     func peerCredentials() throws {
         let server = try ServerProcess(arguments: ["--socket-mode", "0666"])
         chmod(server.directory.path, 0o755)
@@ -396,7 +397,8 @@ struct InstanceTests {
         rmdir(directory.path + "/c")
     }
 
-    @Test("a full /dev/shm (a 4 KiB tmpfs here) is one clear line, exit 1, nothing left", .enabled(if: getuid() == 0))
+    @Test("a full /dev/shm (a 4 KiB tmpfs here) is one clear line, exit 1, nothing left",
+          .enabled(if: getuid() == 0, "needs root: it mounts a small tmpfs"))
     func fullSharedMemoryFilesystem() throws {
         let directory = TemporaryDirectory()
         let mountPoint = directory.path + "/tiny"
