@@ -14,13 +14,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        // libuv plus the few Linux declarations Swift cannot import by itself
-        // (CMSG_* macros, struct ucred, eventfd, accept4); see shim.h.
+        // libuv, and only libuv: the server's event loop.
         .systemLibrary(
             name: "CLibUV",
             pkgConfig: "libuv",
             providers: [.apt(["libuv1-dev"])]
         ),
+        // The Linux declarations Swift cannot import by itself (CMSG_*
+        // macros, struct ucred, eventfd, accept4, futex, atomics on shared
+        // words), for the server and the client library alike.
+        .target(name: "CLinux"),
         // The byte formats server and clients share: the vSoC layout header
         // and the HALD handshake's constants. Pure, no I/O.
         .target(name: "VSoCFormat"),
@@ -30,6 +33,7 @@ let package = Package(
             name: "IVServer",
             dependencies: [
                 "CLibUV",
+                "CLinux",
                 "Descriptors",
                 "VSoCFormat",
             ]
@@ -44,7 +48,7 @@ let package = Package(
         // The host-side SDK: a region's fds, mapping and signalling.
         .target(
             name: "IVClient",
-            dependencies: ["CLibUV", "Descriptors", "VSoCFormat"]
+            dependencies: ["CLinux", "Descriptors", "VSoCFormat"]
         ),
         .executableTarget(
             name: "IVCtl",
@@ -56,7 +60,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "Descriptors", "VSoCFormat", "CLibUV", "Main"]
+            dependencies: ["IVServer", "IVClient", "Descriptors", "VSoCFormat", "CLinux", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

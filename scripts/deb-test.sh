@@ -71,6 +71,7 @@ for binary in "$extracted" "$work/root/usr/bin/ivctl"; do
     check "no Swift runtime in $(basename "$binary"): only libuv, libc, libm, libstdc++ and libgcc" \
         test -z "$(ldd "$binary" | awk '{print $1}' | grep -vE '^(linux-vdso\.so|/lib64/ld-linux|libuv\.so|libc\.so|libm\.so|libstdc\+\+\.so|libgcc_s\.so)' || true)"
 done
+check "ivctl does not link libuv (the client library needs none)" bash -c "! ldd $work/root/usr/bin/ivctl | grep -q libuv"
 check "the units' system-call filter allows every call the server makes (strace)" \
     scripts/syscall-check.sh "$extracted" "$work/root/usr/bin/ivctl"
 check "--version prints VERSION" test "$("$extracted" --version)" = "$(cat VERSION)"

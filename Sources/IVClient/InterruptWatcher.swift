@@ -1,5 +1,5 @@
 import Descriptors
-import CLibUV
+import CLinux
 import Glibc
 
 /// Observes guest interrupts on several regions without consuming them: an

@@ -1,5 +1,4 @@
 import Descriptors
-import CLibUV
 import Glibc
 import Synchronization
 import VSoCFormat

@@ -1,4 +1,4 @@
-import CLibUV
+import CLinux
 import Glibc
 
 /// What a futex wait ended with.

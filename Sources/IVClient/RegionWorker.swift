@@ -1,5 +1,5 @@
 import Descriptors
-import CLibUV
+import CLinux
 import Glibc
 import Synchronization
 

@@ -1,4 +1,4 @@
-import CLibUV
+import CLinux
 import Glibc
 
 /// The system calls of the client, each retried on EINTR and reporting

@@ -151,7 +151,7 @@ struct IVCtlTests {
         #expect(missing.errors == "ivctl: /nonexistent/client.sock: no such socket; is ivserver running, and is this its --client-sock?\n")
         let help = try ivctl(["--help"])
         #expect(help.status == 0)
-        for line in ["0   success", "1   the server could not be reached", "2   wait: the timeout passed", "3   no region of that name", "64  bad command line"] {
+        for line in ["0   success", "1   the server could not be reached", "2   wait, peer wait: the timeout passed", "3   no region of that name", "64  bad command line"] {
             #expect(help.output.contains(line), "--help documents exit code line '\(line)'")
         }
     }

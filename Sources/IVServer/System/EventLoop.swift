@@ -1,5 +1,6 @@
 import Descriptors
 import CLibUV
+import CLinux
 import Glibc
 
 // libuv ownership rule for this file: every handle is heap-allocated (libuv

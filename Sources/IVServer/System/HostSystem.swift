@@ -1,4 +1,3 @@
-import CLibUV
 import Glibc
 import VSoCFormat
 

@@ -1,4 +1,4 @@
-import CLibUV
+import CLinux
 import Glibc
 
 /// Messages to send, each with the fds it carries, prepared once: payloads,

@@ -1,4 +1,4 @@
-import CLibUV
+import CLinux
 import Descriptors
 import Glibc
 import VSoCFormat

@@ -1,5 +1,6 @@
 import Descriptors
 import CLibUV
+import CLinux
 import Glibc
 
 /// What the readiness set reports to: one peer socket.

@@ -1,5 +1,5 @@
 import Descriptors
-import CLibUV
+import CLinux
 import Glibc
 
 /// systemd's side of a service (sd_notify(3), sd_listen_fds(3)): when a

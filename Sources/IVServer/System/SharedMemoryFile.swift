@@ -1,5 +1,4 @@
 import Descriptors
-import CLibUV
 import Glibc
 
 /// The shared-memory file behind QEMU's BAR2 and every host client's map.

@@ -1,5 +1,5 @@
 import Descriptors
-import CLibUV
+import CLinux
 import Glibc
 
 /// Who is at the other end of a UNIX socket (SO_PEERCRED: the credentials
