@@ -1,3 +1,4 @@
+import CLinux
 import Descriptors
 import Glibc
 import Testing
@@ -100,5 +101,50 @@ struct PeerSocketTests {
         for (offset, read) in zip(fdOffsets, fdReads) {
             #expect(read.contains(offset), "the fd sent with the message at \(offset) arrived with bytes \(read)")
         }
+    }
+
+    @Test("a peer that resets the connection is a failure with the socket's own errno, from the read")
+    func resetIsTheSocketsOwnError() throws {
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
+        let serverEnd = OwnedFD(taking: pair[0])
+        let clientEnd = OwnedFD(taking: pair[1])
+        #expect(fcntl(serverEnd.rawValue, F_SETFL, fcntl(serverEnd.rawValue, F_GETFL) | O_NONBLOCK) == 0)
+        let loop = try EventLoop()
+        let set = try ReadinessSet(loop: loop)
+        let socket = PeerSocket(readiness: set, fd: serverEnd, peer: nil, readSize: 64)
+        let recorder = Recorder()
+        socket.delegate = recorder
+        var deadline: TimerHandle?
+        recorder.whenDone = {
+            guard recorder.events.last?.hasPrefix("failed") == true || recorder.events.count > 4 else { return }
+            socket.close()
+            set.close()
+            deadline?.close()
+        }
+        deadline = try TimerHandle(loop: loop) {
+            recorder.events.append("no failure within 10 s")
+            socket.close()
+            set.close()
+        }
+        deadline?.arm(milliseconds: 10_000)
+        // The server's bytes wait unread in the client's buffer; the client
+        // closes: a reset (ECONNRESET), which only the socket knows.
+        socket.send(OutgoingMessages([.init(bytes: [1, 2, 3], fds: [])]))
+        clientEnd.close()
+        loop.run()
+        loop.close()
+        #expect(recorder.events.first == "flushed")
+        let failure = recorder.events.dropFirst().first { $0.hasPrefix("failed") }
+        #expect(failure == "failed: \(SystemError("recvmsg", errno: ECONNRESET))", "\(recorder.events)")
+    }
+
+    @Test("epoll's bits in the readiness set's terms: a hang-up reads as the end of the stream, an error is only 'failed'")
+    func readinessFromEpoll() {
+        #expect(ReadinessSet.readiness(epollEvents: UInt32(EPOLLIN.rawValue)) == .readable)
+        #expect(ReadinessSet.readiness(epollEvents: UInt32(EPOLLHUP.rawValue)) == .readable)
+        #expect(ReadinessSet.readiness(epollEvents: UInt32(EPOLLOUT.rawValue)) == .writable)
+        #expect(ReadinessSet.readiness(epollEvents: UInt32(EPOLLERR.rawValue)) == .failed)
+        #expect(ReadinessSet.readiness(epollEvents: UInt32(EPOLLERR.rawValue | EPOLLHUP.rawValue)) == [.failed, .readable])
     }
 }

@@ -90,8 +90,9 @@ public final class PeerServer {
             loop.close()
             self.loop = nil
         }
-        readiness = try ReadinessSet(loop: loop)
-        listener = try Listener(loop: loop, listening: listeningFD, path: configuration.socketPath, file: socketFile,
+        let readiness = try ReadinessSet(loop: loop)
+        self.readiness = readiness
+        listener = try Listener(readiness: readiness, listening: listeningFD, path: configuration.socketPath, file: socketFile,
                                 onAccept: { [unowned self] fd in self.accept(fd) },
                                 onError: { [unowned self] error in
                                     self.report(.acceptFailed(socket: self.configuration.socketPath, error: "\(error)")) })

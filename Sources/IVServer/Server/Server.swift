@@ -135,7 +135,8 @@ public final class Server {
             loop.close()
             self.loop = nil
         }
-        peers = try ReadinessSet(loop: loop)
+        let readiness = try ReadinessSet(loop: loop)
+        peers = readiness
         for (path, handed, accept) in [
             (configuration.qemuSocketPath, inheritance?.qemuListener,
              { [unowned self] (fd: OwnedFD) in self.acceptVM(fd, resources: resources) }),
@@ -145,13 +146,13 @@ public final class Server {
             let onError = { [unowned self] (error: SystemError) in self.report(.acceptFailed(socket: path, error: "\(error)")) }
             let listener: Listener
             if let handed, !Self.isAbsent(path) {
-                listener = try Listener(loop: loop, adopting: handed, path: path, mode: configuration.socketMode,
+                listener = try Listener(readiness: readiness, adopting: handed, path: path, mode: configuration.socketMode,
                                         group: configuration.socketGroup, onAccept: accept, onError: onError)
             } else {
                 // Not handed back, or its file is gone (a runtime directory
                 // made anew): a new one, stored in place of the old.
                 handed?.close()
-                listener = try Listener(loop: loop, path: path, mode: configuration.socketMode, group: configuration.socketGroup,
+                listener = try Listener(readiness: readiness, path: path, mode: configuration.socketMode, group: configuration.socketGroup,
                                         onAccept: accept, onError: onError)
             }
             listeners.append(listener)

@@ -1,13 +1,15 @@
 import Descriptors
 import Glibc
 
-/// A listening UNIX socket watched by the loop. Accepts in batches and hands
-/// each new connection (non-blocking, close-on-exec) to `onAccept`.
-final class Listener {
+/// A listening UNIX socket, watched through the readiness set like every
+/// other socket. Accepts in batches and hands each new connection
+/// (non-blocking, close-on-exec) to `onAccept`.
+final class Listener: ReadinessTarget {
     let path: String
     let file: CreatedFile
     private let fd: OwnedFD
-    private var poll: PollHandle!
+    private let readiness: ReadinessSet
+    private var token: UInt64 = 0
     private let onAccept: (OwnedFD) -> Void
     private let onError: (SystemError) -> Void
     /// A spare descriptor to give up when the process runs out, so a pending
@@ -20,7 +22,7 @@ final class Listener {
     static let acceptBatch = 64
 
     /// Listens on `path`, a new socket file with `mode` and `group`.
-    convenience init(loop: EventLoop, path: String, mode: UInt32, group: UInt32?,
+    convenience init(readiness: ReadinessSet, path: String, mode: UInt32, group: UInt32?,
                      onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         let fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
         let file: CreatedFile
@@ -30,17 +32,17 @@ final class Listener {
             _ = unlink(path)
             throw error
         }
-        try self.init(loop: loop, listening: fd, path: path, file: file, onAccept: onAccept, onError: onError)
+        try self.init(readiness: readiness, listening: fd, path: path, file: file, onAccept: onAccept, onError: onError)
     }
 
     /// Goes on with a socket a previous server process of this VM listened
     /// on (handed back by the service manager); its file is still at `path`
     /// and gets today's `mode` and `group`.
-    convenience init(loop: EventLoop, adopting fd: OwnedFD, path: String, mode: UInt32, group: UInt32?,
+    convenience init(readiness: ReadinessSet, adopting fd: OwnedFD, path: String, mode: UInt32, group: UInt32?,
                      onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
         try UnixSocket.setFileAccess(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
-        try self.init(loop: loop, listening: fd, path: path, file: try CreatedFile(path: path), onAccept: onAccept, onError: onError)
+        try self.init(readiness: readiness, listening: fd, path: path, file: try CreatedFile(path: path), onAccept: onAccept, onError: onError)
         adopted = true
     }
 
@@ -48,26 +50,35 @@ final class Listener {
     private(set) var adopted = false
 
     /// Watches a socket that already listens at `path` (its file `file`).
-    init(loop: EventLoop, listening fd: OwnedFD, path: String, file: CreatedFile,
+    init(readiness: ReadinessSet, listening fd: OwnedFD, path: String, file: CreatedFile,
                  onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         self.path = path
         self.onAccept = onAccept
         self.onError = onError
         self.fd = fd
         self.file = file
+        self.readiness = readiness
+        token = readiness.register(fd: fd.rawValue, target: self)
         do {
-            poll = try PollHandle(loop: loop, fd: fd.rawValue) { [unowned self] _, _ in self.acceptPending() }
+            try readiness.watch(token: token, writable: false, add: true)
         } catch {
+            readiness.forget(token: token)
             file.remove()
             throw error
         }
         reserve = Self.openReserve()
-        poll.watch(readable: true, writable: false)
     }
 
     func close() {
-        poll.close()
+        guard fd.isOpen else { return }
+        readiness.forget(token: token)
         fd.close()
+    }
+
+    /// Readable: connections wait (or a pending error, which accept returns).
+    func ready(_ readiness: Readiness) {
+        guard fd.isOpen else { return }
+        acceptPending()
     }
 
     /// The listening socket's fd, for the service manager's store.

@@ -79,20 +79,13 @@ final class PeerSocket: ReadinessTarget {
         delegate = nil
     }
 
-    func readinessChanged(status: Int32, events: Int32) {
+    func ready(_ readiness: Readiness) {
         guard !isClosed else { return }
-        if status < 0 {
-            // libuv reports POLLERR as UV_EBADF; the socket's own error says more.
-            var code: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd.rawValue, SOL_SOCKET, SO_ERROR, &code, &length)
-            onEvent(.failed(SystemError("poll", errno: code != 0 ? code : ECONNRESET)))
-            return
-        }
-        if events & PollHandle.writableEvent != 0 {
+        if readiness.contains(.writable) && sending != nil {
             flush()
         }
-        if !isClosed && events & PollHandle.readableEvent != 0 {
+        // A pending error comes back from the read itself, with its errno.
+        if !isClosed && !readiness.isDisjoint(with: [.readable, .failed]) {
             readOnce()
         }
     }

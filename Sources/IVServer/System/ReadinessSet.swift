@@ -3,15 +3,27 @@ import CLibUV
 import CLinux
 import Glibc
 
-/// What the readiness set reports to: one peer socket.
-protocol ReadinessTarget: AnyObject {
-    /// `status` < 0 is an error (as libuv reports it); otherwise `events`
-    /// holds PollHandle.readableEvent / writableEvent.
-    func readinessChanged(status: Int32, events: Int32)
+/// What a watched socket is ready for, in the readiness set's own terms.
+struct Readiness: OptionSet {
+    let rawValue: UInt8
+
+    /// Input, a connection to accept, or the end of the stream (hang-up).
+    static let readable = Readiness(rawValue: 1 << 0)
+    /// Room to send.
+    static let writable = Readiness(rawValue: 1 << 1)
+    /// An error is pending on the socket: the next call on it returns it,
+    /// with the socket's own errno.
+    static let failed = Readiness(rawValue: 1 << 2)
 }
 
-/// Readiness of the peer sockets through one epoll set that the loop
-/// watches with a single libuv poll handle.
+/// What the readiness set reports to: a listener or a peer socket.
+protocol ReadinessTarget: AnyObject {
+    func ready(_ readiness: Readiness)
+}
+
+/// Readiness of every socket the server serves on (the listeners and the
+/// peers) through one epoll set that the loop watches with a single libuv
+/// poll handle: one path, one event type.
 ///
 /// Why not a uv_poll handle per peer: uv_poll_init probes every new fd with
 /// epoll_ctl ADD and DEL and sets FIONBIO, and closing one costs another
@@ -64,7 +76,7 @@ final class ReadinessSet {
         return token
     }
 
-    /// Watches the peer of `token` for input, and for room to write when
+    /// Watches the socket of `token` for input, and for room to write when
     /// `writable` (level-triggered); `add` the first time.
     func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
         let events = UInt32(EPOLLIN.rawValue) | (writable ? UInt32(EPOLLOUT.rawValue) : 0)
@@ -90,23 +102,25 @@ final class ReadinessSet {
         Int32(bitPattern: UInt32(truncatingIfNeeded: token))
     }
 
-    /// One batch of ready peers (the loop comes back for more while the set
-    /// stays readable). Errors are reported as libuv reports them.
+    /// One batch of ready sockets (the loop comes back for more while the
+    /// set stays readable).
     private func dispatch() {
         let count = ivs_epoll_wait_events(epoll.rawValue, tokens, events, Int32(IVS_EPOLL_BATCH), 0)
         guard count > 0 else { return }
         for index in 0..<Int(count) {
             guard let target = target(for: tokens[index]) else { continue }
-            let bits = events[index]
-            if bits & UInt32(EPOLLERR.rawValue) != 0 {
-                target.readinessChanged(status: -EBADF, events: 0)
-                continue
-            }
-            var ready: Int32 = 0
-            if bits & UInt32(EPOLLIN.rawValue | EPOLLHUP.rawValue) != 0 { ready |= PollHandle.readableEvent }
-            if bits & UInt32(EPOLLOUT.rawValue | EPOLLHUP.rawValue) != 0 { ready |= PollHandle.writableEvent }
-            target.readinessChanged(status: 0, events: ready)
+            target.ready(Self.readiness(epollEvents: events[index]))
         }
+    }
+
+    /// epoll's bits in our terms: a hang-up is the end of the stream, which
+    /// a read sees.
+    static func readiness(epollEvents bits: UInt32) -> Readiness {
+        var readiness: Readiness = []
+        if bits & UInt32(EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 { readiness.insert(.readable) }
+        if bits & UInt32(EPOLLOUT.rawValue) != 0 { readiness.insert(.writable) }
+        if bits & UInt32(EPOLLERR.rawValue) != 0 { readiness.insert(.failed) }
+        return readiness
     }
 
     /// Stops watching the set and closes it; every peer must have been
