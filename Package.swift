@@ -60,7 +60,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "Descriptors", "VSoCFormat", "CLinux", "Main"]
+            dependencies: ["IVServer", "IVClient", "Descriptors", "VSoCFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -40,7 +40,16 @@ public final class Peer {
 
     /// Connects and reads the greeting: version 0, our ID, the memory, the
     /// peers already there and our own vectors. `timeout` bounds each step.
-    public static func connect(socket path: String = defaultSocketPath, timeout: Duration = .seconds(5)) throws(IVClientError) -> Peer {
+    ///
+    /// The protocol does not say how many vectors a peer has (QEMU knows
+    /// from its own `vectors=`). Give `vectors` (the server's `-n`) to wait
+    /// for exactly that many; without it, when other peers are there, as
+    /// many as they have (a server gives every peer the same count), and
+    /// when we are alone, those that have arrived by the first one's
+    /// reading (the rest are taken in by the next call that reads the
+    /// server's messages, so `vectorCount` may grow).
+    public static func connect(socket path: String = defaultSocketPath, vectors expected: Int? = nil,
+                               timeout: Duration = .seconds(5)) throws(IVClientError) -> Peer {
         let fail = { (kind: IVClientError.Kind) in IVClientError(kind, socketPath: path, region: nil) }
         let socket = try ClientSocket.connect(path: path, timeout: timeout, fail: fail)
         let version = try Self.receive(socket)
@@ -58,9 +67,12 @@ public final class Peer {
         guard fstat(memoryFD.rawValue, &info) == 0 else { throw fail(.system(operation: "fstat of the shared memory", errno: errno)) }
         let memory = try RegionMemory(fd: memoryFD.rawValue, offset: 0, count: Int(info.st_size), socketPath: path, region: nil)
         let peer = Peer(socketPath: path, id: id, memory: memory, socket: socket)
-        // Up to our first own vector, then whatever else is already there
-        // (the rest of the greeting is sent at once).
+        if let expected, expected < 1 { throw fail(.invalidArgument("a peer has at least 1 vector, not \(expected)")) }
+        // Up to our first own vector (the others' come before it) ...
         while peer.ownVectors.isEmpty { try peer.handle(Self.receive(socket)) }
+        // ... then the rest of ours: as many as asked for, or as the others have.
+        let wanted = expected ?? peer.others.values.map(\.count).max() ?? 1
+        while peer.ownVectors.count < wanted { try peer.handle(Self.receive(socket)) }
         try peer.readAnnouncements(timeout: .zero)
         // What was there before us is not news.
         peer.events.removeAll()

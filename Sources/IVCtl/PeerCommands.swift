@@ -23,14 +23,22 @@ struct PeerServerOptions: ParsableArguments {
     @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp("Seconds to wait for the server's greeting.", valueName: "seconds"))
     var handshakeTimeout = 5.0
 
+    @Option(name: [.customShort("n"), .customLong("vectors")], help: ArgumentHelp(
+        "The server's vectors per peer (its -n): wait for that many of ours. Without it, as many as the other peers have; when no other peer is connected, those that arrive with the greeting.",
+        valueName: "count"))
+    var vectors: Int?
+
     func validate() throws {
         guard handshakeTimeout > 0, handshakeTimeout.isFinite else {
             throw ValidationError("--handshake-timeout must be a positive number of seconds")
         }
+        if let vectors, vectors < 1 { throw ValidationError("--vectors must be at least 1") }
     }
 
     func join() throws -> Peer {
-        try reportPeer { () throws(IVClientError) in try Peer.connect(socket: socket, timeout: .milliseconds(Int64(handshakeTimeout * 1000))) }
+        try reportPeer { () throws(IVClientError) in
+            try Peer.connect(socket: socket, vectors: vectors, timeout: .milliseconds(Int64(handshakeTimeout * 1000)))
+        }
     }
 }
 

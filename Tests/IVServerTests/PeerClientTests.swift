@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct PeerClientTests {
     @Test func twoHostPeersRingEachOtherAndSeeJoinsAndLeaves() throws {
         let server = try ServerProcess(multiPeer: ["-n", "3", "-l", "64K"])
-        let a = try Peer.connect(socket: server.peerSocketPath)
+        let a = try Peer.connect(socket: server.peerSocketPath, vectors: 3)
         #expect(a.id == 0 && a.vectorCount == 3 && a.memory.count == 64 << 10)
         #expect(a.peers.isEmpty)
         let b = try Peer.connect(socket: server.peerSocketPath)
@@ -47,7 +47,7 @@ import Testing
             _ = try Peer.connect(socket: directory.path + "/none")
         }
         let server = try ServerProcess(multiPeer: ["--max-peers", "1", "-n", "2"])
-        let only = try Peer.connect(socket: server.peerSocketPath)
+        let only = try Peer.connect(socket: server.peerSocketPath, vectors: 2)
         do {
             _ = try Peer.connect(socket: server.peerSocketPath)
             Issue.record("a peer beyond --max-peers was accepted")

@@ -1,15 +1,31 @@
-/// Who keeps the clients: told when a handshake is decided (it leaves the
-/// pending list) and when the connection closes (it can be let go).
+/// Who keeps the clients: told when a handshake leaves the pending state
+/// (decided, refused or closed) and when the connection closes (it can be
+/// let go).
 protocol ClientConnectionOwner: AnyObject {
-    func clientDecided(_ client: ClientConnection)
+    func clientLeftPending(_ client: ClientConnection)
     func clientClosed(_ client: ClientConnection)
     /// The server's state as text, for a status request.
     func statusReport() -> [UInt8]
 }
 
 /// One host client on the client socket, from accept to close: the HALD
-/// handshake (docs/protocols.md §2) driven by `ClientHandshake`.
+/// handshake (docs/protocols.md §2) driven by `ClientHandshake`. Its
+/// lifecycle:
+///
+///     pending ──(grant, status)──> replying ──(reply sent)──> closed
+///        └──────(refused, timed out, made room, hung up)─────────┘
+///
+/// While pending it is in the server's `PendingList`, by its deadline.
 final class ClientConnection: PeerSocketDelegate {
+    enum State: Equatable {
+        /// Waiting for its request, until `deadline`.
+        case pending
+        /// Decided: the reply (a grant, the status text) is going out.
+        case replying
+        case closed
+    }
+
+    private(set) var state = State.pending
     private let socket: PeerSocket
     private let resources: ServedResources
     private var handshake: ClientHandshake
@@ -21,12 +37,12 @@ final class ClientConnection: PeerSocketDelegate {
 
     /// Loop time (ms) by which the handshake must be decided.
     let deadline: UInt64
-    // Links of the server's list of undecided clients (oldest first), so a
-    // client leaves it in O(1) and the handshake timer only looks at its head.
-    // Both are strong (a weak link would cost each client a side table);
-    // the server unlinks a client when it is decided or closed.
-    var newerPending: ClientConnection?
-    var olderPending: ClientConnection?
+    // Its place in the PendingList (only the list changes these): strong
+    // links (a weak one would cost each client a side table), cleared when
+    // it leaves the list.
+    fileprivate var newerPending: ClientConnection?
+    fileprivate var olderPending: ClientConnection?
+    fileprivate var isListed = false
 
     init(socket: PeerSocket, resources: ServedResources, deadline: UInt64, owner: ClientConnectionOwner) {
         self.socket = socket
@@ -36,6 +52,17 @@ final class ClientConnection: PeerSocketDelegate {
         self.owner = owner
         slot = socket.fd.rawValue
         socket.delegate = self
+    }
+
+    /// The only way the state changes; anything but the arrows above is a bug.
+    private func transition(to next: State) {
+        switch (state, next) {
+        case (.pending, .replying), (.pending, .closed), (.replying, .closed): break
+        default: preconditionFailure("host client connection: \(state) -> \(next)")
+        }
+        let wasPending = state == .pending
+        state = next
+        if wasPending { owner.clientLeftPending(self) }
     }
 
     /// Step 1: the protocol version, right away.
@@ -64,9 +91,9 @@ final class ClientConnection: PeerSocketDelegate {
     var peerUID: UInt32 { socket.peer?.uid ?? 0 }
 
     func close() {
-        guard !socket.isClosed else { return }
+        guard state != .closed else { return }
+        transition(to: .closed)
         socket.close()
-        owner.clientDecided(self)
         owner.clientClosed(self)
     }
 
@@ -81,10 +108,11 @@ final class ClientConnection: PeerSocketDelegate {
             refuse("sent file descriptors (closed unread); the handshake carries none")
         case .flushed:
             // Step 4: after the fds are out, the server closes.
-            switch handshake.decision {
-            case .grant?, .status?: close()
-            default: break
-            }
+            if state == .replying { close() }
+        case let .failed(error) where state == .replying:
+            // It went away before taking its reply: it was served all the same.
+            if resources.debug { resources.report(.detail("client \(describe): left before its reply was sent: \(error)")) }
+            close()
         case let .failed(error):
             refuse("connection failed: \(error)")
         }
@@ -95,7 +123,7 @@ final class ClientConnection: PeerSocketDelegate {
         case .needMoreInput:
             break
         case let .grant(index):
-            owner.clientDecided(self)
+            transition(to: .replying)
             resources.served[index] += 1
             // Step 3: 8 bytes carrying guest_to_host, host_to_guest, shm.
             resources.report(.clientServed(region: resources.plan.regions[index].name, index: index, peer: socket.peer))
@@ -108,7 +136,7 @@ final class ClientConnection: PeerSocketDelegate {
                     + "\(resources.sharedMemory.fd.rawValue))"))
             }
         case .status:
-            owner.clientDecided(self)
+            transition(to: .replying)
             socket.send(OutgoingMessages([.init(bytes: owner.statusReport(), fds: [])]))
             if resources.debug { resources.report(.detail("client \(describe): sent the server's state (status request)")) }
         case let .refuse(refusal):
@@ -117,9 +145,42 @@ final class ClientConnection: PeerSocketDelegate {
     }
 
     private func refuse(_ reason: String) {
-        guard !socket.isClosed else { return }
+        guard state == .pending else { return }
         resources.refused += 1
         resources.report(.clientRefused(reason: reason, peer: socket.peer))
         close()
+    }
+}
+
+/// The host clients whose handshake is pending, oldest first. Every client
+/// gets the same timeout, so accept order is deadline order: the handshake
+/// timer looks only at the head, and a client leaves from anywhere in O(1).
+final class PendingList {
+    private(set) var oldest: ClientConnection?
+    private var newest: ClientConnection?
+
+    func append(_ connection: ClientConnection) {
+        precondition(!connection.isListed && connection.state == .pending, "listed twice, or not pending")
+        connection.isListed = true
+        connection.olderPending = newest
+        newest?.newerPending = connection
+        newest = connection
+        if oldest == nil { oldest = connection }
+    }
+
+    /// False when it was not in the list.
+    @discardableResult
+    func remove(_ connection: ClientConnection) -> Bool {
+        guard connection.isListed else { return false }
+        let older = connection.olderPending
+        let newer = connection.newerPending
+        older?.newerPending = newer
+        newer?.olderPending = older
+        if oldest === connection { oldest = newer }
+        if newest === connection { newest = older }
+        connection.olderPending = nil
+        connection.newerPending = nil
+        connection.isListed = false
+        return true
     }
 }

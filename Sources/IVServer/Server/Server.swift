@@ -36,9 +36,8 @@ public final class Server {
     /// next server process of this VM.
     private var handingOver = false
 
-    // Undecided host clients, oldest (earliest deadline) first.
-    private var oldestPending: ClientConnection?
-    private var newestPending: ClientConnection?
+    /// Undecided host clients, oldest (earliest deadline) first.
+    private let pending = PendingList()
     /// Who holds the pending handshakes (counted by process and user).
     private var shares: PendingShares
     /// Processes whose pending connections were closed to make room, and
@@ -519,10 +518,7 @@ public final class Server {
     // is non-empty, so an idle server has nothing to wake it.
 
     private func addPending(_ connection: ClientConnection) {
-        connection.olderPending = newestPending
-        newestPending?.newerPending = connection
-        newestPending = connection
-        if oldestPending == nil { oldestPending = connection }
+        pending.append(connection)
         shares.add(Int(connection.slot), pid: connection.peerPID, uid: connection.peerUID)
         if shares.total == 1 {
             handshakeTimer?.arm(milliseconds: configuration.handshakeTimeoutMilliseconds)
@@ -532,16 +528,7 @@ public final class Server {
 
     @discardableResult
     private func removePending(_ connection: ClientConnection) -> Bool {
-        let isListed = oldestPending === connection || connection.olderPending != nil
-        guard isListed else { return false }
-        let older = connection.olderPending
-        let newer = connection.newerPending
-        older?.newerPending = newer
-        newer?.olderPending = older
-        if oldestPending === connection { oldestPending = newer }
-        if newestPending === connection { newestPending = older }
-        connection.olderPending = nil
-        connection.newerPending = nil
+        guard pending.remove(connection) else { return false }
         let pid = connection.peerPID
         shares.remove(Int(connection.slot), pid: pid)
         if shares.total == 0 { handshakeTimer?.disarm() }
@@ -555,11 +542,12 @@ public final class Server {
     private func expireHandshakes() {
         guard let timer = handshakeTimer else { return }
         let now = timer.now
-        while let oldest = oldestPending, oldest.deadline <= now {
+        while let oldest = pending.oldest, oldest.deadline <= now {
             oldest.timeOut(after: configuration.handshakeTimeoutMilliseconds)
-            removePending(oldest)  // already done by its close; makes progress certain
+            // Its close took it out of the list (else this would never end).
+            precondition(pending.oldest !== oldest, "a timed-out client stayed pending")
         }
-        if let oldest = oldestPending { timer.arm(milliseconds: oldest.deadline - now) }
+        if let oldest = pending.oldest { timer.arm(milliseconds: oldest.deadline - now) }
     }
 }
 
@@ -594,7 +582,7 @@ extension Server: ClientConnectionOwner {
         return Array((stateLines(resources).joined(separator: "\n") + "\n").utf8)
     }
 
-    func clientDecided(_ client: ClientConnection) {
+    func clientLeftPending(_ client: ClientConnection) {
         guard removePending(client), events.isEnabled(.debug), let timer = handshakeTimer else { return }
         let took = timer.now + configuration.handshakeTimeoutMilliseconds - client.deadline
         report(.detail("client pid \(client.peerPID): handshake decided after \(took) ms"))
