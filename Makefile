@@ -135,6 +135,7 @@ bench: deps
 	$(CC) -O2 -Wall -o .build-bench/limit-server Benchmarks/limit-server.c
 	$(CC) -O2 -Wall -pthread -o .build-bench/loadgen Benchmarks/loadgen.c
 	$(CC) -O2 -Wall -pthread -o .build-bench/peerload Benchmarks/peerload.c
+	$(SWIFT)c -O -static-stdlib -o .build-bench/hello Benchmarks/hello.swift
 	python3 Benchmarks/run.py
 
 # Installs ivserver, ivctl and the ivshmem-server link under PREFIX

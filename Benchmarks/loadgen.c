@@ -3,6 +3,7 @@
 //   loadgen hald  SOCK REGION CLIENTS SECONDS SERVER_PID [SILENT]
 //   loadgen qemu  SOCK REGIONS SECONDS SERVER_PID
 //   loadgen ready SOCK REGION TIMEOUT_MS -- COMMAND...   (start-up to first handshake)
+//   loadgen exit -- COMMAND...                           (spawn to exit: the floor)
 //
 // hald: CLIENTS threads do full HALD handshakes (receive the 3 fds, close
 // them) for SECONDS, while another process (forked) holds SILENT idle
@@ -252,6 +253,22 @@ int main(int argc, char **argv) {
         waitpid(child, NULL, 0);
         if (!ok) { fprintf(stderr, "no handshake within %d ms\n", timeout_ms); return 1; }
         printf("mode=ready us=%.1f rss_kb=%ld\n", elapsed / 1e3, rss);
+        return 0;
+    }
+    if (argc >= 4 && !strcmp(argv[1], "exit") && !strcmp(argv[2], "--")) {
+        uint64_t t0 = now_ns();
+        pid_t child = fork();
+        if (child == 0) {
+            int null = open("/dev/null", O_WRONLY);
+            dup2(null, 1); dup2(null, 2);
+            execvp(argv[3], argv + 3);
+            _exit(127);
+        }
+        int status = 0;
+        waitpid(child, &status, 0);
+        uint64_t elapsed = now_ns() - t0;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) { fprintf(stderr, "%s failed\n", argv[3]); return 1; }
+        printf("mode=exit us=%.1f\n", elapsed / 1e3);
         return 0;
     }
     fprintf(stderr, "usage: see the comment at the top of loadgen.c\n");

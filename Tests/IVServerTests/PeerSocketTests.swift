@@ -115,13 +115,13 @@ struct PeerSocketTests {
         let recorder = Recorder()
         socket.delegate = recorder
         var deadline: TimerHandle?
-        recorder.whenDone = {
+        recorder.whenDone = { [unowned recorder] in
             guard recorder.events.last?.hasPrefix("failed") == true || recorder.events.count > 4 else { return }
             socket.close()
             set.close()
             deadline?.close()
         }
-        deadline = try TimerHandle(loop: loop) {
+        deadline = try TimerHandle(loop: loop) { [unowned recorder] in
             recorder.events.append("no failure within 10 s")
             socket.close()
             set.close()

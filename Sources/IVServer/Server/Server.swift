@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import Synchronization
 
 /// The orchestrator: takes the instance lock, creates the shared memory,
 /// the eventfds and both sockets, serves QEMU and host clients on one libuv
@@ -56,6 +57,8 @@ public final class Server {
     private var maximumHeld = 0
     /// Flushes the event sink before the loop waits.
     private var beforeWaiting: PrepareHandle?
+    /// How another thread stops the server (`requestStop`).
+    private let stopRequest = Mutex<AsyncHandle?>(nil)
 
     // `ivserver launch`: the VM we started, and the timer that kills it
     // when it ignores a stop signal.
@@ -157,6 +160,8 @@ public final class Server {
             listeners.append(listener)
             created.append(listener.file)
         }
+        let stopper = try AsyncHandle(loop: loop) { [unowned self] in self.stop(signal: 0, launch: launch) }
+        stopRequest.withLock { $0 = stopper }
         handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
         heldTimer = try TimerHandle(loop: loop) { [unowned self] in self.releaseHeld() }
         // Room for held connections: what the fd limit leaves after the
@@ -202,6 +207,13 @@ public final class Server {
         return launchedVM?.termination
     }
 
+    /// Any thread: stops the server as SIGTERM would (`run` then returns).
+    /// Before `run` has set up its loop, and after it returned, it does nothing.
+    public func requestStop() {
+        stopRequest.withLock { $0?.wake() }
+    }
+
+    /// `signal` 0: `requestStop`.
     private func stop(signal: Int32, launch: LaunchSpec?) {
         guard let vm = launchedVM, vm.termination == nil, let launch else {
             report(.stopping(signal: signal, handingOver: handingOver))
@@ -325,6 +337,10 @@ public final class Server {
         signals = []
         beforeWaiting?.close()
         beforeWaiting = nil
+        stopRequest.withLock { handle in
+            handle?.close()
+            handle = nil
+        }
         peers?.close()
         peers = nil
     }
@@ -550,6 +566,11 @@ public final class Server {
         if let oldest = pending.oldest { timer.arm(milliseconds: oldest.deadline - now) }
     }
 }
+
+// Everything runs on the loop's thread, which is the thread that calls
+// `run`; `requestStop` alone may come from any other (it only wakes the loop
+// through uv_async, under a lock).
+extension Server: @unchecked Sendable {}
 
 /// What `ivserver launch` starts: the VM's command (the ivshmem options are
 /// appended) and how long it gets to stop.

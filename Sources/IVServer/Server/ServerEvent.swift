@@ -239,11 +239,12 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
                 + "sending it only vectors 0...\(vectors - 1) of each peer (QEMU rejects the rest); vectors \(vectors)...\(serverVectors - 1) "
                 + "of this peer never interrupt it; start it with vectors=\(serverVectors)")
         case let .stopping(signal, handingOver):
+            text.append(signal == 0 ? "stop requested: " : "signal \(signalName(signal)) received: ")
             if handingOver {
-                text.append("signal \(signalName(signal)) received: stopping; the shared memory, the sockets and the VM's connection "
+                text.append("stopping; the shared memory, the sockets and the VM's connection "
                     + "stay in the service manager's store for the next server process")
             } else {
-                text.append("signal \(signalName(signal)) received: stopping, removing the shared memory and sockets")
+                text.append("stopping, removing the shared memory and sockets")
             }
         }
     }

@@ -36,6 +36,7 @@ enum Posix {
     static func retrying<T: FixedWidthInteger & SignedInteger>(
         _ operation: String, _ subject: String? = nil, _ call: () -> T
     ) throws(SystemError) -> T {
+        if let injected = InjectedFaults.take(operation) { throw SystemError(operation, subject, errno: injected) }
         while true {
             let result = call()
             if result != -1 { return result }
@@ -48,6 +49,10 @@ enum Posix {
     static func retryingUnlessWouldBlock<T: FixedWidthInteger & SignedInteger>(
         _ operation: String, _ subject: String? = nil, _ call: () -> T
     ) throws(SystemError) -> T? {
+        if let injected = InjectedFaults.take(operation) {
+            if injected == EAGAIN || injected == EWOULDBLOCK { return nil }
+            throw SystemError(operation, subject, errno: injected)
+        }
         while true {
             let result = call()
             if result != -1 { return result }

@@ -101,12 +101,14 @@ public enum UnixSocket {
 
     /// Accepts one pending connection as a non-blocking, close-on-exec fd.
     public static func accept(_ listener: OwnedFD) throws(SystemError) -> AcceptResult {
-        let fd = ivs_accept_nonblocking(listener.rawValue)
+        let injected = InjectedFaults.take("accept")
+        let fd = injected == nil ? ivs_accept_nonblocking(listener.rawValue) : -1
         if fd >= 0 { return .accepted(OwnedFD(taking: fd)) }
-        switch errno {
+        let code = injected ?? errno
+        switch code {
         case EAGAIN, EWOULDBLOCK: return .wouldBlock
         case EINTR, ECONNABORTED, EPROTO: return .retry
-        default: throw SystemError("accept")
+        default: throw SystemError("accept", errno: code)
         }
     }
 

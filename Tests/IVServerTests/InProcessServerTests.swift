@@ -1,0 +1,121 @@
+import Descriptors
+import Glibc
+import Synchronization
+import Testing
+@testable import IVServer
+
+/// Keeps the server's events for a test (any thread may look).
+final class RecordedEvents: ServerEventSink, Sendable {
+    private let events = Mutex<[ServerEvent]>([])
+    func record(_ event: ServerEvent) { events.withLock { $0.append(event) } }
+    func flush() {}
+    func isEnabled(_ severity: ServerEvent.Severity) -> Bool { true }
+    var all: [ServerEvent] { events.withLock { $0 } }
+    func contains(_ text: String) -> Bool { all.contains { $0.description.contains(text) } }
+}
+
+/// The vSoC server run in the test's own process, on a thread of its own:
+/// started, served and stopped through its API (no binary, no signals).
+final class InProcessServer {
+    let directory = TemporaryDirectory()
+    let events = RecordedEvents()
+    let server: Server
+    /// How `run` ended, once it has.
+    private final class Outcome: Sendable {
+        let value = Mutex<Result<Void, any Error>?>(nil)
+    }
+    private let outcome = Outcome()
+    private let thread: TestThread
+
+    var clientSocketPath: String { directory.path + "/client.sock" }
+
+    init() {
+        let configuration = ServerConfiguration(
+            layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
+            qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
+            accessPolicy: AccessPolicy(serverUID: getuid()))
+        let server = Server(configuration: configuration, events: events)
+        self.server = server
+        let outcome = self.outcome
+        thread = TestThread {
+            let result = Result { () throws -> Void in try server.run() }
+            outcome.value.withLock { $0 = result }
+        }
+    }
+
+    /// Waits until the server is ready (true) or `run` ended (false).
+    func waitUntilReady() -> Bool {
+        eventually(seconds: 10) { events.contains("ready:") || outcome.value.withLock { $0 != nil } } && events.contains("ready:")
+    }
+
+    /// How `run` ended, once it has.
+    func finish(stopping: Bool = true) -> Result<Void, any Error>? {
+        if stopping {
+            // Until the loop is up, a request finds nothing to wake: ask again.
+            _ = eventually(seconds: 10) {
+                server.requestStop()
+                return outcome.value.withLock { $0 != nil }
+            }
+        }
+        thread.join()
+        return outcome.value.withLock { $0 }
+    }
+}
+
+@Suite("The server in-process, with failures injected into its system calls", .serialized)
+struct InProcessServerTests {
+    init() { InjectedFaults.clear() }
+
+    @Test("started, served and stopped through its API: a handshake, then nothing left")
+    func servesAndStops() throws {
+        let instance = InProcessServer()
+        #expect(instance.waitUntilReady())
+        #expect(try haldHandshake(instance.clientSocketPath, region: "hwcomposer").fds.count == 3)
+        let result = instance.finish()
+        #expect(throws: Never.self) { try result?.get() }
+        #expect(instance.events.contains("stop requested: stopping"))
+        #expect(instance.directory.entries() == [])
+    }
+
+    @Test("ENOSPC while sizing the memory: run throws it, naming the path, and nothing is left")
+    func noSpaceForTheMemory() throws {
+        InjectedFaults.fail("size shared memory (ftruncate)", with: ENOSPC)
+        defer { InjectedFaults.clear() }
+        let instance = InProcessServer()
+        let result = instance.finish(stopping: false)
+        guard case let .failure(error as SystemError)? = result else {
+            Issue.record("run did not fail with a SystemError: \(String(describing: result))")
+            return
+        }
+        #expect(error.errno == ENOSPC)
+        #expect("\(error)".contains(instance.directory.path + "/shm"))
+        #expect(instance.directory.entries() == [], "left behind: \(instance.directory.entries())")
+    }
+
+    @Test("EMFILE on accept: the waiting connection is shed (not spun on), the error logged, the next client served")
+    func outOfDescriptorsOnAccept() throws {
+        let instance = InProcessServer()
+        #expect(instance.waitUntilReady())
+        InjectedFaults.fail("accept", with: EMFILE)
+        defer { InjectedFaults.clear() }
+        let shed = try connectClient(instance.clientSocketPath)
+        // Shed: accepted and closed at once, so it reads the end of the stream.
+        #expect(try receiveExactly(shed, count: 4, maximumFDs: 0).bytes.isEmpty)
+        #expect(instance.events.contains("accept on \(instance.clientSocketPath) failed: accept: \(String(cString: strerror(EMFILE)))"))
+        #expect(try haldHandshake(instance.clientSocketPath, region: "hwcomposer").fds.count == 3)
+        #expect(throws: Never.self) { try instance.finish()?.get() }
+    }
+
+    @Test("EAGAIN on send: the reply waits for room and goes out whole")
+    func socketFullOnSend() throws {
+        let instance = InProcessServer()
+        #expect(instance.waitUntilReady())
+        // The greeting's and the grant's sends each find the socket "full" twice.
+        InjectedFaults.fail("sendmsg", with: EAGAIN, times: 4)
+        defer { InjectedFaults.clear() }
+        let reply = try haldHandshake(instance.clientSocketPath, region: "gralloc_memory")
+        #expect(reply.fds.count == 3 && reply.payload.count == 8)
+        #expect(InjectedFaults.take("sendmsg") == nil, "every planned EAGAIN was met")
+        #expect(throws: Never.self) { try instance.finish()?.get() }
+    }
+}
