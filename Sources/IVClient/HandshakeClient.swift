@@ -51,8 +51,7 @@ struct HandshakeClient {
         guard greeting.bytes.count == 4 else {
             throw error(greeting.bytes.isEmpty ? .refused : .protocolViolation("the greeting was cut short"))
         }
-        let version = UInt32(greeting.bytes[0]) | UInt32(greeting.bytes[1]) << 8
-            | UInt32(greeting.bytes[2]) << 16 | UInt32(greeting.bytes[3]) << 24
+        let version = UInt32(littleEndianBytes: greeting.bytes)!
         guard HALDProtocol.isSupported(serverVersion: version) else { throw error(.unsupportedProtocol(serverVersion: version)) }
         try socket.send(request)
         return socket

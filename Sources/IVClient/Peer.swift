@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import VSoCFormat
 
 /// The host as a peer of a multi-peer ivshmem server (QEMU's ivshmem-server
 /// protocol; `ivserver multi-peer`): it gets an ID, the shared memory and
@@ -251,7 +252,6 @@ public final class Peer {
         guard received.bytes.count == 8 else {
             throw socket.fail(received.bytes.isEmpty ? .disconnected : .protocolViolation("a message was cut short"))
         }
-        let value = received.bytes.withUnsafeBytes { Int64(littleEndian: $0.loadUnaligned(as: Int64.self)) }
-        return (value, received.fds.first)
+        return (Int64(littleEndianBytes: received.bytes)!, received.fds.first)
     }
 }

@@ -241,12 +241,8 @@ struct LittleEndianReader {
     init(_ bytes: [UInt8]) { self.bytes = bytes }
 
     mutating func next<T: FixedWidthInteger>() -> T {
-        var value: T = 0
-        for shift in 0..<MemoryLayout<T>.size {
-            value |= T(truncatingIfNeeded: bytes[position + shift]) << (8 * shift)
-        }
-        position += MemoryLayout<T>.size
-        return value
+        defer { position += MemoryLayout<T>.size }
+        return T(littleEndianBytes: bytes[position..<position + MemoryLayout<T>.size])!
     }
 
     /// The 16-byte layout descriptor's fields, in order.
@@ -268,5 +264,14 @@ extension Array where Element == UInt8 {
             append(UInt8(truncatingIfNeeded: v))
             v >>= 8
         }
+    }
+}
+
+extension FixedWidthInteger {
+    /// The value of `bytes`, least significant first; nil unless there are
+    /// exactly as many as the type has (the protocols' integers on the wire).
+    public init?<Bytes: Collection<UInt8>>(littleEndianBytes bytes: Bytes) {
+        guard bytes.count == MemoryLayout<Self>.size else { return nil }
+        self = bytes.reversed().reduce(Self.zero) { $0 << 8 | Self(truncatingIfNeeded: $1) }
     }
 }
