@@ -180,9 +180,9 @@ struct Serve: ParsableCommand {
 
     static func serve(_ settings: ServeSettings) throws {
         let (configuration, log) = try settings.start()
-        let server = Server(configuration: configuration, events: log)
+        let service = ServerService(configuration: configuration, events: log)
         do {
-            try server.run()
+            try service.run()
         } catch let error as ResumeError {
             log.log(.error, "\(error)")
             throw ExitCode(2)
@@ -243,10 +243,10 @@ struct Launch: ParsableCommand {
             }
         }
         let (configuration, log) = try options.start()
-        let server = Server(configuration: configuration, events: log)
+        let service = ServerService(configuration: configuration, events: log)
         let termination: ChildProcess.Termination?
         do {
-            termination = try server.run(launching: launch)
+            termination = try service.run(launching: launch)
         } catch let error as LaunchError {
             log.log(.error, "\(error)")
             throw ExitCode(error.shellStatus)

@@ -2,40 +2,35 @@ import Descriptors
 import Glibc
 import Synchronization
 
-/// The orchestrator: takes the instance lock, creates the shared memory,
-/// the eventfds and both sockets, serves QEMU and host clients on one libuv
-/// loop until SIGINT, SIGTERM or SIGHUP, then closes everything and removes
-/// what it created.
+/// The vSoC protocol server: the instance lock, the shared memory, the
+/// eventfds and both sockets, and QEMU and the host clients served on one
+/// libuv loop. Split as QEMU's contrib server is: `init` has no side
+/// effects, `start` creates (or takes over) everything, `serve` runs the
+/// loop until `stop` (or `requestStop` from another thread), `close`
+/// removes what `start` created. Signals, the service manager and the VM
+/// that `launch` starts are `ServerService`'s, around it.
 public final class Server {
     public let configuration: ServerConfiguration
-    private let events: ServerEventSink
+    let events: ServerEventSink
 
-    private var loop: EventLoop?
-    /// Readiness of every peer socket, through one poll handle.
+    private var lock: InstanceLock?
+    /// What `start` created, to remove at `close`.
+    private var created: [CreatedFile] = []
+    private(set) var loop: EventLoop?
+    /// Readiness of every socket, through one poll handle.
     private var peers: ReadinessSet?
-    private var listeners: [Listener] = []
-    private var signals: [SignalHandle] = []
+    private(set) var listeners: [Listener] = []
     /// Open host clients by fd number.
     private let clients = FDTable<ClientConnection>()
-    private var vm: VMConnection?
+    private(set) var vm: VMConnection?
     /// Set once the server starts closing everything.
-    private var stopping = false
-    /// What the running server serves (for status requests).
-    private var servedResources: ServedResources?
+    private(set) var stopping = false
+    /// What the running server serves (memory, eventfds, counters).
+    private(set) var resources: ServedResources?
     /// When the VM attached (seconds since the epoch, UTC).
-    private var vmSince: Int?
+    private(set) var vmSince: Int?
     /// Peers refused at accept by the access policy.
-    private var peersRefused = 0
-    // The service manager's STATUS=, at most once a second, only when it
-    // changed; the timer (armed only then) sends a change that came sooner.
-    private var statusTimer: TimerHandle?
-    /// What the published line says (VM pid, served, refused): compared
-    /// each turn instead of the line, which is built only when it changed.
-    private var publishedStatus: (vm: Int32?, served: Int, refused: Int)?
-    private var statusPublishedAt: UInt64?
-    /// The service manager keeps our fds: on stop the files stay for the
-    /// next server process of this VM.
-    private var handingOver = false
+    private(set) var peersRefused = 0
 
     /// Undecided host clients, oldest (earliest deadline) first.
     private let pending = PendingList()
@@ -60,10 +55,15 @@ public final class Server {
     /// How another thread stops the server (`requestStop`).
     private let stopRequest = Mutex<AsyncHandle?>(nil)
 
-    // `ivserver launch`: the VM we started, and the timer that kills it
-    // when it ignores a stop signal.
-    private var launchedVM: (any LaunchedProcess)?
-    private var vmStopTimer: TimerHandle?
+    // What the service around the server is told (loop thread).
+    /// A VM attached (not one resumed from a previous process): its connection.
+    var onVMAttached: ((VMConnection) -> Void)?
+    /// The VM left (not called while the server stops).
+    var onVMDetached: (() -> Void)?
+    /// Each turn of the loop, before it waits.
+    var onTurn: (() -> Void)?
+    /// `stop` began: the service closes its own handles, so the loop ends.
+    var onStop: (() -> Void)?
 
     /// Events go to `events`, which is flushed on every turn of the loop.
     public init(configuration: ServerConfiguration, events: ServerEventSink) {
@@ -74,30 +74,41 @@ public final class Server {
 
     private func report(_ event: ServerEvent) { events.record(event) }
 
-    /// Runs until a stop signal or, with `launching`, until the VM it starts
-    /// once both sockets listen has exited; returns how the VM ended. Throws
-    /// (StartupError, SystemError, UVError, LaunchError) only while starting;
-    /// whatever it created by then is removed before it returns, and a server
-    /// that finds another one running changes nothing at all.
-    @discardableResult
-    public func run(launching launch: LaunchSpec? = nil) throws -> ChildProcess.Termination? {
-        defer { events.flush() }
-        let plan = configuration.layout
-        let lock = try InstanceLock.acquire(path: configuration.lockPath)
-        defer { lock.release() }
-        // Under `launch`, after a re-exec: the VM is already our child.
-        let handedChild = launch == nil ? nil : ProcessTable.takeHandedChild()
-        // A previous server process of this VM may have left what the VM
-        // holds in the service manager's store: then it is taken over, and
-        // nothing is created or removed.
-        let inheritance = try Inheritance.take(from: ServiceManager.takeHandedDescriptors(), plan: plan,
-                                               sharedMemoryPath: configuration.sharedMemoryPath)
-        var created: [CreatedFile] = []
-        // The files stay at their paths while the service manager keeps the
-        // fds, for the next server process of this VM.
-        var filesOutliveUs = inheritance != nil && ServiceManager.isPresent
-        defer { if !filesOutliveUs { for file in created.reversed() { file.remove() } } }
+    /// A fresh start (or, under a service manager, `ServerService` passes
+    /// what it handed back).
+    public func start() throws {
+        try start(inheriting: { nil })
+    }
 
+    /// Takes the instance lock, then `inheriting()` (evaluated under it:
+    /// what a previous server process of this VM handed on): that memory,
+    /// those eventfds and listeners are taken over, and nothing is created
+    /// or removed for them; otherwise everything is made anew. Throws
+    /// (StartupError, SystemError, UVError, ResumeError) with whatever it
+    /// made removed again; a server that finds another one running changes
+    /// nothing at all.
+    /// `beforeReady` runs once the loop exists, before the `ready` line:
+    /// where the service installs its signal handles, so that nobody who
+    /// saw that line can signal the process before it handles signals.
+    func start(inheriting: () throws -> Inheritance?, beforeReady: (EventLoop) throws -> Void = { _ in }) throws {
+        precondition(lock == nil, "started twice")
+        let lock = try InstanceLock.acquire(path: configuration.lockPath)
+        self.lock = lock
+        var inherited = false
+        do {
+            let inheritance = try inheriting()
+            inherited = inheritance != nil
+            try startLocked(inheritance: inheritance, beforeReady: beforeReady)
+        } catch {
+            // Files taken over from a previous process are not this start's
+            // to remove: whoever handed their fds on still holds them.
+            close(keepingFiles: inherited)
+            throw error
+        }
+    }
+
+    private func startLocked(inheritance: Inheritance?, beforeReady: (EventLoop) throws -> Void) throws {
+        let plan = configuration.layout
         let sharedMemory: SharedMemoryFile
         let channels: [RegionChannels]
         if let inheritance {
@@ -127,16 +138,10 @@ public final class Server {
         let resources = ServedResources(
             plan: plan, sharedMemory: sharedMemory, channels: channels,
             qemuSocketPath: configuration.qemuSocketPath, events: events)
-        servedResources = resources
-        defer { servedResources = nil }
+        self.resources = resources
 
         let loop = try EventLoop()
         self.loop = loop
-        defer {
-            closeEverything()
-            loop.close()
-            self.loop = nil
-        }
         let readiness = try ReadinessSet(loop: loop)
         peers = readiness
         for (path, handed, accept) in [
@@ -160,7 +165,10 @@ public final class Server {
             listeners.append(listener)
             created.append(listener.file)
         }
-        let stopper = try AsyncHandle(loop: loop) { [unowned self] in self.stop(signal: 0, launch: launch) }
+        let stopper = try AsyncHandle(loop: loop) { [unowned self] in
+            self.report(.stopping(signal: 0, handingOver: false))
+            self.stop()
+        }
         stopRequest.withLock { $0 = stopper }
         handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
         heldTimer = try TimerHandle(loop: loop) { [unowned self] in self.releaseHeld() }
@@ -168,127 +176,72 @@ public final class Server {
         // pending ones and 1024 for everything else, at most 16384.
         maximumHeld = min(16384, max(0, HostSystem.raiseOpenFileLimit() - configuration.maximumPending - 1024))
         beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in
-            self.publishStatusIfChanged(resources)
+            self.onTurn?()
             self.events.flush()
         }
-        if ServiceManager.isPresent {
-            statusTimer = try TimerHandle(loop: loop) { [unowned self] in self.publishStatusIfChanged(resources) }
-        }
-        signals.append(try SignalHandle(loop: loop, signal: SIGUSR1) { [unowned self] _ in
-            self.reportState(resources)
-        })
-        for signal in [SIGINT, SIGTERM, SIGHUP] {
-            signals.append(try SignalHandle(loop: loop, signal: signal) { [unowned self] signal in
-                self.stop(signal: signal, launch: launch)
-            })
-        }
-        signals.append(try SignalHandle(loop: loop, signal: SIGUSR2) { [unowned self] _ in
-            self.reexecute(resources: resources)
-        })
-
         if let inheritance {
             if let fd = inheritance.vm { resumeVM(fd, resources: resources) }
-
             report(.resumed(sharedMemoryInode: sharedMemory.inode, eventFDs: 2 * channels.count,
                             listeners: [inheritance.qemuListener, inheritance.clientListener].compactMap { $0 }.count, vm: vm?.peer))
         }
-        if storeWithServiceManager(sharedMemory: sharedMemory, channels: channels, inheritance: inheritance) {
-            filesOutliveUs = true
-        }
-        handingOver = filesOutliveUs
+        try beforeReady(loop)
         report(.ready(configuration))
-        ServiceManager.notifyReady()
-        if let handedChild {
-            try watchVM(handedChild, loop: loop)
-        } else if let launch {
-            try startVM(launch, loop: loop)
-        }
-        loop.run()
-        return launchedVM?.termination
     }
 
-    /// Any thread: stops the server as SIGTERM would (`run` then returns).
-    /// Before `run` has set up its loop, and after it returned, it does nothing.
+    /// Serves until `stop`: every connection is handled on this thread.
+    public func serve() {
+        guard let loop else { preconditionFailure("serve before start") }
+        loop.run()
+    }
+
+    /// Starts, serves until `stop` or `requestStop`, and closes.
+    public func run() throws {
+        try start()
+        defer { close() }
+        serve()
+    }
+
+    /// Any thread: stops the server as SIGTERM would (`serve` then returns).
+    /// Before `start` and after `close` it does nothing.
     public func requestStop() {
         stopRequest.withLock { $0?.wake() }
     }
 
-    /// `signal` 0: `requestStop`.
-    private func stop(signal: Int32, launch: LaunchSpec?) {
-        guard let vm = launchedVM, vm.termination == nil, let launch else {
-            report(.stopping(signal: signal, handingOver: handingOver))
-            closeEverything()
-            return
-        }
-        // The VM goes first; we follow when it exits.
-        report(.vmSignalled(pid: vm.pid, signal: signal, timeoutMilliseconds: launch.stopTimeoutMilliseconds))
-        vm.signal(signal)
-        if vmStopTimer == nil, let loop {
-            vmStopTimer = try? TimerHandle(loop: loop) { [unowned self] in
-                guard let vm = self.launchedVM, vm.termination == nil else { return }
-                self.report(.vmKilled(pid: vm.pid))
-                vm.signal(SIGKILL)
-            }
-            vmStopTimer?.arm(milliseconds: launch.stopTimeoutMilliseconds)
-        }
+    /// Closes the listeners, the connections and the handles; the loop
+    /// then runs out of work and `serve` returns. Loop thread only.
+    public func stop() {
+        closeEverything()
     }
 
-    private func startVM(_ launch: LaunchSpec, loop: EventLoop) throws {
-        ProcessTable.closeInheritedDescriptorsOnExec()
-        let arguments = launch.arguments + configuration.qemuArguments
-        do {
-            let vm = try ChildProcess(loop: loop, arguments: arguments, environment: launch.environment) { [unowned self] termination in
-                if let pid = self.launchedVM?.pid { self.report(.vmExited(pid: pid, termination: termination)) }
-                self.closeEverything()
-            }
-            launchedVM = vm
-            report(.vmLaunched(pid: vm.pid, command: arguments))
-        } catch {
-            throw LaunchError(command: launch.arguments[0], reason: error.description, shellStatus: ChildProcess.shellStatus(forSpawnError: error.code))
+    /// After `serve` (or a failed `start`): removes the files `start`
+    /// made, unless `keepingFiles` (the service manager keeps the fds for
+    /// the next server process of this VM), releases the lock and closes
+    /// the loop.
+    public func close(keepingFiles: Bool = false) {
+        closeEverything()  // if `serve` did not run to its end
+        if !keepingFiles { for file in created.reversed() { file.remove() } }
+        created = []
+        resources = nil
+        if let loop {
+            loop.close()
+            self.loop = nil
         }
+        lock?.release()
+        lock = nil
+        events.flush()
     }
 
     // MARK: what operators see
 
-    /// "VM pid 4242 attached since 12:01:07 UTC; 37 clients served, 1 refused"
-    private func statusLine(_ resources: ServedResources) -> String {
-        let vmPart = vm.map { vm in
-            "VM pid \(vm.peer.map { String($0.pid) } ?? "?") attached since \(Self.clockTime(vmSince ?? 0)) UTC"
-        } ?? "no VM attached"
-        return "\(vmPart); \(resources.served.reduce(0, +)) clients served, \(resources.refused + peersRefused) refused"
-    }
-
-    private static func clockTime(_ second: Int) -> String {
+    static func clockTime(_ second: Int) -> String {
         let day = second % 86400
         func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
         return "\(two(day / 3600)):\(two(day / 60 % 60)):\(two(day % 60))"
     }
 
-    /// Keeps `systemctl status` current: sends STATUS= when the line
-    /// changed, at most once a second (the timer sends a change that came
-    /// sooner). Without a service manager nothing is built.
-    private func publishStatusIfChanged(_ resources: ServedResources) {
-        guard let timer = statusTimer else { return }
-        let current = (vm: vm.map { $0.peer?.pid ?? 0 }, served: resources.served.reduce(0, +),
-                       refused: resources.refused + peersRefused)
-        if let published = publishedStatus, published == current { return }
-        let now = timer.now
-        if let last = statusPublishedAt, now < last + 1000 {
-            timer.arm(milliseconds: last + 1000 - now)
-            return
-        }
-        ServiceManager.notify("STATUS=" + statusLine(resources))
-        publishedStatus = current
-        statusPublishedAt = now
-    }
-
-    /// SIGUSR1: the whole state, in the log.
-    private func reportState(_ resources: ServedResources) {
-        for line in stateLines(resources) { report(.state(line)) }
-    }
-
     /// The whole state, a line each: for SIGUSR1 and `ivctl status`.
-    private func stateLines(_ resources: ServedResources) -> [String] {
+    func stateLines() -> [String] {
+        guard let resources else { return [] }
         let plan = configuration.layout
         var lines = ["layout \(configuration.layoutSource): \(plan.regionCount) regions; shared memory \(configuration.sharedMemoryPath) "
             + "(inode \(resources.sharedMemory.inode), \(resources.sharedMemory.size) bytes)"]
@@ -307,17 +260,6 @@ public final class Server {
         return lines
     }
 
-    /// The VM the image before a re-exec started: watched on until it ends.
-    private func watchVM(_ pid: Int32, loop: EventLoop) throws {
-        launchedVM = try InheritedChild(loop: loop, pid: pid) { [unowned self] termination in
-            self.report(.vmExited(pid: pid, termination: termination))
-            self.closeEverything()
-        }
-        report(.vmWatched(pid: pid))
-    }
-
-    /// Closes listeners, connections, the timer and signal handles; the loop
-    /// then runs out of work and `run` returns.
     private func closeEverything() {
         stopping = true
         listeners.forEach { $0.close() }
@@ -329,36 +271,17 @@ public final class Server {
         heldTimer?.close()
         heldTimer = nil
         while heldStart < held.count { takeOldestHeld().close() }
-        statusTimer?.close()
-        statusTimer = nil
-        vmStopTimer?.close()
-        vmStopTimer = nil
-        signals.forEach { $0.close() }
-        signals = []
         beforeWaiting?.close()
         beforeWaiting = nil
         stopRequest.withLock { handle in
             handle?.close()
             handle = nil
         }
+        onStop?()
+        onStop = nil
+        onTurn = nil
         peers?.close()
         peers = nil
-    }
-
-    /// SIGUSR2: a planned restart or upgrade without a service manager. The
-    /// process execs the binary now at its path (same pid, same arguments),
-    /// handing the new image the memory, the eventfds, both listeners and
-    /// the VM's connection, which it takes over as after a systemd restart.
-    /// If the exec fails, this image keeps serving with everything as it was.
-    private func reexecute(resources: ServedResources) {
-        var fds = handOverList(sharedMemory: resources.sharedMemory, channels: resources.channels)
-        if let vm { fds.append((StoredName.vm, vm.rawFD)) }
-        report(.reexecuting)
-        events.flush()
-        // Under `launch` the VM stays this process's child across the exec.
-        let child = launchedVM.flatMap { $0.termination == nil ? $0.pid : nil }
-        let failure = ProcessTable.reexecute(handing: fds, child: child)
-        report(.reexecFailed(reason: SystemError("execve", errno: failure).errnoText))
     }
 
     private static func isAbsent(_ path: String) -> Bool {
@@ -366,33 +289,12 @@ public final class Server {
         return false
     }
 
-    // MARK: the service manager's store
-
-    /// Puts what the VM holds (memory, eventfds) and both listening sockets
-    /// in the service manager's fd store, so that they outlive this process;
-    /// false without a service manager. What was handed back is in the store
-    /// already; only a listener made anew replaces its stored one.
-    private func storeWithServiceManager(sharedMemory: SharedMemoryFile, channels: [RegionChannels],
-                                         inheritance: Inheritance?) -> Bool {
-        guard ServiceManager.isPresent else { return false }
-        var stored = handOverList(sharedMemory: sharedMemory, channels: channels)
-        if inheritance != nil {
-            // The store holds what was handed back; only a listener made anew replaces its stored one.
-            let remade = [(StoredName.qemuListener, listeners[0]), (StoredName.clientListener, listeners[1])]
-                .filter { !$0.1.adopted }.map(\.0)
-            for name in remade { ServiceManager.removeStored(name: name) }
-            stored = stored.filter { remade.contains($0.name) }
-        }
-        let failed = ServiceManager.store(stored)
-        for name in failed { report(.storeFailed(name: name)) }
-        return failed.isEmpty
-    }
-
     /// What outlives this process, by name: the memory, the eventfds, both
-    /// listeners (for the store, and for SIGUSR2's re-exec with the VM's
-    /// connection added).
-    private func handOverList(sharedMemory: SharedMemoryFile, channels: [RegionChannels]) -> [(name: String, fd: Int32)] {
-        Inheritance.storedNames(sharedMemory: sharedMemory, channels: channels)
+    /// listeners (for the service manager's store, and for SIGUSR2's
+    /// re-exec with the VM's connection added).
+    func handOverList() -> [(name: String, fd: Int32)] {
+        guard let resources else { return [] }
+        return Inheritance.storedNames(sharedMemory: resources.sharedMemory, channels: resources.channels)
             + [(StoredName.qemuListener, listeners[0].rawFD), (StoredName.clientListener, listeners[1].rawFD)]
     }
 
@@ -400,28 +302,21 @@ public final class Server {
     private func resumeVM(_ fd: OwnedFD, resources: ServedResources) {
         guard let peers else { return }
         let peer = try? UnixSocket.peerCredentials(fd)
-        let connection = makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources,
-                                          storeIt: !ServiceManager.isPresent)
-        connection.resume()
+        makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources).resume()
     }
 
-    /// `storeIt`: put the connection in the service manager's store (a
-    /// connection the manager handed back is in it already).
-    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources, storeIt: Bool = true) -> VMConnection {
+    @discardableResult
+    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources) -> VMConnection {
         let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
             guard self.vm === closed else { return }
             self.vm = nil
             self.vmSince = nil
             // The VM left. (When the server stops, its connection stays
             // stored for the next server process of this VM.)
-            if !self.stopping { ServiceManager.removeStored(name: StoredName.vm) }
+            if !self.stopping { self.onVMDetached?() }
         }
         vm = connection
         vmSince = HostSystem.currentSecond()
-        // While attached, the connection outlives this process in the store.
-        if storeIt && ServiceManager.isPresent {
-            for name in ServiceManager.store([(StoredName.vm, connection.rawFD)]) { report(.storeFailed(name: name)) }
-        }
         return connection
     }
 
@@ -456,7 +351,9 @@ public final class Server {
             current.close(reason: "QEMU hung up")
         }
         guard let peers else { return }
-        makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources).start()
+        let connection = makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources)
+        connection.start()
+        onVMAttached?(connection)
     }
 
     private func acceptClient(_ fd: OwnedFD, resources: ServedResources) {
@@ -572,35 +469,9 @@ public final class Server {
 // through uv_async, under a lock).
 extension Server: @unchecked Sendable {}
 
-/// What `ivserver launch` starts: the VM's command (the ivshmem options are
-/// appended) and how long it gets to stop.
-public struct LaunchSpec: Sendable {
-    public var arguments: [String]
-    /// Full environment ("NAME=value"); nil to pass ours on.
-    public var environment: [String]?
-    public var stopTimeoutMilliseconds: UInt64
-
-    public init(arguments: [String], environment: [String]? = nil, stopTimeoutMilliseconds: UInt64 = 10_000) {
-        self.arguments = arguments
-        self.environment = environment
-        self.stopTimeoutMilliseconds = stopTimeoutMilliseconds
-    }
-}
-
-/// The VM's command could not be started; `shellStatus` is 127 (not found)
-/// or 126 (not executable), as a shell would say.
-public struct LaunchError: Error, CustomStringConvertible {
-    public var command: String
-    public var reason: String
-    public var shellStatus: Int32
-
-    public var description: String { "cannot start the VM: \(reason)" }
-}
-
 extension Server: ClientConnectionOwner {
     func statusReport() -> [UInt8] {
-        guard let resources = servedResources else { return [] }
-        return Array((stateLines(resources).joined(separator: "\n") + "\n").utf8)
+        Array((stateLines().joined(separator: "\n") + "\n").utf8)
     }
 
     func clientLeftPending(_ client: ClientConnection) {
