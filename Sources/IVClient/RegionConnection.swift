@@ -107,17 +107,9 @@ public final class RegionConnection: Sendable {
         guard fstat(sharedMemory.rawValue, &info) == 0 else { throw failure("fstat of the shared memory") }
         let fileSize = UInt64(max(info.st_size, 0))
         func readBytes(_ count: Int) throws(IVClientError) -> [UInt8] {
-            var bytes = [UInt8](repeating: 0, count: count)
-            var done = 0
-            while done < count {
-                let (result, code) = bytes.withUnsafeMutableBytes { buffer in
-                    Syscall.retrying { pread(sharedMemory.rawValue, buffer.baseAddress! + done, count - done, off_t(done)) }
-                }
-                if code != 0 { errno = code; throw failure("pread of the layout header") }
-                if result == 0 { break }
-                done += result
-            }
-            return Array(bytes[..<done])
+            let (bytes, code) = Syscall.readFile(sharedMemory.rawValue, count: count)
+            if code != 0 { errno = code; throw failure("pread of the layout header") }
+            return bytes
         }
         func checked<Value>(_ body: () throws(HeaderError) -> Value) throws(IVClientError) -> Value {
             do throws(HeaderError) {
@@ -145,18 +137,7 @@ public final class RegionConnection: Sendable {
         guard offset >= 0, count >= 0, offset <= memory.count, count <= memory.count - offset else {
             throw error(.invalidArgument("bytes \(offset)..<\(offset + count) are outside the region's \(memory.count) bytes"))
         }
-        let start = Int(descriptor.beginOffset) + offset
-        var failure: Int32 = 0
-        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-            while initialized < count {
-                let (result, code) = Syscall.retrying {
-                    pread(sharedMemory.rawValue, buffer.baseAddress! + initialized, count - initialized, off_t(start + initialized))
-                }
-                if code != 0 { failure = code; return }
-                if result == 0 { return }
-                initialized += result
-            }
-        }
+        let (bytes, failure) = Syscall.readFile(sharedMemory.rawValue, at: Int(descriptor.beginOffset) + offset, count: count)
         if failure != 0 { throw error(.system(operation: "pread of the shared memory", errno: failure)) }
         guard bytes.count == count else {
             throw error(.system(operation: "pread of the shared memory (the file is shorter than its layout)", errno: EIO))

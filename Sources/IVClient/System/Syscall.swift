@@ -63,6 +63,24 @@ enum Syscall {
         return (nil, code == EAGAIN ? 0 : code)
     }
 
+    /// Up to `count` bytes of a file from `offset` (fewer at its end), with
+    /// pread, into uninitialized memory (a large read of a sparse file
+    /// writes no zeros first); errno 0 on success.
+    static func readFile(_ fd: Int32, at offset: Int = 0, count: Int) -> (bytes: [UInt8], errno: Int32) {
+        var failure: Int32 = 0
+        let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            while initialized < count {
+                let (result, code) = retrying {
+                    pread(fd, buffer.baseAddress! + initialized, count - initialized, off_t(offset + initialized))
+                }
+                if code != 0 { failure = code; return }
+                if result == 0 { return }
+                initialized += result
+            }
+        }
+        return (failure == 0 ? bytes : [], failure)
+    }
+
     /// Sets O_NONBLOCK (eventfds must be non-blocking: several clients may
     /// read one, and a blocking read after a lost race would hang).
     static func makeNonBlocking(_ fd: Int32) -> Int32 {
