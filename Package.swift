@@ -24,6 +24,10 @@ let package = Package(
         // macros, struct ucred, eventfd, accept4, futex, atomics on shared
         // words), for the server and the client library alike.
         .target(name: "CLinux"),
+        // The system layer server and clients share: sockets and SCM_RIGHTS,
+        // eventfds, file reads, one retry helper, one errno-carrying error,
+        // and the seam where a test makes a call fail.
+        .target(name: "LinuxSystem", dependencies: ["CLinux", "Descriptors"]),
         // The byte formats server and clients share: the vSoC layout header
         // and the HALD handshake's constants. Pure, no I/O.
         .target(name: "VSoCFormat"),
@@ -35,6 +39,7 @@ let package = Package(
                 "CLibUV",
                 "CLinux",
                 "Descriptors",
+                "LinuxSystem",
                 "VSoCFormat",
             ]
         ),
@@ -48,7 +53,7 @@ let package = Package(
         // The host-side SDK: a region's fds, mapping and signalling.
         .target(
             name: "IVClient",
-            dependencies: ["CLinux", "Descriptors", "VSoCFormat"]
+            dependencies: ["CLinux", "Descriptors", "LinuxSystem", "VSoCFormat"]
         ),
         .executableTarget(
             name: "IVCtl",
@@ -60,7 +65,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "Descriptors", "VSoCFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "Descriptors", "LinuxSystem", "VSoCFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

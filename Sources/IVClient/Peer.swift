@@ -119,7 +119,7 @@ public final class Peer {
         guard vectors.indices.contains(vector) else {
             throw fail(.invalidArgument("peer \(peer) has vectors 0...\(vectors.count - 1); there is no vector \(vector)"))
         }
-        let code = Syscall.signalEventFD(vectors[vector].rawValue)
+        let code = Syscall.signalEventFD(vectors[vector])
         if code != 0 { throw fail(.system(operation: "write to peer \(peer)'s eventfd", errno: code)) }
     }
 
@@ -193,13 +193,12 @@ public final class Peer {
 
     /// A vector's count, or nil when it is 0; written back unless `consume`.
     private func take(vector: Int, consume: Bool) throws(IVClientError) -> UInt64? {
-        let fd = ownVectors[vector].rawValue
+        let fd = ownVectors[vector]
         let (count, code) = Syscall.drainEventFD(fd)
         if code != 0 { throw fail(.system(operation: "read of our vector \(vector)'s eventfd", errno: code)) }
         guard let count else { return nil }
         if !consume {
-            var value = count
-            let (_, writeCode) = Syscall.retrying { Glibc.write(fd, &value, 8) }
+            let writeCode = Syscall.signalEventFD(fd, value: count)
             if writeCode != 0 { throw fail(.system(operation: "write back to our vector \(vector)'s eventfd", errno: writeCode)) }
         }
         return count

@@ -162,7 +162,7 @@ public final class RegionConnection: Sendable {
 
     /// Writes the host_to_guest eventfd, for a word already raised.
     private func ringGuest() throws(IVClientError) {
-        let code = Syscall.signalEventFD(hostToGuest.rawValue)
+        let code = Syscall.signalEventFD(hostToGuest)
         if code != 0 { throw error(.system(operation: "write to the host_to_guest eventfd", errno: code)) }
     }
 
@@ -181,7 +181,7 @@ public final class RegionConnection: Sendable {
         let table = SignalTable(layout: descriptor.guestToHost)
         while true {
             let flagged = table.takeSignalWord(memory)
-            let drained = Syscall.drainEventFD(guestToHost.rawValue)
+            let drained = Syscall.drainEventFD(guestToHost)
             if drained.errno != 0 { throw error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno)) }
             if flagged || drained.count != nil { return max(drained.count ?? 0, 1) }
             let (ready, code) = Syscall.waitUntilReadable(guestToHost.rawValue, deadline: deadline)

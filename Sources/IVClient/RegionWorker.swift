@@ -1,6 +1,6 @@
 import Descriptors
-import CLinux
 import Glibc
+import LinuxSystem
 import Synchronization
 
 /// A thread that serves a region's incoming signals, like the original
@@ -25,9 +25,11 @@ public final class RegionWorker: Sendable {
     public init(connection: RegionConnection, handler: @escaping @Sendable (UInt32) -> Void) throws(IVClientError) {
         self.connection = connection
         self.handler = handler
-        let raw = ivs_eventfd_nonblocking(0)
-        guard raw >= 0 else { throw connection.error(.system(operation: "eventfd for the worker's stop signal", errno: errno)) }
-        stopFD = OwnedFD(taking: raw)
+        do {
+            stopFD = try EventFD.create()
+        } catch {
+            throw connection.error(.system(operation: "eventfd for the worker's stop signal", errno: error.errno))
+        }
         var created = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(&created, nil, { context in
@@ -45,7 +47,7 @@ public final class RegionWorker: Sendable {
     /// Stops the thread and waits for it; the error that ended it early, if
     /// any, is thrown. Safe to call more than once.
     public func stop() throws(IVClientError) {
-        _ = Syscall.signalEventFD(stopFD.rawValue)
+        _ = Syscall.signalEventFD(stopFD)
         let running = thread.withLock { value -> pthread_t? in
             defer { value = nil }
             return value
@@ -73,7 +75,7 @@ public final class RegionWorker: Sendable {
                 if code != 0 { throw connection.error(.system(operation: "poll in the region worker", errno: code)) }
                 if entries[1].revents != 0 { return }
                 if entries[0].revents != 0 {
-                    let drained = Syscall.drainEventFD(connection.guestToHost.rawValue)
+                    let drained = Syscall.drainEventFD(connection.guestToHost)
                     if drained.errno != 0 {
                         throw connection.error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno))
                     }

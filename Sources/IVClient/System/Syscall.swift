@@ -1,26 +1,22 @@
 import CLinux
+import Descriptors
 import Glibc
+import LinuxSystem
 
-/// The system calls of the client, each retried on EINTR and reporting
-/// errno; `fail` turns an errno into the caller's typed error.
+/// The client's system calls, on the system layer's one retry helper
+/// (`Posix`: EINTR retried, errno kept); each reports errno (0 for
+/// success), which the caller turns into an IVClientError naming its
+/// socket and region.
 enum Syscall {
-    static func retrying(_ call: () -> Int) -> (result: Int, errno: Int32) {
-        while true {
-            let result = call()
-            if result >= 0 { return (result, 0) }
-            if errno != EINTR { return (result, errno) }
-        }
-    }
-
-    /// poll(2) on one fd until it reports `events`, the deadline passes
+    /// poll(2) on one fd until it is readable (true), the deadline passes
     /// (false), or an error. EINTR restarts with the time that is left.
     static func waitUntilReadable(_ fd: Int32, deadline: ContinuousClock.Instant?) -> (ready: Bool, errno: Int32) {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        while true {
-            let result = poll(&entry, 1, milliseconds(until: deadline))
-            if result > 0 { return (true, 0) }
-            if result == 0 { return (false, 0) }
-            if errno != EINTR { return (false, errno) }
+        do {
+            let ready = try Posix.retrying("poll") { poll(&entry, 1, milliseconds(until: deadline)) }
+            return (ready > 0, 0)
+        } catch {
+            return (false, error.errno)
         }
     }
 
@@ -33,8 +29,11 @@ enum Syscall {
                 ? Int64.max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
         } ?? -1
         let count = UInt(entries.count)
-        let (ready, code) = retrying { Int(ivs_poll_nanoseconds(&entries, count, nanoseconds)) }
-        return (ready, code)
+        do {
+            return (Int(try Posix.retrying("poll") { ivs_poll_nanoseconds(&entries, count, nanoseconds) }), 0)
+        } catch {
+            return (0, error.errno)
+        }
     }
 
     /// The poll timeout for a deadline: -1 for none, rounded up otherwise.
@@ -47,20 +46,24 @@ enum Syscall {
         return Int32(clamping: total)
     }
 
-    /// Adds 1 to an eventfd's counter. A counter already at its maximum
-    /// means an interrupt is pending anyway.
-    static func signalEventFD(_ fd: Int32) -> Int32 {
-        var one: UInt64 = 1
-        let (result, code) = retrying { write(fd, &one, 8) }
-        return result == 8 || code == EAGAIN ? 0 : code
+    /// Adds `value` to an eventfd's counter. A counter already at its
+    /// maximum means an interrupt is pending anyway.
+    static func signalEventFD(_ fd: OwnedFD, value: UInt64 = 1) -> Int32 {
+        do {
+            try EventFD.signal(fd, value: value)
+            return 0
+        } catch {
+            return error.errno == EAGAIN ? 0 : error.errno
+        }
     }
 
     /// Reads an eventfd's counter, resetting it: nil when it is 0.
-    static func drainEventFD(_ fd: Int32) -> (count: UInt64?, errno: Int32) {
-        var count: UInt64 = 0
-        let (result, code) = retrying { read(fd, &count, 8) }
-        if result == 8 { return (count, 0) }
-        return (nil, code == EAGAIN ? 0 : code)
+    static func drainEventFD(_ fd: OwnedFD) -> (count: UInt64?, errno: Int32) {
+        do {
+            return (try EventFD.drain(fd), 0)
+        } catch {
+            return (nil, error.errno)
+        }
     }
 
     /// Up to `count` bytes of a file from `offset` (fewer at its end), with
@@ -70,12 +73,19 @@ enum Syscall {
         var failure: Int32 = 0
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             while initialized < count {
-                let (result, code) = retrying {
-                    pread(fd, buffer.baseAddress! + initialized, count - initialized, off_t(offset + initialized))
+                let done = initialized
+                let outcome = Result { () throws(SystemError) -> Int in
+                    try Posix.retrying("pread") { pread(fd, buffer.baseAddress! + done, count - done, off_t(offset + done)) }
                 }
-                if code != 0 { failure = code; return }
-                if result == 0 { return }
-                initialized += result
+                switch outcome {
+                case .failure(let error):
+                    failure = error.errno
+                    return
+                case .success(0):
+                    return
+                case .success(let result):
+                    initialized += result
+                }
             }
         }
         return (failure == 0 ? bytes : [], failure)

@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// One peer's eventfds: ringing vector v's interrupts the peer on vector v.
 /// A class, so that announcements still queued for slow peers keep them

@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// The multi-peer server (QEMU's ivshmem-server protocol): one shared
 /// memory, N eventfds per peer, every peer told of every other. Split as

@@ -1,3 +1,5 @@
+import LinuxSystem
+
 /// Everything the multi-peer server needs: QEMU's ivshmem-server's settings
 /// (with its defaults) and ivserver's own fences.
 public struct PeerServerConfiguration: Sendable {

@@ -1,4 +1,5 @@
 import Descriptors
+import LinuxSystem
 
 /// Who may use the sockets, checked with SO_PEERCRED on every connection
 /// (the socket file's mode is the first fence, this is the second). By

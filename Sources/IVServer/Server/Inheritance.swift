@@ -1,4 +1,5 @@
 import Descriptors
+import LinuxSystem
 
 /// The names under which the server keeps its fds in the service manager's
 /// store, so that a restarted server of the same VM finds them.

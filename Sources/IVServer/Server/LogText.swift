@@ -1,3 +1,5 @@
+import LinuxSystem
+
 /// Builds log text as UTF-8 bytes: integers without the generic
 /// `description` machinery, strings without intermediate copies. Log lines
 /// are built this way because formatting was a measurable share of a

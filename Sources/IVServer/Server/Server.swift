@@ -1,6 +1,7 @@
 import Descriptors
 import Glibc
 import Synchronization
+import LinuxSystem
 
 /// The vSoC protocol server: the instance lock, the shared memory, the
 /// eventfds and both sockets, and QEMU and the host clients served on one

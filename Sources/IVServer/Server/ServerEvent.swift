@@ -1,4 +1,5 @@
 import VSoCFormat
+import LinuxSystem
 
 /// What the server reports as it runs. The executable decides how these are
 /// logged; tests can watch them directly.

@@ -1,3 +1,5 @@
+import LinuxSystem
+
 /// The VM's QEMU on the QEMU socket (docs/protocols.md §1). The whole
 /// handshake goes out at accept; the connection then stays open until QEMU
 /// closes it.

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxSystem
 
 /// ivserver as a service: the protocol `Server` plus what the executable
 /// adds around it. The stop signals (SIGINT, SIGTERM, SIGHUP; under

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxSystem
 
 /// Identity of a file we created, so cleanup only removes that very file and
 /// never one that somebody put at the same path later.

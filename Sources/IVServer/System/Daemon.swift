@@ -1,6 +1,7 @@
 import CLinux
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// Going to the background as QEMU's ivshmem-server does without -F, but
 /// with an honest exit status: the starting process waits until the

@@ -2,6 +2,7 @@ import Descriptors
 import CLibUV
 import CLinux
 import Glibc
+import LinuxSystem
 
 // libuv ownership rule for this file: every handle is heap-allocated (libuv
 // handles must not move), its Swift owner is retained in `handle.data` from

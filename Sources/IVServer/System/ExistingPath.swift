@@ -1,4 +1,5 @@
 import Glibc
+import LinuxSystem
 
 /// What is at a path where we want to create a socket or the shared memory.
 enum ExistingPath {

@@ -1,6 +1,7 @@
 import CLinux
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// Memory on a hugetlbfs mount: its page size, and the kernel's pool the
 /// pages come from. On hugetlbfs a file's size must be a whole number of

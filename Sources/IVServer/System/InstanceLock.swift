@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// An exclusive flock on `<shared-memory path>.lock`, taken before any other
 /// path is touched, so two servers can never share one VM's files. flock

@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// A listening UNIX socket, watched through the readiness set like every
 /// other socket. Accepts in batches and hands each new connection

@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import LinuxSystem
 
 /// Messages to send, each with the fds it carries, prepared once: payloads,
 /// iovecs, SCM_RIGHTS blocks and sendmmsg headers sit in one block of

@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// Where the multi-peer mode's shared memory lives (QEMU's ivshmem-server
 /// `-M` and `-m`).

@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// Who handles a peer socket's events: its connection.
 protocol PeerSocketDelegate: AnyObject {

@@ -2,6 +2,7 @@ import CLinux
 import Descriptors
 import Glibc
 import VSoCFormat
+import LinuxSystem
 
 /// Facts about processes, from /proc.
 enum ProcessTable {

@@ -2,6 +2,7 @@ import Descriptors
 import CLibUV
 import CLinux
 import Glibc
+import LinuxSystem
 
 /// What a watched socket is ready for, in the readiness set's own terms.
 struct Readiness: OptionSet {

@@ -1,4 +1,5 @@
 import Descriptors
+import LinuxSystem
 
 /// The two eventfds of one region.
 public final class RegionChannels {

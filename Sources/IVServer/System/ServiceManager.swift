@@ -1,6 +1,7 @@
 import Descriptors
 import CLinux
 import Glibc
+import LinuxSystem
 
 /// systemd's side of a service (sd_notify(3), sd_listen_fds(3)): when a
 /// unit with Type=notify starts the server, NOTIFY_SOCKET names a datagram

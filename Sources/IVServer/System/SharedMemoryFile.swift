@@ -1,5 +1,6 @@
 import Descriptors
 import Glibc
+import LinuxSystem
 
 /// The shared-memory file behind QEMU's BAR2 and every host client's map.
 /// Created fresh, sized sparsely, and only the header pages are ever touched

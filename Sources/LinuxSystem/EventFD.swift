@@ -31,7 +31,7 @@ public enum EventFD {
 
 extension EventFD {
     /// True when `fd` is an eventfd (what /proc says it is).
-    static func isEventFD(_ fd: OwnedFD) -> Bool {
+    package static func isEventFD(_ fd: OwnedFD) -> Bool {
         var target = [CChar](repeating: 0, count: 64)
         let length = readlink("/proc/self/fd/\(fd.rawValue)", &target, target.count - 1)
         return length > 0 && String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventfd]"

@@ -1,4 +1,3 @@
-import CLibUV
 import Glibc
 
 /// A failed system call: the call, the path or peer it was about, and errno.
@@ -20,20 +19,12 @@ public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// A failed libuv call (libuv returns negative UV_E* codes, not errno).
-public struct UVError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var operation: String
-    public var code: Int32
-
-    public var description: String { "\(operation): \(String(cString: uv_strerror(code)))" }
-}
-
 /// Helpers every system call in this layer goes through.
-enum Posix {
+package enum Posix {
     /// Runs `call` until it does not fail with EINTR. Returns its result, or
     /// throws a SystemError naming `operation` for any other failure.
     @discardableResult
-    static func retrying<T: FixedWidthInteger & SignedInteger>(
+    package static func retrying<T: FixedWidthInteger & SignedInteger>(
         _ operation: String, _ subject: String? = nil, _ call: () -> T
     ) throws(SystemError) -> T {
         if let injected = InjectedFaults.take(operation) { throw SystemError(operation, subject, errno: injected) }
@@ -46,7 +37,7 @@ enum Posix {
     }
 
     /// Like `retrying`, but EAGAIN/EWOULDBLOCK come back as nil.
-    static func retryingUnlessWouldBlock<T: FixedWidthInteger & SignedInteger>(
+    package static func retryingUnlessWouldBlock<T: FixedWidthInteger & SignedInteger>(
         _ operation: String, _ subject: String? = nil, _ call: () -> T
     ) throws(SystemError) -> T? {
         if let injected = InjectedFaults.take(operation) {

@@ -9,11 +9,13 @@ public struct PeerCredentials: Equatable, Sendable, CustomStringConvertible {
     public var uid: UInt32
     public var gid: UInt32
 
-    public var description: String {
-        var text = LogText(capacity: 40)
-        text.append(self)
-        return text.string
+    public init(pid: Int32, uid: UInt32, gid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
     }
+
+    public var description: String { "pid \(pid) uid \(uid) gid \(gid)" }
 }
 
 /// What a non-blocking receive produced.
@@ -73,14 +75,17 @@ public enum UnixSocket {
         }
     }
 
-    /// A connected socket; blocking unless `nonBlocking`.
-    public static func connect(path: String, nonBlocking: Bool = false) throws(SystemError) -> OwnedFD {
+    /// A connected socket; blocking unless `nonBlocking`. With `timeout`,
+    /// every blocking step (the connect too, when the listener's backlog is
+    /// full) fails with EAGAIN after that long.
+    public static func connect(path: String, nonBlocking: Bool = false, timeout: Duration? = nil) throws(SystemError) -> OwnedFD {
         var address = try makeAddress(path)
         let socket = OwnedFD(taking: try Posix.retrying("socket", path) { ivs_unix_stream_socket() })
         if !nonBlocking {
             let flags = fcntl(socket.rawValue, F_GETFL)
             _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
         }
+        if let timeout { try setTimeouts(socket, timeout: timeout) }
         let result = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                 Glibc.connect(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
@@ -167,10 +172,17 @@ public enum UnixSocket {
 
     /// Sets SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket (tests and tools).
     public static func setTimeouts(_ socket: OwnedFD, seconds: Int) throws(SystemError) {
-        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
+        try setTimeouts(socket, timeout: .seconds(seconds))
+    }
+
+    /// The same with any duration (at least a microsecond: zero would mean none).
+    public static func setTimeouts(_ socket: OwnedFD, timeout: Duration) throws(SystemError) {
+        let (seconds, attoseconds) = max(timeout, .zero).components
+        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
+        if limit.tv_sec == 0 && limit.tv_usec == 0 { limit.tv_usec = 1 }
         for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
             try Posix.retrying("setsockopt") {
-                setsockopt(socket.rawValue, SOL_SOCKET, option, &timeout, socklen_t(MemoryLayout<timeval>.size))
+                setsockopt(socket.rawValue, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
             }
         }
     }
@@ -192,11 +204,11 @@ public enum UnixSocket {
 
 /// A socket path that cannot be used at all; reported as ENAMETOOLONG or
 /// EINVAL with the reason in the subject.
-struct SocketPathError {
+package struct SocketPathError {
     var path: String
     var reason: String
 
-    var asSystemError: SystemError {
+    package var asSystemError: SystemError {
         SystemError("socket path", "\(path) (\(reason))", errno: reason.hasPrefix("path is") ? ENAMETOOLONG : EINVAL)
     }
 }
