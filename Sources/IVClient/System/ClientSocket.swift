@@ -22,7 +22,7 @@ struct ClientSocket {
             case ENOENT: throw fail(.socketMissing)
             case ECONNREFUSED: throw fail(.serverNotListening)
             case EAGAIN, ETIMEDOUT: throw fail(.timedOut)
-            case ENAMETOOLONG, EINVAL where error.operation == "socket path":
+            case ENAMETOOLONG where error.operation == "socket path", EINVAL where error.operation == "socket path":
                 throw fail(.invalidArgument(error.subject ?? "the socket path cannot be used"))
             default: throw fail(.system(operation: error.operation, errno: error.errno))
             }
