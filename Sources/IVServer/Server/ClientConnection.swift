@@ -32,8 +32,9 @@ final class ClientConnection: PeerSocketDelegate {
     /// Strong (the server outlives its clients, and an unowned reference
     /// costs a check on every use); the server drops the client on close.
     private let owner: ClientConnectionOwner
-    /// The socket's fd number while it is open: the server's key for it.
-    let slot: Int32
+    /// The socket's fd number, the server's key for the connection: asked
+    /// of its owner while the socket is open, never kept.
+    var slot: Int32 { socket.fd.rawValue }
 
     /// Loop time (ms) by which the handshake must be decided.
     let deadline: UInt64
@@ -50,7 +51,6 @@ final class ClientConnection: PeerSocketDelegate {
         self.handshake = ClientHandshake(regions: resources.regionNames)
         self.deadline = deadline
         self.owner = owner
-        slot = socket.fd.rawValue
         socket.delegate = self
     }
 
@@ -92,9 +92,11 @@ final class ClientConnection: PeerSocketDelegate {
 
     func close() {
         guard state != .closed else { return }
+        // Leaves the pending list and the server's table while its fd
+        // number (their key) is still its own.
         transition(to: .closed)
-        socket.close()
         owner.clientClosed(self)
+        socket.close()
     }
 
     func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event) {
