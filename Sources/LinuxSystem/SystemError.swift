@@ -24,6 +24,10 @@ package enum Posix {
     /// Runs `call` until it does not fail with EINTR. Returns its result, or
     /// throws a SystemError naming `operation` for any other failure.
     @discardableResult
+    // Inlinable: generic over the call's result, it is specialized in the
+    // caller's module (a hot path's sendmsg, recvmsg) instead of being
+    // called through generic metadata and a closure context.
+    @inlinable
     package static func retrying<T: FixedWidthInteger & SignedInteger>(
         _ operation: String, _ subject: String? = nil, _ call: () -> T
     ) throws(SystemError) -> T {
@@ -37,6 +41,7 @@ package enum Posix {
     }
 
     /// Like `retrying`, but EAGAIN/EWOULDBLOCK come back as nil.
+    @inlinable
     package static func retryingUnlessWouldBlock<T: FixedWidthInteger & SignedInteger>(
         _ operation: String, _ subject: String? = nil, _ call: () -> T
     ) throws(SystemError) -> T? {
