@@ -109,7 +109,10 @@ struct MultiPeerOptions: ParsableArguments {
         do {
             try server.start()
             if !foreground { pidFile = try PidFile(path: self.pidFile) }
-            try server.serve(onReady: { readiness?.ready() })
+            try server.serve(onReady: {
+                readiness?.ready()
+                ServiceManager.notifyReady()
+            })
         } catch {
             log.log(.error, "\(error)")
             server.close()

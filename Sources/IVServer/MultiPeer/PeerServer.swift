@@ -81,7 +81,9 @@ public final class PeerServer {
     /// The memory's size as made (whole huge pages on hugetlbfs).
     public var memorySize: UInt64? { memory?.size }
 
-    /// Serves until `stop` or, when `stopSignals` is not empty, one of them.
+    /// Serves until `stop` or, when `stopSignals` is not empty, one of them;
+    /// `onReady` runs once it accepts peers (the executable tells its
+    /// waiting parent and the service manager there).
     public func serve(stopSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP], onReady: () -> Void = {}) throws {
         guard let memory, let listeningFD, let socketFile else { preconditionFailure("serve before start") }
         let loop = try EventLoop()
@@ -110,7 +112,6 @@ public final class PeerServer {
         })
         report(.peerServerReady(configuration, size: memory.size))
         onReady()
-        ServiceManager.notifyReady()
         loop.run()
     }
 

@@ -50,12 +50,7 @@ enum HugePages {
     }
 
     private static func readNumber(_ path: String) -> UInt64? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { _ = close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 32)
-        let count = read(fd, &bytes, bytes.count)
-        guard count > 0 else { return nil }
-        return UInt64(String(decoding: bytes[..<count].prefix { $0 >= 48 && $0 <= 57 }, as: UTF8.self))
+        guard let bytes = try? FileContents.read(path: path) else { return nil }
+        return UInt64(String(decoding: bytes.prefix { $0 >= 48 && $0 <= 57 }, as: UTF8.self))
     }
 }
