@@ -170,6 +170,18 @@ static void raise_fd_limit(void) {
     setrlimit(RLIMIT_NOFILE, &r);
 }
 
+// Starts COMMAND with its output going nowhere; its pid.
+static pid_t spawn_quiet(char **command) {
+    pid_t child = fork();
+    if (child == 0) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1); dup2(null, 2);
+        execvp(command[0], command);
+        _exit(127);
+    }
+    return child;
+}
+
 int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
@@ -229,13 +241,7 @@ int main(int argc, char **argv) {
     if (argc >= 6 && !strcmp(argv[1], "ready") && !strcmp(argv[5], "--")) {
         sock_path = argv[2]; region = argv[3]; int timeout_ms = atoi(argv[4]);
         uint64_t t0 = now_ns();
-        pid_t child = fork();
-        if (child == 0) {
-            int null = open("/dev/null", O_WRONLY);
-            dup2(null, 1); dup2(null, 2);
-            execvp(argv[6], argv + 6);
-            _exit(127);
-        }
+        pid_t child = spawn_quiet(argv + 6);
         uint64_t deadline = t0 + (uint64_t)timeout_ms * 1000000u;
         int ok = 0;
         while (now_ns() < deadline) {
@@ -257,13 +263,7 @@ int main(int argc, char **argv) {
     }
     if (argc >= 4 && !strcmp(argv[1], "exit") && !strcmp(argv[2], "--")) {
         uint64_t t0 = now_ns();
-        pid_t child = fork();
-        if (child == 0) {
-            int null = open("/dev/null", O_WRONLY);
-            dup2(null, 1); dup2(null, 2);
-            execvp(argv[3], argv + 3);
-            _exit(127);
-        }
+        pid_t child = spawn_quiet(argv + 3);
         int status = 0;
         waitpid(child, &status, 0);
         uint64_t elapsed = now_ns() - t0;

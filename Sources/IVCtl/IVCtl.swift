@@ -209,18 +209,27 @@ struct Wait: ParsableCommand {
 
     func run() throws {
         let connection = try server.open(region)
-        let deadline = timeout.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
-        var seen: UInt64 = 0
-        while seen < UInt64(count) {
-            let left = deadline.map { $0 - ContinuousClock.now }
-            let woke = try report { () throws(IVClientError) in try connection.waitForGuest(timeout: left) }
-            guard let woke else {
-                Output.error("ivctl: region '\(region)': timed out after \(seen) of \(count) interrupts")
-                throw Exit.timedOut
-            }
-            seen += woke
-            Output.lines(["\(region): \(woke) interrupt\(woke == 1 ? "" : "s")"])
+        try countInterrupts(count, timeout: timeout, label: "\(region)", failureSubject: "region '\(region)'") { left in
+            try report { () throws(IVClientError) in try connection.waitForGuest(timeout: left) }
         }
+    }
+}
+
+/// `wait` and `peer wait`: waits until `count` interrupts were counted,
+/// printing "LABEL: N interrupt(s)" per wake-up; exit code 2 when `timeout`
+/// (seconds) passes first. `wait` gets the time left and returns a
+/// wake-up's count, or nil when the time ran out.
+func countInterrupts(_ count: Int, timeout: Double?, label: String, failureSubject: String,
+                     wait: (Duration?) throws -> UInt64?) throws {
+    let deadline = timeout.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
+    var seen: UInt64 = 0
+    while seen < UInt64(count) {
+        guard let woke = try wait(deadline.map { $0 - ContinuousClock.now }) else {
+            Output.error("ivctl: \(failureSubject): timed out after \(seen) of \(count) interrupts")
+            throw Exit.timedOut
+        }
+        seen += woke
+        Output.lines(["\(label): \(woke) interrupt\(woke == 1 ? "" : "s")"])
     }
 }
 

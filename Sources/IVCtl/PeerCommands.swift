@@ -138,17 +138,8 @@ struct PeerWait: ParsableCommand {
     func run() throws {
         let peer = try server.join()
         Output.lines(["peer \(peer.id): waiting on vector \(vector)"])
-        let deadline = timeout.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
-        var seen: UInt64 = 0
-        while seen < UInt64(count) {
-            let left = deadline.map { $0 - ContinuousClock.now }
-            let woke = try reportPeer { () throws(IVClientError) in try peer.wait(vector: vector, timeout: left) }
-            guard let woke else {
-                Output.error("ivctl: peer \(peer.id), vector \(vector): timed out after \(seen) of \(count) interrupts")
-                throw Exit.timedOut
-            }
-            seen += woke
-            Output.lines(["vector \(vector): \(woke) interrupt\(woke == 1 ? "" : "s")"])
+        try countInterrupts(count, timeout: timeout, label: "vector \(vector)", failureSubject: "peer \(peer.id), vector \(vector)") { left in
+            try reportPeer { () throws(IVClientError) in try peer.wait(vector: vector, timeout: left) }
         }
     }
 }

@@ -92,6 +92,29 @@ struct LayoutOptions: ParsableArguments {
     }
 }
 
+/// Who may reach the server, in both modes: the socket files' mode and
+/// group, the memory's mode, and who besides root and the server's user
+/// is served.
+struct AccessOptions: ParsableArguments {
+    @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of the socket files, in octal.", valueName: "mode"))
+    var socketMode = FileMode(ServerConfiguration.defaultSocketMode)
+
+    @Option(name: .customLong("socket-group"), help: ArgumentHelp(
+        "Group of the socket files (name or number); default: the server's group.", valueName: "group"))
+    var socketGroup: GroupArgument?
+
+    @Option(name: .customLong("shm-mode"), help: ArgumentHelp("Mode of the shared-memory file, in octal.", valueName: "mode"))
+    var sharedMemoryMode = FileMode(ServerConfiguration.defaultSharedMemoryMode)
+
+    @Option(name: .customLong("allow-uid"), help: ArgumentHelp(
+        "Also serve peers with this user id (repeatable). Root and the server's own user are always served.", valueName: "uid"))
+    var allowedUIDs: [UInt32] = []
+
+    @Option(name: .customLong("allow-gid"), help: ArgumentHelp(
+        "Also serve peers in this group, primary or supplementary (repeatable; name or number).", valueName: "group"))
+    var allowedGroups: [GroupArgument] = []
+}
+
 /// Everything `serve` and `launch` share.
 struct ServerOptions: ParsableArguments {
     @OptionGroup var layout: LayoutOptions
@@ -110,23 +133,7 @@ struct ServerOptions: ParsableArguments {
     @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, warning or error.", valueName: "level"))
     var logLevel: LogLevelArgument = .info
 
-    @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of both socket files, in octal.", valueName: "mode"))
-    var socketMode = FileMode(ServerConfiguration.defaultSocketMode)
-
-    @Option(name: .customLong("socket-group"), help: ArgumentHelp(
-        "Group of both socket files (name or number); default: the server's group.", valueName: "group"))
-    var socketGroup: GroupArgument?
-
-    @Option(name: .customLong("shm-mode"), help: ArgumentHelp("Mode of the shared-memory file, in octal.", valueName: "mode"))
-    var sharedMemoryMode = FileMode(ServerConfiguration.defaultSharedMemoryMode)
-
-    @Option(name: .customLong("allow-uid"), help: ArgumentHelp(
-        "Also serve peers with this user id (repeatable). Root and the server's own user are always served.", valueName: "uid"))
-    var allowedUIDs: [UInt32] = []
-
-    @Option(name: .customLong("allow-gid"), help: ArgumentHelp(
-        "Also serve peers in this group, primary or supplementary (repeatable; name or number).", valueName: "group"))
-    var allowedGroups: [GroupArgument] = []
+    @OptionGroup var access: AccessOptions
 
     @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp(
         "Seconds a host client has to finish its handshake.", valueName: "seconds"))
@@ -153,9 +160,9 @@ struct ServerOptions: ParsableArguments {
     var settings: ServeSettings {
         ServeSettings(
             layoutPath: layout.layoutPath, sharedMemoryPath: sharedMemoryPath, qemuSocketPath: qemuSocketPath,
-            clientSocketPath: clientSocketPath, logLevel: logLevel, socketMode: socketMode.value,
-            socketGroup: socketGroup?.gid, sharedMemoryMode: sharedMemoryMode.value, allowedUIDs: allowedUIDs,
-            allowedGIDs: allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending,
+            clientSocketPath: clientSocketPath, logLevel: logLevel, socketMode: access.socketMode.value,
+            socketGroup: access.socketGroup?.gid, sharedMemoryMode: access.sharedMemoryMode.value, allowedUIDs: access.allowedUIDs,
+            allowedGIDs: access.allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending,
             maximumPendingPerProcess: maximumPendingPerProcess, maximumPendingPerUser: maximumPendingPerUser,
             replaceHeldMemory: replaceHeldMemory)
     }

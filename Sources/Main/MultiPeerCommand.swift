@@ -1,5 +1,4 @@
 import ArgumentParser
-import Glibc
 import IVServer
 
 /// QEMU's ivshmem-server's flags, with its meanings and defaults, plus
@@ -50,27 +49,11 @@ struct MultiPeerOptions: ParsableArguments {
         "Messages waiting for a peer that does not read; beyond it that peer is dropped.", valueName: "count"))
     var maximumQueuedMessages = PeerServerConfiguration.defaultMaximumQueuedMessages
 
-    @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of the socket file, in octal.", valueName: "mode"))
-    var socketMode = FileMode(ServerConfiguration.defaultSocketMode)
-
-    @Option(name: .customLong("socket-group"), help: ArgumentHelp(
-        "Group of the socket file (name or number); default: the server's group.", valueName: "group"))
-    var socketGroup: GroupArgument?
-
-    @Option(name: .customLong("shm-mode"), help: ArgumentHelp("Mode of the shared-memory object, in octal.", valueName: "mode"))
-    var sharedMemoryMode = FileMode(ServerConfiguration.defaultSharedMemoryMode)
-
-    @Option(name: .customLong("allow-uid"), help: ArgumentHelp(
-        "Also serve peers with this user id (repeatable). Root and the server's own user are always served.", valueName: "uid"))
-    var allowedUIDs: [UInt32] = []
-
-    @Option(name: .customLong("allow-gid"), help: ArgumentHelp(
-        "Also serve peers in this group, primary or supplementary (repeatable; name or number).", valueName: "group"))
-    var allowedGroups: [GroupArgument] = []
+    @OptionGroup var access: AccessOptions
 
     var configuration: PeerServerConfiguration {
         var configuration = PeerServerConfiguration(accessPolicy: AccessPolicy(
-            serverUID: HostSystem.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGroups.map(\.gid))))
+            serverUID: HostSystem.currentUID, allowedUIDs: Set(access.allowedUIDs), allowedGIDs: Set(access.allowedGroups.map(\.gid))))
         configuration.socketPath = socketPath
         if let sharedMemoryDirectory {
             configuration.memory = .directory(sharedMemoryDirectory)
@@ -81,9 +64,9 @@ struct MultiPeerOptions: ParsableArguments {
         configuration.vectors = vectors
         configuration.maximumPeers = maximumPeers
         configuration.maximumQueuedMessages = maximumQueuedMessages
-        configuration.socketMode = socketMode.value
-        configuration.socketGroup = socketGroup?.gid
-        configuration.sharedMemoryMode = sharedMemoryMode.value
+        configuration.socketMode = access.socketMode.value
+        configuration.socketGroup = access.socketGroup?.gid
+        configuration.sharedMemoryMode = access.sharedMemoryMode.value
         return configuration
     }
 

@@ -124,9 +124,14 @@ struct ClientTests {
         try guest.memory.store(84 | 1, offset: 4)
         try guest.memory.store(1, offset: 16)
         let waiter = Shared<FutexWaitResult?>(nil)
+        let waitError = Shared<String?>(nil)
         let thread = TestThread {
-            let result = try? guest.wait(offset: 64, expected: 0, timeout: .seconds(10))  // not under the lock: it is read meanwhile
-            waiter.update { $0 = result }
+            do {
+                let result = try guest.wait(offset: 64, expected: 0, timeout: .seconds(10))  // not under the lock: it is read meanwhile
+                waiter.update { $0 = result }
+            } catch {
+                waitError.update { $0 = "\(error)" }
+            }
         }
         var seen: [UInt32] = []
         #expect(try host.processSignals { seen.append($0) } == 2)
@@ -137,11 +142,11 @@ struct ClientTests {
             try! guest.memory.store(64, offset: 0)
             try! guest.memory.store(1, offset: 16)
             _ = try! host.processSignals { _ in }
-            return waiter.value != nil
+            return waiter.value != nil || waitError.value != nil
         }, "the futex waiter on word 64 was woken")
         thread.join()
         #expect(seen == [64, 84])
-        #expect(waiter.value == .woken)
+        #expect(waiter.value == .woken, "\(waitError.value ?? "")")
         #expect(try (0..<5).map { try guest.memory.load(offset: 4 * $0) } == [0, 0, 0, 0, 0], "table and signal word cleared")
         // the round trip: 84 goes to h2g slot (84 >> 2) & 3 = 1, i.e. 24
         #expect(try guest.memory.load(offset: 24) == 84)

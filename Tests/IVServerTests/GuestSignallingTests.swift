@@ -83,9 +83,14 @@ struct GuestSignallingTests {
         let result = Shared<(status: Int32, output: String, errors: String)?>(nil)
         let socket = s.server.clientSocketPath
         let tool = TestThread {
-            result.update { $0 = try? ivctl(["wait", "fb_broadcast", "--count", "2", "--timeout", "20", "--client-sock", socket]) }
+            do {
+                let run = try ivctl(["wait", "fb_broadcast", "--count", "2", "--timeout", "20", "--client-sock", socket])
+                result.update { $0 = run }
+            } catch {
+                result.update { $0 = (status: -1, output: "", errors: "ivctl could not be run: \(error)") }
+            }
         }
-        #expect(eventually(seconds: 20) { (try? s.guest.guestInterruptWord) == 0 }, "ivctl took the first interrupt")
+        #expect(try eventually(seconds: 20) { try s.guest.guestInterruptWord == 0 }, "ivctl took the first interrupt")
         #expect(try s.guest.interruptHost() == true, "the second one rings")
         tool.join()
         #expect(result.value?.status == 0, "\(result.value?.errors ?? "ivctl did not run")")
@@ -111,18 +116,24 @@ struct GuestSignallingTests {
         #expect(s.host.pendingEchoCount == 2, "both echoes are kept")
         // the guest drains its table; the host waits for room (nil: as long as it takes)
         let guestSaw = Shared<[UInt32]>([])
+        let guestError = Shared<String?>(nil)
         let guest = s.guest
         let guestSide = TestThread {
             let deadline = monotonicSeconds() + 10
             while guestSaw.value.count < 4 && monotonicSeconds() < deadline {
-                guard (try? guest.waitForInterrupt(seconds: 0.1)) == true else { continue }
-                try? guest.processSignals { offset in guestSaw.update { $0.append(offset) } }
+                do {
+                    guard try guest.waitForInterrupt(seconds: 0.1) else { continue }
+                    try guest.processSignals { offset in guestSaw.update { $0.append(offset) } }
+                } catch {
+                    guestError.update { $0 = "\(error)" }
+                    return
+                }
             }
         }
         #expect(try s.host.processSignals { _ in Issue.record("nothing new was queued") } == 0)
         #expect(s.host.pendingEchoCount == 0)
         guestSide.join()
-        #expect(guestSaw.value.sorted() == [40, 44, 48, 52], "the guest got the host's signals and both echoes")
+        #expect(guestSaw.value.sorted() == [40, 44, 48, 52], "the guest got the host's signals and both echoes\(guestError.value.map { "; the guest failed: \($0)" } ?? "")")
         #expect(s.server.stop() == 0)
     }
 
@@ -141,11 +152,17 @@ struct GuestSignallingTests {
             if let index = hostWords.firstIndex(of: offset) { hostEchoes[index].signal() }
         }
         let stopping = Shared(false)
+        let failures = Shared<[String]>([])
         let guestReceiver = TestThread {
             while !stopping.value {
-                guard (try? guest.waitForInterrupt(seconds: 0.1)) == true else { continue }
-                try? guest.processSignals { offset in
-                    if let index = guestWords.firstIndex(of: offset) { guestEchoes[index].signal() }
+                do {
+                    guard try guest.waitForInterrupt(seconds: 0.1) else { continue }
+                    try guest.processSignals { offset in
+                        if let index = guestWords.firstIndex(of: offset) { guestEchoes[index].signal() }
+                    }
+                } catch {
+                    failures.update { $0.append("guest receiver: \(error)") }
+                    return
                 }
             }
         }
@@ -155,8 +172,13 @@ struct GuestSignallingTests {
         for (index, word) in guestWords.enumerated() {
             senders.append(TestThread {
                 for round in 0..<perSender {
-                    guard (try? guest.sendSignal(offset: word, roundTrip: true)) != nil,
-                          guestEchoes[index].wait(timeout: .now() + .seconds(10)) == .success else { break }
+                    do {
+                        try guest.sendSignal(offset: word, roundTrip: true)
+                    } catch {
+                        failures.update { $0.append("guest sender \(word): \(error)") }
+                        break
+                    }
+                    guard guestEchoes[index].wait(timeout: .now() + .seconds(10)) == .success else { break }
                     completed.update { $0["guest \(word)"] = round + 1 }
                 }
             })
@@ -171,6 +193,7 @@ struct GuestSignallingTests {
                         } catch where error.kind.isSignalTableFull {
                             sched_yield()  // the guest was interrupted and will drain the table
                         } catch {
+                            failures.update { $0.append("host sender \(word): \(error)") }
                             return
                         }
                     }
@@ -184,7 +207,7 @@ struct GuestSignallingTests {
         guestReceiver.join()
         try worker.stop()
         let expected = Dictionary(uniqueKeysWithValues: guestWords.map { ("guest \($0)", perSender) } + hostWords.map { ("host \($0)", perSender) })
-        #expect(completed.value == expected, "every round trip came back, both ways")
+        #expect(completed.value == expected, "every round trip came back, both ways\(failures.value.isEmpty ? "" : "; " + failures.value.joined(separator: "; "))")
         #expect(s.host.pendingEchoCount == 0)
         #expect(s.server.stop() == 0)
     }

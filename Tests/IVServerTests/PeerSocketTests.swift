@@ -19,6 +19,19 @@ struct PeerSocketTests {
         }
     }
 
+    /// A connected pair: the server's end non-blocking, as accepted sockets are.
+    func socketPair() throws -> (server: OwnedFD, client: OwnedFD) {
+        var pair: [Int32] = [-1, -1]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+            throw TestFailure("socketpair: \(String(cString: strerror(errno)))")
+        }
+        let serverEnd = OwnedFD(taking: pair[0])
+        guard fcntl(serverEnd.rawValue, F_SETFL, fcntl(serverEnd.rawValue, F_GETFL) | O_NONBLOCK) == 0 else {
+            throw TestFailure("fcntl O_NONBLOCK: \(String(cString: strerror(errno)))")
+        }
+        return (serverEnd, OwnedFD(taking: pair[1]))
+    }
+
     /// Message `index`: mostly small, some larger than the socket takes at
     /// once, so sends are cut short inside a message as well as between.
     func payload(_ index: Int) -> [UInt8] {
@@ -28,11 +41,7 @@ struct PeerSocketTests {
 
     @Test("messages the socket cannot take at once go out whole, in order, each fd with its message's first byte")
     func partialSends() throws {
-        var pair: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
-        let serverEnd = OwnedFD(taking: pair[0])
-        let clientEnd = OwnedFD(taking: pair[1])
-        #expect(fcntl(serverEnd.rawValue, F_SETFL, fcntl(serverEnd.rawValue, F_GETFL) | O_NONBLOCK) == 0)
+        let (serverEnd, clientEnd) = try socketPair()
         var small: Int32 = 4096
         setsockopt(serverEnd.rawValue, SOL_SOCKET, SO_SNDBUF, &small, socklen_t(MemoryLayout<Int32>.size))
         let carried = OwnedFD(taking: open("/dev/null", O_RDONLY | O_CLOEXEC))
@@ -104,11 +113,7 @@ struct PeerSocketTests {
 
     @Test("a peer that resets the connection is a failure with the socket's own errno, from the read")
     func resetIsTheSocketsOwnError() throws {
-        var pair: [Int32] = [-1, -1]
-        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0)
-        let serverEnd = OwnedFD(taking: pair[0])
-        let clientEnd = OwnedFD(taking: pair[1])
-        #expect(fcntl(serverEnd.rawValue, F_SETFL, fcntl(serverEnd.rawValue, F_GETFL) | O_NONBLOCK) == 0)
+        let (serverEnd, clientEnd) = try socketPair()
         let loop = try EventLoop()
         let set = try ReadinessSet(loop: loop)
         let socket = PeerSocket(readiness: set, fd: serverEnd, peer: nil, readSize: 64)
