@@ -112,8 +112,10 @@ final class Listener: ReadinessTarget {
                 case .retry: continue
                 }
             } catch {
-                if error.errno == EMFILE || error.errno == ENFILE { shedOneConnection() }
+                // Logged before the shed connection is closed, so whoever
+                // sees that close finds the reason already reported.
                 onError(error)
+                if error.errno == EMFILE || error.errno == ENFILE { shedOneConnection() }
                 return
             }
         }
