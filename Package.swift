@@ -65,7 +65,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "Descriptors", "LinuxSystem", "VSoCFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "CLinux", "Descriptors", "LinuxSystem", "VSoCFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -26,6 +26,14 @@ public final class OwnedFD: Sendable {
         return value
     }
 
+    /// Runs `body` with the raw number while the descriptor is open; nil
+    /// once it is closed, so no caller can hand on a stale number.
+    public func withDescriptor<Result>(_ body: (Int32) throws -> Result) rethrows -> Result? {
+        let value = descriptor.load(ordering: .acquiring)
+        guard value >= 0 else { return nil }
+        return try body(value)
+    }
+
     /// Closes the descriptor; later calls do nothing. Errors from close(2)
     /// are not actionable (the descriptor is gone either way on Linux).
     public func close() {

@@ -158,12 +158,36 @@ public enum UnixSocket {
     public static func receive(
         _ socket: OwnedFD, into buffer: UnsafeMutableRawBufferPointer, maximumFDs: Int = 0
     ) throws(SystemError) -> ReceiveResult {
+        var sender: PeerCredentials?
+        return try receive(socket, into: buffer, maximumFDs: maximumFDs, sender: &sender, wantsSender: false)
+    }
+
+    /// The same, and who sent it, when the socket passes credentials
+    /// (`passCredentials`): what the kernel vouches for, not what the
+    /// sender claims (a service manager hears only its main process so).
+    public static func receive(
+        _ socket: OwnedFD, into buffer: UnsafeMutableRawBufferPointer, maximumFDs: Int = 0, sender: inout PeerCredentials?
+    ) throws(SystemError) -> ReceiveResult {
+        try receive(socket, into: buffer, maximumFDs: maximumFDs, sender: &sender, wantsSender: true)
+    }
+
+    /// Attaches each sender's credentials to what `socket` receives from now on.
+    public static func passCredentials(_ socket: OwnedFD) throws(SystemError) {
+        try Posix.retrying("setsockopt(SO_PASSCRED)") { ivs_pass_credentials(socket.rawValue) }
+    }
+
+    private static func receive(
+        _ socket: OwnedFD, into buffer: UnsafeMutableRawBufferPointer, maximumFDs: Int, sender: inout PeerCredentials?,
+        wantsSender: Bool
+    ) throws(SystemError) -> ReceiveResult {
         let fd = socket.rawValue
         var fds: [Int32] = []
         var truncated = false
+        var credentials: ivs_peer_credentials?
         let count = try Posix.retryingUnlessWouldBlock("recvmsg") { () -> Int in
-            rawReceive(fd, buffer, maximumFDs, &fds, &truncated)
+            rawReceive(fd, buffer, maximumFDs, wantsSender, &fds, &truncated, &credentials)
         }
+        sender = credentials.map { PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }
         let owned = fds.map { OwnedFD(taking: $0) }
         guard let count else { return .wouldBlock }
         if count == 0 && owned.isEmpty { return .endOfStream }
@@ -243,10 +267,12 @@ private func rawSend(_ fd: Int32, _ payload: UnsafeRawBufferPointer, _ fds: [Int
 }
 
 private func rawReceive(
-    _ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ maximumFDs: Int,
-    _ fds: inout [Int32], _ truncated: inout Bool
+    _ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ maximumFDs: Int, _ wantsSender: Bool,
+    _ fds: inout [Int32], _ truncated: inout Bool, _ sender: inout ivs_peer_credentials?
 ) -> Int {
-    let controlLength = maximumFDs == 0 ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * maximumFDs)
+    let credentialsLength = MemoryLayout<ivs_peer_credentials>.size
+    let controlLength = (maximumFDs == 0 ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * maximumFDs))
+        + (wantsSender ? ivs_cmsg_space(credentialsLength) : 0)
     return withUnsafeTemporaryAllocation(byteCount: max(controlLength, 1), alignment: MemoryLayout<cmsghdr>.alignment) { control in
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
         return withUnsafeMutablePointer(to: &iov) { iovPointer in
@@ -264,12 +290,15 @@ private func rawReceive(
             guard controlLength > 0 else { return count }
             var header = ivs_cmsg_firsthdr(&message)
             while let current = header {
+                let dataLength = Int(current.pointee.cmsg_len) - ivs_cmsg_len(0)
+                let data = UnsafeRawPointer(ivs_cmsg_data(current)!)
                 if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == Int32(SCM_RIGHTS) {
-                    let dataLength = Int(current.pointee.cmsg_len) - ivs_cmsg_len(0)
-                    let data = UnsafeRawPointer(ivs_cmsg_data(current)!)
                     for i in 0..<dataLength / MemoryLayout<Int32>.size {
                         fds.append(data.loadUnaligned(fromByteOffset: i * MemoryLayout<Int32>.size, as: Int32.self))
                     }
+                } else if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == IVS_SCM_CREDENTIALS
+                            && dataLength >= credentialsLength {
+                    sender = data.loadUnaligned(as: ivs_peer_credentials.self)
                 }
                 header = ivs_cmsg_nxthdr(&message, current)
             }
@@ -277,4 +306,3 @@ private func rawReceive(
         }
     }
 }
-

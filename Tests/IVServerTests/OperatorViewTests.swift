@@ -54,7 +54,7 @@ struct StatusTests {
     @Test("STATUS= follows the VM and the clients, for systemctl status")
     func serviceStatus() throws {
         let manager = try FakeServiceManager()
-        let server = try ServerProcess(environment: manager.environment)
+        let server = try ServerProcess(manager: manager)
         #expect(try manager.waitFor("STATUS=no VM attached; 0 clients served, 0 refused"), "\(manager.messages)")
         let vm = try FakeVM(server: server, regionCount: defaultPlan.regionCount)
         #expect(try haldHandshake(server.clientSocketPath, region: "hwcomposer").fds.count == 3)

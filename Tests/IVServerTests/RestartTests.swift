@@ -38,7 +38,7 @@ struct RestartTests {
     @Test("under a service manager: the memory, every eventfd and both listeners are stored; the VM's connection while attached")
     func storesWhatTheVMHolds() throws {
         let manager = try FakeServiceManager()
-        let server = try ServerProcess(environment: manager.environment)
+        let server = try ServerProcess(manager: manager)
         #expect(try manager.waitFor("READY=1"))
         #expect(try manager.waitForStore(expectedStore))
         let vm = try FakeVM(server: server, regionCount: plan.regionCount)
@@ -56,7 +56,7 @@ struct RestartTests {
     @Test("SIGKILL, then a relaunch with the stored fds: a real VM keeps its memory, eventfds and connection; a new host client reaches it")
     func crashRestartWithRealQemu() throws {
         let manager = try FakeServiceManager()
-        let server = try ServerProcess(environment: manager.environment)
+        let server = try ServerProcess(manager: manager)
         let qemu = try QemuProcess(qemuSocket: server.qemuSocketPath, vectors: plan.regionCount)
         let device = try IvshmemDevice(qemu: qemu)
         #expect(try manager.waitForStore(expectedStore.union([StoredName.vm])))
@@ -65,7 +65,7 @@ struct RestartTests {
         let memoryInode = inode(first.sharedMemory)
 
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
-        let restarted = try ServerProcess(directory: server.directory, environment: manager.environment, handing: manager.handBack())
+        let restarted = try ServerProcess(directory: server.directory, manager: manager, handing: manager.handBack())
         #expect(restarted.log.contains("resumed what the previous server process handed on: shared memory inode \(memoryInode), "
             + "\(2 * plan.regionCount) eventfds, 2 listening socket(s), the VM's connection (pid \(qemu.pid))"), "\(restarted.log)")
         #expect(restarted.log.contains("VM still attached"))
@@ -141,12 +141,12 @@ struct RestartTests {
     @Test("handed-back fds that do not fit the layout: exit 2, one line, nothing touched")
     func mismatchRefused() throws {
         let manager = try FakeServiceManager()
-        let server = try ServerProcess(environment: manager.environment)
+        let server = try ServerProcess(manager: manager)
         #expect(try manager.waitForStore(expectedStore))
         var before = stat()
         #expect(stat(server.sharedMemoryPath, &before) == 0)
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
-        let other = try ServerProcess(layoutJSON: unalignedLayoutJSON, directory: server.directory, environment: manager.environment,
+        let other = try ServerProcess(layoutJSON: unalignedLayoutJSON, directory: server.directory, manager: manager,
                                       handing: manager.handBack(), waitForReady: false)
         #expect(other.waitForExit(seconds: 20) == 2)
         #expect(other.log.contains("cannot resume the running VM's shared memory: the handed-back shared memory is 536870912 bytes, "

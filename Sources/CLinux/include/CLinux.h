@@ -264,6 +264,29 @@ static inline int ivs_epoll_wait_tokens(int epoll_fd, uint64_t *tokens, int capa
     return count;
 }
 
+/// SCM_CREDENTIALS and SO_PASSCRED (glibc declares them under _GNU_SOURCE
+/// only): a datagram's sender, as the kernel vouches for it.
+#ifndef SCM_CREDENTIALS
+#define SCM_CREDENTIALS 0x02
+#endif
+#ifndef SO_PASSCRED
+#define SO_PASSCRED 16
+#endif
+static const int IVS_SCM_CREDENTIALS = SCM_CREDENTIALS;
+
+/// Asks the kernel to attach each sender's credentials to what `fd` receives.
+static inline int ivs_pass_credentials(int fd) {
+    int on = 1;
+    return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on));
+}
+
+/// kcmp(KCMP_FILE): 0 when fds `a` and `b` of this process are the same
+/// open file, 1 or 2 when not (an order), -1 with errno when it cannot tell.
+static inline int ivs_same_open_file(int a, int b) {
+    pid_t self = getpid();
+    return (int)syscall(SYS_kcmp, self, self, 0 /* KCMP_FILE */, (unsigned long)a, (unsigned long)b);
+}
+
 #ifndef MSG_CMSG_CLOEXEC
 #define MSG_CMSG_CLOEXEC 0x40000000  /* Linux: received fds are close-on-exec */
 #endif

@@ -10,6 +10,35 @@ enum StoredName {
     static let vm = "ivs-vm"
     static func guestToHost(_ region: Int) -> String { "ivs-g2h-\(region)" }
     static func hostToGuest(_ region: Int) -> String { "ivs-h2g-\(region)" }
+
+    /// A listener's name carries the identity of its socket file
+    /// ("ivs-qemu-listen@DEVICE.INODE"), so that the next server process
+    /// can tell from the file alone whether the path still leads to it.
+    static func listener(_ base: String, file: FileIdentity) -> String {
+        "\(base)@\(file.device).\(file.inode)"
+    }
+
+    /// The base name and file identity of a listener's name; nil for a
+    /// name of another kind. A bare base name (stored by an earlier
+    /// version) has no identity.
+    static func parseListener(_ name: String) -> (base: String, file: FileIdentity?)? {
+        let parts = name.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false)
+        let base = String(parts[0])
+        guard base == qemuListener || base == clientListener else { return nil }
+        guard parts.count == 2 else { return (base, nil) }
+        let numbers = parts[1].split(separator: ".", omittingEmptySubsequences: false)
+        guard numbers.count == 2, let device = UInt64(numbers[0]), let inode = UInt64(numbers[1]) else { return (base, nil) }
+        return (base, FileIdentity(device: device, inode: inode))
+    }
+}
+
+/// A listening socket a previous server process of this VM handed on: the
+/// name it was stored under, and the socket file it was bound to, when the
+/// name says.
+struct HandedListener {
+    let fd: OwnedFD
+    let name: String
+    let file: FileIdentity?
 }
 
 /// Handed-back fds that this server cannot serve without splitting the VM
@@ -27,8 +56,8 @@ public struct ResumeError: Error, Equatable, Sendable, CustomStringConvertible {
 struct Inheritance {
     let sharedMemory: SharedMemoryFile
     let channels: [RegionChannels]
-    let qemuListener: OwnedFD?
-    let clientListener: OwnedFD?
+    let qemuListener: HandedListener?
+    let clientListener: HandedListener?
     let vm: OwnedFD?
 
     /// nil when no fd of ours was handed (a fresh start); fds under other
@@ -59,8 +88,16 @@ struct Inheritance {
         if handed[StoredName.guestToHost(plan.regionCount)] != nil {
             throw ResumeError("eventfds for more than the layout's \(plan.regionCount) regions were handed back")
         }
-        return Inheritance(sharedMemory: sharedMemory, channels: channels, qemuListener: try single(StoredName.qemuListener),
-                           clientListener: try single(StoredName.clientListener), vm: try single(StoredName.vm))
+        func listener(_ base: String) throws(ResumeError) -> HandedListener? {
+            let names = handed.keys.filter { StoredName.parseListener($0)?.base == base }
+            guard let name = names.first else { return nil }
+            guard names.count == 1, let fd = try single(name) else {
+                throw ResumeError("more than one listening socket was handed back as \(base) (\(names.sorted().joined(separator: ", ")))")
+            }
+            return HandedListener(fd: fd, name: name, file: StoredName.parseListener(name)?.file)
+        }
+        return Inheritance(sharedMemory: sharedMemory, channels: channels, qemuListener: try listener(StoredName.qemuListener),
+                           clientListener: try listener(StoredName.clientListener), vm: try single(StoredName.vm))
     }
 
     /// Every fd to keep in the manager's store, by name (not the VM's
@@ -73,4 +110,16 @@ struct Inheritance {
         }
         return list
     }
+}
+
+/// One of the server's listeners, with the names it is stored under.
+struct ServedListener {
+    let listener: Listener
+    /// `StoredName.qemuListener` or `.clientListener`.
+    let baseName: String
+    /// The name it was handed back under, when it was.
+    let handedName: String?
+
+    /// The name to store it under now: with its socket file's identity.
+    var storedName: String { StoredName.listener(baseName, file: listener.file.identity) }
 }

@@ -20,7 +20,8 @@ public final class Server {
     private(set) var loop: EventLoop?
     /// Readiness of every socket, through one poll handle.
     private var peers: ReadinessSet?
-    private(set) var listeners: [Listener] = []
+    /// Both listening sockets: the QEMU socket's, then the client socket's.
+    private(set) var listeners: [ServedListener] = []
     /// Open host clients by fd number.
     private let clients = FDTable<ClientConnection>()
     private(set) var vm: VMConnection?
@@ -57,7 +58,8 @@ public final class Server {
     private let stopRequest = Mutex<AsyncHandle?>(nil)
 
     // What the service around the server is told (loop thread).
-    /// A VM attached (not one resumed from a previous process): its connection.
+    /// A VM attached (not one resumed from a previous process): its
+    /// connection, open and current while the hook runs.
     var onVMAttached: ((VMConnection) -> Void)?
     /// The VM left (not called while the server stops).
     var onVMDetached: (() -> Void)?
@@ -145,25 +147,28 @@ public final class Server {
         self.loop = loop
         let readiness = try ReadinessSet(loop: loop)
         peers = readiness
-        for (path, handed, accept) in [
-            (configuration.qemuSocketPath, inheritance?.qemuListener,
+        for (base, path, handed, accept) in [
+            (StoredName.qemuListener, configuration.qemuSocketPath, inheritance?.qemuListener,
              { [unowned self] (fd: OwnedFD) in self.acceptVM(fd, resources: resources) }),
-            (configuration.clientSocketPath, inheritance?.clientListener,
+            (StoredName.clientListener, configuration.clientSocketPath, inheritance?.clientListener,
              { [unowned self] (fd: OwnedFD) in self.acceptClient(fd, resources: resources) }),
         ] {
             let onError = { [unowned self] (error: SystemError) in self.report(.acceptFailed(socket: path, error: "\(error)")) }
             let listener: Listener
-            if let handed, !Self.isAbsent(path) {
-                listener = try Listener(readiness: readiness, adopting: handed, path: path, mode: configuration.socketMode,
+            if let handed, try Self.isStillAt(path, handed) {
+                listener = try Listener(readiness: readiness, adopting: handed.fd, path: path, mode: configuration.socketMode,
                                         group: configuration.socketGroup, onAccept: accept, onError: onError)
             } else {
                 // Not handed back, or its file is gone (a runtime directory
-                // made anew): a new one, stored in place of the old.
-                handed?.close()
+                // made anew) or replaced: a new one, stored in place of the old.
+                handed?.fd.close()
+                if inheritance != nil, try Listener.removeLeftover(path: path) {
+                    report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
+                }
                 listener = try Listener(readiness: readiness, path: path, mode: configuration.socketMode, group: configuration.socketGroup,
                                         onAccept: accept, onError: onError)
             }
-            listeners.append(listener)
+            listeners.append(ServedListener(listener: listener, baseName: base, handedName: handed?.name))
             created.append(listener.file)
         }
         let stopper = try AsyncHandle(loop: loop) { [unowned self] in
@@ -263,7 +268,7 @@ public final class Server {
 
     private func closeEverything() {
         stopping = true
-        listeners.forEach { $0.close() }
+        listeners.forEach { $0.listener.close() }
         listeners = []
         vm?.closeSilently()
         for client in clients.values { client.close() }
@@ -285,9 +290,15 @@ public final class Server {
         peers = nil
     }
 
-    private static func isAbsent(_ path: String) -> Bool {
-        if case .absent? = try? ExistingPath.inspect(path) { return true }
-        return false
+    /// Whether the socket file at `path` is still the one `handed` listens
+    /// on, decided from the file alone: nothing ever connects to it, since
+    /// that would reach the very listener being taken over. A name without
+    /// the file's identity (stored by an earlier version) is taken at its
+    /// word when a socket is at the path.
+    private static func isStillAt(_ path: String, _ handed: HandedListener) throws(SystemError) -> Bool {
+        guard let current = try FileIdentity.at(path) else { return false }
+        if let file = handed.file { return file == current }
+        return try ExistingPath.isSocket(path)
     }
 
     /// What outlives this process, by name: the memory, the eventfds, both
@@ -296,25 +307,25 @@ public final class Server {
     func handOverList() -> [(name: String, fd: Int32)] {
         guard let resources else { return [] }
         return Inheritance.storedNames(sharedMemory: resources.sharedMemory, channels: resources.channels)
-            + [(StoredName.qemuListener, listeners[0].rawFD), (StoredName.clientListener, listeners[1].rawFD)]
+            + listeners.map { ($0.storedName, $0.listener.rawFD) }
     }
 
     /// The VM's connection, handed back: served on as it is.
     private func resumeVM(_ fd: OwnedFD, resources: ServedResources) {
         guard let peers else { return }
         let peer = try? UnixSocket.peerCredentials(fd)
-        makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources).resume()
+        makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources, resuming: true).resume()
     }
 
     @discardableResult
-    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources) -> VMConnection {
-        let connection = VMConnection(socket: socket, resources: resources) { [unowned self] closed in
+    private func makeVMConnection(_ socket: PeerSocket, resources: ServedResources, resuming: Bool = false) -> VMConnection {
+        let connection = VMConnection(socket: socket, resources: resources, resuming: resuming) { [unowned self] closed in
             guard self.vm === closed else { return }
             self.vm = nil
             self.vmSince = nil
             // The VM left. (When the server stops, its connection stays
             // stored for the next server process of this VM.)
-            if !self.stopping { self.onVMDetached?() }
+            if !self.stopping && closed.wasAttached { self.onVMDetached?() }
         }
         vm = connection
         vmSince = HostSystem.currentSecond()
@@ -354,6 +365,9 @@ public final class Server {
         guard let peers else { return }
         let connection = makeVMConnection(PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 256), resources: resources)
         connection.start()
+        // A peer that hung up before its handshake went out is closed (and
+        // logged as gone) already: it never was attached.
+        guard vm === connection, !connection.isClosed else { return }
         onVMAttached?(connection)
     }
 

@@ -48,6 +48,9 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     case vmConnected(peer: PeerCredentials?)
     case vmDisconnected(peer: PeerCredentials?, reason: String)
     case vmRefused(peer: PeerCredentials?, current: PeerCredentials?)
+    /// A peer on the QEMU socket was gone before its handshake went out:
+    /// it never was the VM.
+    case vmLeftBeforeHandshake(peer: PeerCredentials?, reason: String)
     /// The VM's connection, handed back after a restart, is served on.
     case vmResumed(peer: PeerCredentials?)
     /// Start-up took over what a previous server process of this VM left
@@ -113,7 +116,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         switch self {
         case .detail: return .debug
         case .bytes: return .trace
-        case .ready, .vmConnected, .vmDisconnected, .vmResumed, .resumed, .reexecuting, .vmWatched, .state, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
+        case .ready, .vmConnected, .vmDisconnected, .vmLeftBeforeHandshake, .vmResumed, .resumed, .reexecuting, .vmWatched, .state, .clientServed, .stopping, .leftoverRemoved, .pendingShareCleared,
              .vmLaunched, .vmSignalled, .vmExited, .peerServerReady, .peerJoined, .peerLeft: return .info
         case .peerMemoryReused, .peerCapacityLimited, .peerRejected, .peerDropped, .peerVectorMismatch: return .warning
         case .vmKilled: return .warning
@@ -144,6 +147,9 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         case let .vmDisconnected(peer, reason):
             text.append("VM disconnected ("); text.append(peer); text.append("): ")
             text.append(reason); text.append("; waiting for the next VM")
+        case let .vmLeftBeforeHandshake(peer, reason):
+            text.append("a peer ("); text.append(peer); text.append(") connected to the QEMU socket and was gone before its handshake went out (")
+            text.append(reason); text.append("): it was not attached; waiting for a VM")
         case let .vmResumed(peer):
             text.append("VM still attached ("); text.append(peer); text.append("): serving it on without a new handshake")
         case let .resumed(inode, eventFDs, listeners, vm):

@@ -2,28 +2,64 @@ import LinuxSystem
 
 /// The VM's QEMU on the QEMU socket (docs/protocols.md §1). The whole
 /// handshake goes out at accept; the connection then stays open until QEMU
-/// closes it.
+/// closes it. Its lifecycle:
+///
+///     handshaking ──(handshake queued)──> attached ──(QEMU left, stop)──> closed
+///          └──────────(the peer was gone before it)─────────────────────────┘
+///
+/// A connection handed back by a previous server process of this VM starts
+/// attached.
 final class VMConnection: PeerSocketDelegate {
+    enum State: Equatable {
+        case handshaking
+        case attached
+        case closed
+    }
+
+    private(set) var state: State
     private let socket: PeerSocket
     private let resources: ServedResources
     private let onClose: (VMConnection) -> Void
 
-    init(socket: PeerSocket, resources: ServedResources, onClose: @escaping (VMConnection) -> Void) {
+    /// A new connection (`start` sends the handshake), or with `resuming`
+    /// one a previous server process of this VM served (`resume`).
+    init(socket: PeerSocket, resources: ServedResources, resuming: Bool = false, onClose: @escaping (VMConnection) -> Void) {
         self.socket = socket
         self.resources = resources
         self.onClose = onClose
+        state = resuming ? .attached : .handshaking
+        wasAttached = resuming
         socket.delegate = self
     }
+
+    /// The only way the state changes; anything but the arrows above is a bug.
+    private func transition(to next: State) {
+        switch (state, next) {
+        case (.handshaking, .attached), (.handshaking, .closed), (.attached, .closed): break
+        default: preconditionFailure("VM connection: \(state) -> \(next)")
+        }
+        state = next
+        if next == .attached { wasAttached = true }
+    }
+
+    /// Whether it ever was the attached VM (a peer gone before its
+    /// handshake never was).
+    private(set) var wasAttached: Bool
 
     var peer: PeerCredentials? { socket.peer }
 
     /// QEMU blocks in device realize until it has the shared memory, so
     /// everything is sent at once, without waiting for QEMU to speak; the
-    /// log lines come after, off QEMU's path.
+    /// log lines come after, off QEMU's path. A peer that is gone before
+    /// the handshake could go out (a probe that connected and closed) is
+    /// closed here and never attached.
     func start() {
+        precondition(state == .handshaking, "VM connection started twice")
         let regionCount = resources.plan.regionCount
         let vectors = socket.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }
         socket.send(resources.qemuHandshake(vectorCount: vectors))
+        guard state == .handshaking else { return }
+        transition(to: .attached)
         resources.report(.vmConnected(peer: socket.peer))
         if resources.trace {
             let messages = QemuHandshake.messages(regionCount: regionCount, vectorCount: vectors)
@@ -42,30 +78,45 @@ final class VMConnection: PeerSocketDelegate {
     }
 
     /// Goes on with a VM whose handshake a previous server process of
-    /// this VM sent: nothing is sent, QEMU sees no change.
+    /// this VM sent: nothing is sent, QEMU sees no change. Its input is
+    /// watched from now on, so a VM that leaves is seen at once.
     func resume() {
+        precondition(state == .attached, "only a handed-back connection resumes")
         resources.report(.vmResumed(peer: socket.peer))
+        socket.watchInput()
     }
 
-    /// The connection's fd, for the service manager's store.
-    var rawFD: Int32 { socket.fd.rawValue }
+    /// Runs `body` with the connection's fd (for the service manager's
+    /// store, or a re-exec) while it is open; nil once it is closed.
+    func withDescriptor<Result>(_ body: (Int32) throws -> Result) rethrows -> Result? {
+        try socket.fd.withDescriptor(body)
+    }
+
+    var isClosed: Bool { state == .closed }
 
     /// True unless QEMU has hung up (checked without blocking), so a VM that
     /// closed a moment ago does not block its successor.
     var isAlive: Bool {
-        !socket.isClosed && !UnixSocket.peerHasHungUp(socket.fd)
+        state != .closed && !UnixSocket.peerHasHungUp(socket.fd)
     }
 
     func close(reason: String) {
-        guard !socket.isClosed else { return }
+        guard state != .closed else { return }
+        let wasAttached = state == .attached
+        transition(to: .closed)
         socket.close()
-        resources.report(.vmDisconnected(peer: socket.peer, reason: reason))
+        if wasAttached {
+            resources.report(.vmDisconnected(peer: socket.peer, reason: reason))
+        } else {
+            resources.report(.vmLeftBeforeHandshake(peer: socket.peer, reason: reason))
+        }
         onClose(self)
     }
 
     /// Closes without a disconnect report (server shutdown).
     func closeSilently() {
-        guard !socket.isClosed else { return }
+        guard state != .closed else { return }
+        transition(to: .closed)
         socket.close()
         onClose(self)
     }

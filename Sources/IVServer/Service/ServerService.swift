@@ -84,7 +84,8 @@ public final class ServerService {
             server.onTurn = { [unowned self] in self.publishStatusIfChanged() }
             // While attached, the VM's connection outlives this process in the store.
             server.onVMAttached = { [unowned self] vm in
-                for name in ServiceManager.store([(StoredName.vm, vm.rawFD)]) { self.report(.storeFailed(name: name)) }
+                let failed = vm.withDescriptor { ServiceManager.store([(StoredName.vm, $0)]) } ?? []
+                for name in failed { self.report(.storeFailed(name: name)) }
             }
             server.onVMDetached = { ServiceManager.removeStored(name: StoredName.vm) }
         }
@@ -190,7 +191,7 @@ public final class ServerService {
     /// If the exec fails, this image keeps serving with everything as it was.
     private func reexecute() {
         var fds = server.handOverList()
-        if let vm = server.vm { fds.append((StoredName.vm, vm.rawFD)) }
+        if let vm = server.vm?.withDescriptor({ (StoredName.vm, $0) }) { fds.append(vm) }
         report(.reexecuting)
         events.flush()
         // Under `launch` the VM stays this process's child across the exec.
@@ -207,11 +208,12 @@ public final class ServerService {
         guard ServiceManager.isPresent else { return false }
         var stored = server.handOverList()
         if inherited {
-            let listeners = server.listeners
-            let remade = [(StoredName.qemuListener, listeners[0]), (StoredName.clientListener, listeners[1])]
-                .filter { !$0.1.adopted }.map(\.0)
-            for name in remade { ServiceManager.removeStored(name: name) }
-            stored = stored.filter { remade.contains($0.name) }
+            // Only a listener made anew (or handed back under an earlier
+            // version's name) goes in, in place of the one it replaces.
+            let changed = server.listeners.filter { $0.handedName != $0.storedName }
+            for name in changed.compactMap(\.handedName) { ServiceManager.removeStored(name: name) }
+            let names = Set(changed.map(\.storedName))
+            stored = stored.filter { names.contains($0.name) }
         }
         let failed = ServiceManager.store(stored)
         for name in failed { report(.storeFailed(name: name)) }

@@ -26,6 +26,13 @@ enum ExistingPath {
         }
     }
 
+    /// Whether `path` is a socket file (lstat; no connection is made).
+    static func isSocket(_ path: String) throws(SystemError) -> Bool {
+        var info = stat()
+        try Posix.retrying("stat", path) { lstat(path, &info) }
+        return info.st_mode & S_IFMT == S_IFSOCK
+    }
+
     var kindDescription: String {
         guard case let .other(mode) = self else { return "a socket" }
         switch mode & S_IFMT {

@@ -44,11 +44,7 @@ final class Listener: ReadinessTarget {
         _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
         try UnixSocket.setFileAccess(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
         try self.init(readiness: readiness, listening: fd, path: path, file: try CreatedFile(path: path), onAccept: onAccept, onError: onError)
-        adopted = true
     }
-
-    /// Handed back rather than made by this process.
-    private(set) var adopted = false
 
     /// Watches a socket that already listens at `path` (its file `file`).
     init(readiness: ReadinessSet, listening fd: OwnedFD, path: String, file: CreatedFile,

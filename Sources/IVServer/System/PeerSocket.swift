@@ -69,6 +69,13 @@ final class PeerSocket: ReadinessTarget {
         flush()
     }
 
+    /// Watches for input without sending first (a connection taken over
+    /// from a previous server process: it is already past its greeting).
+    func watchInput() {
+        guard !isClosed, watchingWritable == nil else { return }
+        watch(writable: false)
+    }
+
     /// Stops watching, then closes the fd (which leaves the epoll set).
     func close() {
         guard !isClosed else { return }

@@ -184,8 +184,10 @@ final class ServerProcess {
     /// paths of an earlier server (a restart). `handing` (named fds) are
     /// handed over as systemd does: fds 3… with LISTEN_FDS, LISTEN_FDNAMES
     /// and LISTEN_PID (set by a shell that then execs the server).
+    /// With `manager`, the server runs under that service manager as its
+    /// main process (NOTIFY_SOCKET).
     init(layoutJSON: String? = nil, arguments: [String] = [], directory: TemporaryDirectory? = nil,
-         sharedMemoryPath: String? = nil,
+         sharedMemoryPath: String? = nil, manager: FakeServiceManager? = nil,
          environment: [String] = [], handing: [(name: String, fd: OwnedFD)] = [], waitForReady: Bool = true) throws {
         self.directory = directory ?? TemporaryDirectory()
         self.sharedMemoryPath = sharedMemoryPath ?? self.directory.path + "/shm"
@@ -195,12 +197,13 @@ final class ServerProcess {
             writeText(layoutJSON, to: layoutPath)
             command += ["--layout", layoutPath]
         }
-        var environment = environment
+        var environment = environment + (manager?.environment ?? [])
         if !handing.isEmpty {
             command = ["/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "sh"] + command
             environment += ["LISTEN_FDS=\(handing.count)", "LISTEN_FDNAMES=" + handing.map(\.name).joined(separator: ":")]
         }
         pid = try spawn(command + arguments, logPath: logPath, environment: environment, passing: handing.map(\.fd))
+        manager?.mainPID = pid
         guard waitForReady else { return }
         guard waitForLog(containing: "ready:", seconds: 20) else {
             stop(signal: SIGKILL)
@@ -238,15 +241,40 @@ final class ServerProcess {
 
     var log: String { readText(logPath) }
 
-    func waitForLog(containing text: String, seconds: Double = 10) -> Bool {
+    /// Where the log ends now, for `waitForLog(containing:after:)`.
+    func logMark() -> Int {
+        var info = stat()
+        return stat(logPath, &info) == 0 ? Int(info.st_size) : 0
+    }
+
+    /// The log from byte `mark` on.
+    func log(after mark: Int) -> String {
+        let fd = open(logPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        var offset = mark
+        while true {
+            let count = pread(fd, &chunk, chunk.count, off_t(offset))
+            guard count > 0 else { break }
+            bytes += chunk[..<count]
+            offset += count
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// Waits for `text` in what the log gained after `mark` (only that
+    /// is read each time: a busy server's whole log is large).
+    func waitForLog(containing text: String, after mark: Int = 0, seconds: Double = 10) -> Bool {
         let deadline = monotonicSeconds() + seconds
         while monotonicSeconds() < deadline {
-            if log.contains(text) { return true }
+            if log(after: mark).contains(text) { return true }
             if exited { return false }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
                 exited = true
-                return log.contains(text)
+                return log(after: mark).contains(text)
             }
             sleep(milliseconds: 5)
         }
