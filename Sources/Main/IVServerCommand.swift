@@ -140,15 +140,15 @@ struct ServerOptions: ParsableArguments {
     var handshakeTimeout: Double = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
 
     @Option(name: .customLong("max-pending"), help: ArgumentHelp(
-        "Host clients allowed mid-handshake at once, in all; at the cap, a pending connection of the process holding the most is closed to make room.", valueName: "count"))
+        "Host clients mid-handshake at once, in all; below it every connection is greeted at once, at it the shares decide who waits and who makes room.", valueName: "count"))
     var maximumPending = ServerConfiguration.defaultMaximumPending
 
     @Option(name: .customLong("max-pending-per-process"), help: ArgumentHelp(
-        "Host clients one process may have mid-handshake; beyond it, that process's oldest pending connection is closed.", valueName: "count"))
+        "A process's share when the server is full: at it, its new connections wait for room; over it, it makes room for newcomers within their share.", valueName: "count"))
     var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
 
     @Option(name: .customLong("max-pending-per-user"), help: ArgumentHelp(
-        "Host clients one user's processes may have mid-handshake together; beyond it, the oldest of that user's busiest process is closed.", valueName: "count"))
+        "A user's share when the server is full: at it, the user's busiest process makes room for its other processes, and waits itself.", valueName: "count"))
     var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
 
     @Flag(name: .customLong("replace-held-memory"), help: ArgumentHelp(

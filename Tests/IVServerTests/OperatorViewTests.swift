@@ -136,7 +136,7 @@ struct IVCtlStatusTests {
                 "\(result.output)")
         #expect(lines.contains { $0.hasPrefix("VM pid \(getpid()) uid \(getuid()) attached since ") })
         #expect(lines.contains("region 'e2e_manager' (#6): 1 clients served"))
-        #expect(lines.last == "0 clients refused after connecting, 0 peers refused by the access policy; 0 handshakes pending")
+        #expect(lines.last == "0 clients refused after connecting, 0 peers refused by the access policy; 0 handshakes pending, 0 connections waiting for room")
         // the same access rule as any client: nobody is refused, and gets no state
         let refused = try haldHandshakeAsUser(uid: 65534, gid: 65534, socket: server.clientSocketPath, region: HALDProtocol.statusRequestName)
         #expect(refused == "closed-before-greeting", "\(refused)")

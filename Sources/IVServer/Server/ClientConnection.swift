@@ -6,6 +6,9 @@ protocol ClientConnectionOwner: AnyObject {
     func clientClosed(_ client: ClientConnection)
     /// The server's state as text, for a status request.
     func statusReport() -> [UInt8]
+    /// Whether a refusal of this client is logged (a process over its
+    /// share has them counted instead).
+    func logsRefusal(of client: ClientConnection) -> Bool
 }
 
 /// One host client on the client socket, from accept to close: the HALD
@@ -149,7 +152,7 @@ final class ClientConnection: PeerSocketDelegate {
     private func refuse(_ reason: String) {
         guard state == .pending else { return }
         resources.refused += 1
-        resources.report(.clientRefused(reason: reason, peer: socket.peer))
+        if owner.logsRefusal(of: self) { resources.report(.clientRefused(reason: reason, peer: socket.peer)) }
         close()
     }
 }

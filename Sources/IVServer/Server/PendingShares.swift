@@ -1,20 +1,25 @@
-/// Who holds the host clients' pending (undecided) handshakes, and whose
-/// share a new one comes out of, so that one process or one user that
-/// opens connections and sends nothing cannot lock every other client out.
-/// Pure bookkeeping: the server closes what `admit` names.
+/// Who holds the host clients' pending (undecided) handshakes, and who
+/// makes room when there is none, so that one process or one user that
+/// opens connections and sends nothing cannot lock every other client out,
+/// while a client that is alone is never held back. Pure bookkeeping: the
+/// server closes, holds or greets what `admit` says.
 ///
-/// The rule, checked in this order for a new connection from process P of
-/// user U:
-/// 1. P already holds `perProcess`: the new connection is refused (closed
-///    at once, before anything is sent): P is over its share, and turning it
-///    away costs the server least (a process that reconnects in a loop
-///    otherwise keeps it busy);
-/// 2. U already holds `perUser`: the oldest pending connection of U's
-///    process that holds the most is closed;
-/// 3. `total` are pending: the oldest of the process that holds the most,
-///    within the user that holds the most, is closed.
-/// So the connection closed always belongs to whoever is over their share,
-/// and a newcomer within its share is always let in.
+/// The shares are a rule for dividing scarce room, not a quota. For a new
+/// connection from process P of user U:
+/// 1. fewer than `total` are pending: it is admitted, whatever P and U
+///    hold (the server has room, so nobody waits for a share);
+/// 2. the server is full and P holds `perProcess` or more: it waits
+///    (`hold`), as P is over its share; it is greeted when room opens, in
+///    turn with every other connection that waits;
+/// 3. the server is full and U holds `perUser` or more: U's busiest
+///    process gives up its oldest, unless that is P (or P holds as many):
+///    then it waits likewise;
+/// 4. the server is full and the newcomer is within both shares: the
+///    oldest pending connection of the busiest process over its share
+///    (else of the busiest user over its share, else of the busiest user)
+///    is closed to make room for it.
+/// So a connection closed always belongs to whoever holds the most, and a
+/// newcomer within its share is always let in.
 public struct PendingShares {
     public struct Limits: Equatable, Sendable {
         public var perProcess: Int
@@ -29,10 +34,13 @@ public struct PendingShares {
 
     enum Admission: Equatable {
         case admit
-        /// Close the new connection at once: its process is at its cap.
-        case refuse
+        /// Keep the new connection waiting until there is room: its process
+        /// (`cap` .process) or its user (.user) is over its share and the
+        /// server is full.
+        case hold(cap: Cap)
         /// Close the pending connection `victim` (of process `pid`, user
-        /// `uid`), then admit: `cap` was full.
+        /// `uid`), then admit: the server is full, and `cap` says whose
+        /// share the victim's owner is over (.total: nobody's, it holds the most).
         case admitAfterClosing(victim: Int, pid: Int32, uid: UInt32, cap: Cap)
     }
 
@@ -52,25 +60,52 @@ public struct PendingShares {
     func count(process pid: Int32) -> Int { byProcess[pid]?.count ?? 0 }
     func count(user uid: UInt32) -> Int { byUser[uid] ?? 0 }
 
+    /// Whether a connection could be admitted without anyone making room.
+    var hasRoom: Bool { total < limits.total }
+
     /// What to do with a new connection from `pid` of `uid`.
     func admit(pid: Int32, uid: UInt32) -> Admission {
-        if let own = byProcess[pid], own.count >= limits.perProcess { return .refuse }
-        if count(user: uid) >= limits.perUser, let (heaviest, oldest) = heaviestProcess(of: uid) {
-            return .admitAfterClosing(victim: oldest, pid: heaviest, uid: uid, cap: .user)
+        if hasRoom { return .admit }
+        if count(process: pid) >= limits.perProcess { return .hold(cap: .process) }
+        if count(user: uid) >= limits.perUser {
+            guard let (process, oldest) = busiestProcess(where: { userOfProcess[$0] == uid }),
+                  count(process: process) > count(process: pid)
+            else { return .hold(cap: .user) }
+            return .admitAfterClosing(victim: oldest, pid: process, uid: uid, cap: .user)
         }
-        if total >= limits.total, let user = byUser.max(by: { $0.value < $1.value })?.key,
-           let (heaviest, oldest) = heaviestProcess(of: user) {
-            return .admitAfterClosing(victim: oldest, pid: heaviest, uid: user, cap: .total)
+        if let (process, oldest) = busiestProcess(where: { count(process: $0) > limits.perProcess }) {
+            return .admitAfterClosing(victim: oldest, pid: process, uid: userOfProcess[process]!, cap: .process)
         }
-        return .admit
+        if let user = busiestUser(where: { count(user: $0) > limits.perUser }),
+           let (process, oldest) = busiestProcess(where: { userOfProcess[$0] == user }) {
+            return .admitAfterClosing(victim: oldest, pid: process, uid: user, cap: .user)
+        }
+        if let user = busiestUser(where: { _ in true }), let (process, oldest) = busiestProcess(where: { userOfProcess[$0] == user }) {
+            return .admitAfterClosing(victim: oldest, pid: process, uid: user, cap: .total)
+        }
+        return .admit  // unreachable: a full server holds someone's connections
     }
 
-    private func heaviestProcess(of uid: UInt32) -> (pid: Int32, oldest: Int)? {
+    /// The process holding the most pending connections among those that
+    /// `include`, and its oldest; the lowest pid on a tie, so the choice
+    /// does not depend on the dictionary's order.
+    private func busiestProcess(where include: (Int32) -> Bool) -> (pid: Int32, oldest: Int)? {
         var best: (pid: Int32, connections: [Int])?
-        for (pid, connections) in byProcess where userOfProcess[pid] == uid {
-            if connections.count > (best?.connections.count ?? 0) { best = (pid, connections) }
+        for (pid, connections) in byProcess where include(pid) {
+            if let current = best, connections.count < current.connections.count
+                || (connections.count == current.connections.count && pid > current.pid) { continue }
+            best = (pid, connections)
         }
         return best.map { ($0.pid, $0.connections[0]) }
+    }
+
+    private func busiestUser(where include: (UInt32) -> Bool) -> UInt32? {
+        var best: (uid: UInt32, count: Int)?
+        for (uid, count) in byUser where include(uid) {
+            if let current = best, count < current.count || (count == current.count && uid > current.uid) { continue }
+            best = (uid, count)
+        }
+        return best?.uid
     }
 
     mutating func add(_ id: Int, pid: Int32, uid: UInt32) {

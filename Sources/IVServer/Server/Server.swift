@@ -38,20 +38,18 @@ public final class Server {
     private let pending = PendingList()
     /// Who holds the pending handshakes (counted by process and user).
     private var shares: PendingShares
-    /// Processes whose pending connections were closed to make room, and
-    /// how many; each is logged once when it first goes over its share and
-    /// once when it holds none again.
-    private var overShare: [Int32: Int] = [:]
+    /// Processes over their share while the server was full, with what
+    /// became of their connections since; each is logged once when it
+    /// goes over and once when it has nothing pending or waiting again.
+    private var overShare: [Int32: OverShare] = [:]
     private var handshakeTimer: TimerHandle?
-    /// Connections of processes at their pending cap, held open without a
-    /// byte either way (oldest first) instead of closed: a process that
-    /// reconnects whatever is closed would otherwise keep the server (and
-    /// a core) busy. Closed after the handshake timeout, or when there are
-    /// `maximumHeld` (the oldest first).
-    private var held: [(fd: OwnedFD, deadline: UInt64)] = []
-    private var heldStart = 0
+    /// Connections waiting for room (the server was full and their process
+    /// or user over its share): greeted in turn as room opens, closed only
+    /// when they have waited out the handshake timeout without room.
+    /// Waiting rather than closed: a process that reconnects whatever is
+    /// closed would otherwise keep the server (and a core) busy.
+    private var held = HeldConnections<AcceptedConnection>(capacity: 0)
     private var heldTimer: TimerHandle?
-    private var maximumHeld = 0
     /// Flushes the event sink before the loop waits.
     private var beforeWaiting: PrepareHandle?
     /// How another thread stops the server (`requestStop`).
@@ -177,11 +175,12 @@ public final class Server {
         }
         stopRequest.withLock { $0 = stopper }
         handshakeTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHandshakes() }
-        heldTimer = try TimerHandle(loop: loop) { [unowned self] in self.releaseHeld() }
+        heldTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHeld() }
         // Room for held connections: what the fd limit leaves after the
         // pending ones and 1024 for everything else, at most 16384.
-        maximumHeld = min(16384, max(0, HostSystem.raiseOpenFileLimit() - configuration.maximumPending - 1024))
+        held = HeldConnections<AcceptedConnection>(capacity: min(16384, max(0, HostSystem.raiseOpenFileLimit() - configuration.maximumPending - 1024)))
         beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in
+            self.greetHeld()
             self.onTurn?()
             self.events.flush()
         }
@@ -262,7 +261,7 @@ public final class Server {
             lines.append("region '\(region.name)' (#\(region.index)): \(resources.served[region.index]) clients served")
         }
         lines.append("\(resources.refused) clients refused after connecting, \(peersRefused) peers refused by the access policy; "
-            + "\(shares.total) handshakes pending")
+            + "\(shares.total) handshakes pending, \(held.count) connections waiting for room")
         return lines
     }
 
@@ -276,7 +275,7 @@ public final class Server {
         handshakeTimer = nil
         heldTimer?.close()
         heldTimer = nil
-        while heldStart < held.count { takeOldestHeld().close() }
+        while let entry = held.takeOldest() { entry.payload.fd.close() }
         beforeWaiting?.close()
         beforeWaiting = nil
         stopRequest.withLock { handle in
@@ -372,23 +371,27 @@ public final class Server {
     }
 
     private func acceptClient(_ fd: OwnedFD, resources: ServedResources) {
-        guard let peer = admit(fd, on: configuration.clientSocketPath),
-              let peers, let timer = handshakeTimer
-        else { return }
-        // A newcomer within its share always gets a slot; a process at its
-        // own cap is turned away; when a user's or the total cap is full, a
-        // connection of whoever is over their share makes room.
+        guard let peer = admit(fd, on: configuration.clientSocketPath) else { return }
+        // While the server has room every connection is greeted; when it
+        // is full, one over its share waits, and for one within it, the
+        // busiest over its share makes room.
         switch shares.admit(pid: peer.pid, uid: peer.uid) {
         case .admit:
             break
-        case .refuse:
-            noteOverShare(pid: peer.pid, uid: peer.uid, cap: .process)
-            hold(fd)
+        case let .hold(cap):
+            noteOverShare(pid: peer.pid, uid: peer.uid, cap: cap, waiting: true)
+            hold(fd, peer: peer)
             return
         case let .admitAfterClosing(victim, pid, uid, cap):
-            noteOverShare(pid: pid, uid: uid, cap: cap)
+            noteOverShare(pid: pid, uid: uid, cap: cap, waiting: false)
             clients[Int32(victim)]?.closeToMakeRoom()
         }
+        greet(fd, peer: peer, resources: resources)
+    }
+
+    /// A connection becomes a pending handshake: the greeting goes out.
+    private func greet(_ fd: OwnedFD, peer: PeerCredentials, resources: ServedResources) {
+        guard let peers, let timer = handshakeTimer else { return }
         let socket = PeerSocket(readiness: peers, fd: fd, peer: peer, readSize: 64)
         let connection = ClientConnection(
             socket: socket, resources: resources, deadline: timer.now + configuration.handshakeTimeoutMilliseconds,
@@ -398,44 +401,53 @@ public final class Server {
         connection.start()
     }
 
-    /// Counts a connection closed because `pid` is over its share; logs the
-    /// process the first time.
-    private func noteOverShare(pid: Int32, uid: UInt32, cap: PendingShares.Cap) {
-        if overShare[pid] == nil {
-            overShare[pid] = 0
-            report(.pendingShareExceeded(pid: pid, uid: uid, cap: cap, limits: configuration.pendingLimits))
-        }
-        overShare[pid]! += 1
+    /// Logs a process the first time it is over its share.
+    private func noteOverShare(pid: Int32, uid: UInt32, cap: PendingShares.Cap, waiting: Bool) {
+        guard overShare[pid] == nil else { return }
+        overShare[pid] = OverShare()
+        report(.pendingShareExceeded(pid: pid, uid: uid, cap: cap, waiting: waiting, limits: configuration.pendingLimits))
+    }
+
+    /// Logs a process once more when it has nothing pending and nothing
+    /// waiting, with what became of its connections meanwhile.
+    private func clearOverShareIfIdle(_ pid: Int32) {
+        guard let counts = overShare[pid], shares.count(process: pid) == 0, held.count(process: pid) == 0 else { return }
+        overShare[pid] = nil
+        report(.pendingShareCleared(pid: pid, served: counts.served, held: counts.held, closed: counts.closed))
     }
 
     // MARK: held connections
 
-    private func hold(_ fd: OwnedFD) {
-        guard maximumHeld > 0, let timer = heldTimer else { return fd.close() }
-        if held.count - heldStart >= maximumHeld { takeOldestHeld().close() }
-        let deadline = timer.now + configuration.handshakeTimeoutMilliseconds
-        if held.count == heldStart { timer.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
-        held.append((fd, deadline))
+    private func hold(_ fd: OwnedFD, peer: PeerCredentials) {
+        guard let timer = heldTimer else { return fd.close() }
+        if held.isEmpty { timer.arm(milliseconds: configuration.handshakeTimeoutMilliseconds) }
+        overShare[peer.pid]?.held += 1
+        let entry = HeldConnections<AcceptedConnection>.Entry(payload: AcceptedConnection(fd: fd, peer: peer), pid: peer.pid, deadline: timer.now + configuration.handshakeTimeoutMilliseconds)
+        if let dropped = held.append(entry) { closeHeld(dropped) }
     }
 
-    private func takeOldestHeld() -> OwnedFD {
-        let fd = held[heldStart].fd
-        heldStart += 1
-        if heldStart == held.count {
-            held.removeAll(keepingCapacity: true)
-            heldStart = 0
-        } else if heldStart >= 4096 && heldStart * 2 >= held.count {
-            held.removeFirst(heldStart)
-            heldStart = 0
+    /// Before the loop waits: the oldest waiting connections take whatever
+    /// room opened during this turn (a newcomer that made room took its own).
+    private func greetHeld() {
+        guard !held.isEmpty, let resources else { return }
+        held.greetInTurn(while: { shares.hasRoom }) { entry in
+            greet(entry.payload.fd, peer: entry.payload.peer, resources: resources)
         }
-        return fd
+        if held.isEmpty { heldTimer?.disarm() }
     }
 
-    private func releaseHeld() {
+    /// The oldest waiting connections whose time is up, with still no room.
+    private func expireHeld() {
         guard let timer = heldTimer else { return }
         let now = timer.now
-        while heldStart < held.count, held[heldStart].deadline <= now { takeOldestHeld().close() }
-        if heldStart < held.count { timer.arm(milliseconds: held[heldStart].deadline - now) }
+        held.expire(now: now) { closeHeld($0) }
+        if let oldest = held.oldest { timer.arm(milliseconds: oldest.deadline - now) }
+    }
+
+    private func closeHeld(_ entry: HeldConnections<AcceptedConnection>.Entry) {
+        entry.payload.fd.close()
+        overShare[entry.pid]?.closed += 1
+        clearOverShareIfIdle(entry.pid)
     }
 
     // MARK: handshake deadlines
@@ -460,9 +472,9 @@ public final class Server {
         let pid = connection.peerPID
         shares.remove(Int(connection.slot), pid: pid)
         if shares.total == 0 { handshakeTimer?.disarm() }
-        if let closed = overShare[pid], shares.count(process: pid) == 0 {
-            overShare[pid] = nil
-            report(.pendingShareCleared(pid: pid, closed: closed))
+        if overShare[pid] != nil {
+            if connection.state == .replying { overShare[pid]!.served += 1 } else { overShare[pid]!.closed += 1 }
+            clearOverShareIfIdle(pid)
         }
         return true
     }
@@ -477,6 +489,19 @@ public final class Server {
         }
         if let oldest = pending.oldest { timer.arm(milliseconds: oldest.deadline - now) }
     }
+}
+
+/// A connection accepted and admitted by the access policy, not yet greeted.
+struct AcceptedConnection {
+    let fd: OwnedFD
+    let peer: PeerCredentials
+}
+
+/// What became of an over-share process's connections since it went over.
+struct OverShare {
+    var served = 0
+    var held = 0
+    var closed = 0
 }
 
 // Everything runs on the loop's thread, which is the thread that calls
@@ -494,6 +519,10 @@ extension Server: ClientConnectionOwner {
         let took = timer.now + configuration.handshakeTimeoutMilliseconds - client.deadline
         report(.detail("client pid \(client.peerPID): handshake decided after \(took) ms"))
     }
+    func logsRefusal(of client: ClientConnection) -> Bool {
+        overShare[client.peerPID] == nil
+    }
+
     func clientClosed(_ client: ClientConnection) {
         if clients[client.slot] === client { clients[client.slot] = nil }
     }

@@ -83,10 +83,10 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     /// Process `pid` (of `uid`) is over its share of pending handshakes
     /// (`cap` was full): its oldest pending connections are closed to make
     /// room for newcomers. Logged once until it holds none.
-    case pendingShareExceeded(pid: Int32, uid: UInt32, cap: PendingShares.Cap, limits: PendingShares.Limits)
+    case pendingShareExceeded(pid: Int32, uid: UInt32, cap: PendingShares.Cap, waiting: Bool, limits: PendingShares.Limits)
     /// Process `pid` holds no pending handshake any more; `closed` of its
     /// connections were held or closed meanwhile.
-    case pendingShareCleared(pid: Int32, closed: Int)
+    case pendingShareCleared(pid: Int32, served: Int, held: Int, closed: Int)
     /// `handingOver`: the files stay, the service manager keeps the fds.
     case stopping(signal: Int32, handingOver: Bool)
     /// `ivserver launch` started the VM.
@@ -201,18 +201,22 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
             text.append("removed \(what) left by an ivserver that did not stop cleanly: \(path)")
         case let .peerRefused(socket, peer):
             text.append("refused \(describe(peer)) on \(socket): not root, not the server's user, and not allowed by --allow-uid/--allow-gid")
-        case let .pendingShareExceeded(pid, uid, cap, limits):
+        case let .pendingShareExceeded(pid, uid, cap, waiting, limits):
             let share: String
             switch cap {
-            case .process: share = "its process holds \(limits.perProcess) pending handshakes (--max-pending-per-process)"
-            case .user: share = "user \(uid) holds \(limits.perUser) pending handshakes (--max-pending-per-user) and this process the most of them"
-            case .total: share = "\(limits.total) host clients are mid-handshake (--max-pending) and this process holds the most"
+            case .process: share = "this process holds \(waiting ? "" : "more than ")\(limits.perProcess) (--max-pending-per-process)"
+            case .user: share = "user \(uid) holds \(waiting ? "" : "more than ")\(limits.perUser) (--max-pending-per-user)"
+                + (waiting ? "" : " and this process the most of them")
+            case .total: share = "this process holds the most"
             }
-            text.append("host client process pid \(pid) uid \(uid) is over its share: \(share); "
-                + (cap == .process ? "holding its new connections without a reply until the handshake timeout"
-                    : "closing its oldest pending connections to make room for other clients"))
-        case let .pendingShareCleared(pid, closed):
-            text.append("host client process pid \(pid) holds no pending handshake now; \(closed) of its connection(s) were held or closed meanwhile")
+            text.append("host client process pid \(pid) uid \(uid) is over its share: \(limits.total) host clients are mid-handshake "
+                + "(--max-pending) and \(share); "
+                + (waiting ? "its new connections wait, without a reply, and are greeted in turn as room opens"
+                    : "its oldest pending connections are closed to make room for other clients")
+                + "; its refusals are counted, not logged one by one, until it has none pending")
+        case let .pendingShareCleared(pid, served, held, closed):
+            text.append("host client process pid \(pid) has no pending or waiting connection now; meanwhile \(served) of its connections "
+                + "were served, \(held) waited for room, \(closed) were closed or refused")
         case let .acceptFailed(socket, error):
             text.append("accept on \(socket) failed: \(error)")
         case let .peerServerReady(configuration, size):
