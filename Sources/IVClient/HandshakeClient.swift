@@ -57,13 +57,14 @@ struct HandshakeClient {
         return socket
     }
 
-    /// ivserver's status request (`region` is `HALDProtocol.statusRequestName`):
-    /// the text the server sends before it closes. A server that closes
-    /// without a word does not know the request, or does not serve us.
-    func status() throws(IVClientError) -> String {
+    /// One of ivserver's requests (`region` is `HALDProtocol.statusRequestName`
+    /// or `vmInfoRequestName`): the text the server sends before it closes.
+    /// A server that closes without a word does not know the request, or
+    /// does not serve us.
+    func query() throws(IVClientError) -> String {
         let socket = try request()
         let reply = try receive(socket, count: 1 << 20)
-        guard reply.fds.isEmpty else { throw error(.protocolViolation("fds came with the status")) }
+        guard reply.fds.isEmpty else { throw error(.protocolViolation("fds came with the answer")) }
         guard !reply.bytes.isEmpty else { throw error(.refused) }
         return String(decoding: reply.bytes, as: UTF8.self)
     }

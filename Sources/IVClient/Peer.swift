@@ -66,7 +66,7 @@ public final class Peer {
         }
         var info = stat()
         guard fstat(memoryFD.rawValue, &info) == 0 else { throw fail(.system(operation: "fstat of the shared memory", errno: errno)) }
-        let memory = try RegionMemory(fd: memoryFD.rawValue, offset: 0, count: Int(info.st_size), socketPath: path, region: nil)
+        let memory = try RegionMemory(fd: memoryFD, offset: 0, count: Int(info.st_size), socketPath: path, region: nil)
         let peer = Peer(socketPath: path, id: id, memory: memory, socket: socket)
         if let expected, expected < 1 { throw fail(.invalidArgument("a peer has at least 1 vector, not \(expected)")) }
         // Up to our first own vector (the others' come before it) ...

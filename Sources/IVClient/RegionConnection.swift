@@ -65,7 +65,7 @@ public final class RegionConnection: Sendable {
         guard let (index, descriptor) = layout.region(named: region) else {
             throw IVClientError(.unknownRegion(available: layout.regions.map(\.name)), socketPath: socket, region: region)
         }
-        let memory = try RegionMemory(fd: fds.sharedMemory.rawValue, offset: UInt64(descriptor.beginOffset),
+        let memory = try RegionMemory(fd: fds.sharedMemory, offset: UInt64(descriptor.beginOffset),
                                       count: Int(descriptor.size), socketPath: socket, region: region)
         return RegionConnection(socketPath: socket, regionName: region, regionIndex: index, layout: layout,
                                 memory: memory, fds: fds)
@@ -76,7 +76,27 @@ public final class RegionConnection: Sendable {
     /// refusals and pending handshakes. Asked on the client socket, so the
     /// server's access rules apply as to any handshake.
     public static func serverStatus(socket: String = defaultSocketPath, timeout: Duration = .seconds(5)) throws(IVClientError) -> String {
-        try HandshakeClient(socketPath: socket, region: HALDProtocol.statusRequestName, timeout: timeout).status()
+        try HandshakeClient(socketPath: socket, region: HALDProtocol.statusRequestName, timeout: timeout).query()
+    }
+
+    /// Who the VM attached to the server is (its process, that process's
+    /// start, when it attached), or nil when none is. A host client that
+    /// compares it with what it saw before learns that the VM changed: a
+    /// new VM finds every region's signalling state reset (and the data as
+    /// it was left), so a pending interrupt of the VM before is gone.
+    public static func attachedVM(socket: String = defaultSocketPath,
+                                  timeout: Duration = .seconds(5)) throws(IVClientError) -> HALDProtocol.VMInfo? {
+        let client = HandshakeClient(socketPath: socket, region: HALDProtocol.vmInfoRequestName, timeout: timeout)
+        let text = try client.query()
+        guard let info = HALDProtocol.VMInfo.parse(text) else {
+            throw client.error(.protocolViolation("an answer about the VM that is not a vm line: \(text.prefix(80))"))
+        }
+        return info
+    }
+
+    /// `attachedVM(socket:)` on the socket this region was opened on.
+    public func attachedVM(timeout: Duration = .seconds(5)) throws(IVClientError) -> HALDProtocol.VMInfo? {
+        try Self.attachedVM(socket: socketPath, timeout: timeout)
     }
 
     /// The live layout, through the shared memory of the first of `names`
@@ -318,3 +338,6 @@ public final class RegionConnection: Sendable {
         try memory.wake(offset: Int(offset))
     }
 }
+
+/// Who the VM attached to a server is (`RegionConnection.attachedVM`).
+public typealias AttachedVM = HALDProtocol.VMInfo

@@ -30,6 +30,22 @@ public enum EventFD {
 }
 
 extension EventFD {
+    /// Reads and resets every counter of `fds` that is not 0, asking which
+    /// with one poll for all (none of them blocks, whatever its mode); the
+    /// counts, 0 for each that was 0.
+    public static func drain(all fds: [OwnedFD]) throws(SystemError) -> [UInt64] {
+        var entries = fds.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+        let ready = try Posix.retrying("poll eventfds") { poll(&entries, nfds_t(entries.count), 0) }
+        var counts = [UInt64](repeating: 0, count: fds.count)
+        guard ready > 0 else { return counts }
+        for (index, entry) in entries.enumerated() where entry.revents & Int16(POLLIN) != 0 {
+            var value: UInt64 = 0
+            let count = try Posix.retryingUnlessWouldBlock("read eventfd") { () -> Int in Glibc.read(entry.fd, &value, 8) }
+            if count != nil { counts[index] = value }
+        }
+        return counts
+    }
+
     /// True when `fd` is an eventfd (what /proc says it is).
     package static func isEventFD(_ fd: OwnedFD) -> Bool {
         var target = [CChar](repeating: 0, count: 64)

@@ -201,9 +201,7 @@ public enum UnixSocket {
 
     /// The same with any duration (at least a microsecond: zero would mean none).
     public static func setTimeouts(_ socket: OwnedFD, timeout: Duration) throws(SystemError) {
-        let (seconds, attoseconds) = max(timeout, .zero).components
-        var limit = timeval(tv_sec: Int(seconds), tv_usec: Int(attoseconds / 1_000_000_000_000))
-        if limit.tv_sec == 0 && limit.tv_usec == 0 { limit.tv_usec = 1 }
+        var limit = Clock.timeval(atLeastAMicrosecond: timeout)
         for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
             try Posix.retrying("setsockopt") {
                 setsockopt(socket.rawValue, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))

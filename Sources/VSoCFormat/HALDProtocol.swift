@@ -43,6 +43,57 @@ public enum HALDProtocol {
     /// close; a server without the extension just closes.
     public static let statusRequestName = "#ivserver.status"
 
+    /// A request for who the attached VM is (ivserver's extension, 16
+    /// bytes like the status request): one line, `VMInfo`'s text.
+    public static let vmInfoRequestName = "#ivserver.vminfo"
+
+    /// The answer to `vmInfoRequestName`: the VM's process (pid and its
+    /// start time, which together tell one VM from the next), and when it
+    /// attached. A new VM is a new process; one taken over across the
+    /// server's own restart is the same.
+    public struct VMInfo: Equatable, Sendable {
+        public var pid: Int32
+        /// The process's start, in clock ticks after boot (/proc/PID/stat).
+        public var startTicks: UInt64
+        /// The same as seconds since the epoch.
+        public var started: Int
+        /// When it attached to this server (seconds since the epoch).
+        public var attached: Int
+
+        public init(pid: Int32, startTicks: UInt64, started: Int, attached: Int) {
+            self.pid = pid
+            self.startTicks = startTicks
+            self.started = started
+            self.attached = attached
+        }
+
+        /// Whether `other` is the same VM: the same process.
+        public func isSameVM(as other: VMInfo) -> Bool { pid == other.pid && startTicks == other.startTicks }
+
+        /// "vm pid=4242 start-ticks=1234567 started=1764790000 attached=1764790003\n", or "vm none\n" for nil.
+        public static func text(_ info: VMInfo?) -> String {
+            guard let info else { return "vm none\n" }
+            return "vm pid=\(info.pid) start-ticks=\(info.startTicks) started=\(info.started) attached=\(info.attached)\n"
+        }
+
+        /// Reads `text`: nil inside when no VM is attached; nil outside when it is not such a line.
+        public static func parse(_ text: String) -> VMInfo?? {
+            let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+            guard words.first == "vm" else { return nil }
+            if words.count == 2 && words[1] == "none" { return .some(nil) }
+            var fields: [Substring: Substring] = [:]
+            for word in words.dropFirst() {
+                let parts = word.split(separator: "=", maxSplits: 1)
+                guard parts.count == 2 else { return nil }
+                fields[parts[0]] = parts[1]
+            }
+            guard let pid = fields["pid"].flatMap({ Int32($0) }), let ticks = fields["start-ticks"].flatMap({ UInt64($0) }),
+                  let started = fields["started"].flatMap({ Int($0) }), let attached = fields["attached"].flatMap({ Int($0) })
+            else { return nil }
+            return .some(VMInfo(pid: pid, startTicks: ticks, started: started, attached: attached))
+        }
+    }
+
     /// Region names of the layouts Cuttlefish shipped. A client that must
     /// learn the layout but knows no region name tries these: the protocol
     /// hands the shared memory only to a handshake that names a region.

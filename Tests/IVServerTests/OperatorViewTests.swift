@@ -149,11 +149,14 @@ struct IVCtlStatusTests {
         #expect(missing.errors.contains("no such socket"))
     }
 
-    @Test("the status request's name can never be a region's: 16 bytes, where names have 15 at most")
+    @Test("the requests' names can never be a region's: 16 bytes, where names have 15 at most")
     func statusName() {
         #expect(HALDProtocol.statusRequestName.utf8.count == 16)
+        #expect(HALDProtocol.vmInfoRequestName.utf8.count == 16)
         var handshake = ClientHandshake(regionIndexByName: ["hwcomposer": 0])
-        #expect(handshake.receive([16, 0] + Array(HALDProtocol.statusRequestName.utf8)) == .status)
+        #expect(handshake.receive([16, 0] + Array(HALDProtocol.statusRequestName.utf8)) == .query(.status))
+        var vm = ClientHandshake(regionIndexByName: ["hwcomposer": 0])
+        #expect(vm.receive([16, 0] + Array(HALDProtocol.vmInfoRequestName.utf8)) == .query(.vmInfo))
         var other = ClientHandshake(regionIndexByName: ["hwcomposer": 0])
         #expect(other.receive([16, 0] + Array("#ivserver.statuS".utf8)) == .refuse(.unknownRegion("'#ivserver.statuS'")))
     }

@@ -19,7 +19,19 @@ public struct ClientHandshake: Sendable {
     /// Step 3's payload; the fds travel with it.
     public static let grantPayload = HALDProtocol.grantPayload
 
-    private static let statusName = Array(HALDProtocol.statusRequestName.utf8)
+    private static let queries: [(name: [UInt8], query: Query)] = [
+        (Array(HALDProtocol.statusRequestName.utf8), .status),
+        (Array(HALDProtocol.vmInfoRequestName.utf8), .vmInfo),
+    ]
+
+    /// ivserver's requests that name no region (16 bytes, where a region
+    /// name has 15 at most).
+    public enum Query: Equatable, Sendable {
+        /// The server's state as text.
+        case status
+        /// Who the attached VM is (`HALDProtocol.VMInfo`).
+        case vmInfo
+    }
 
     public enum Refusal: Equatable, Sendable, CustomStringConvertible {
         case badNameLength(Int16)
@@ -43,9 +55,10 @@ public struct ClientHandshake: Sendable {
         case needMoreInput
         /// Send the region's fds (step 3), then close.
         case grant(region: Int)
-        /// ivserver's extension: send the server's state as text, then
-        /// close (the name was `HALDProtocol.statusRequestName`).
-        case status
+        /// ivserver's extension: send the answer to `Query` as text, then
+        /// close (the name was `HALDProtocol.statusRequestName` or
+        /// `vmInfoRequestName`).
+        case query(Query)
         /// Close without sending any fd.
         case refuse(Refusal)
     }
@@ -158,7 +171,9 @@ public struct ClientHandshake: Sendable {
         if let index = regions.index(of: name) {
             return .grant(region: index)
         }
-        if name.count == Self.statusName.count, name.elementsEqual(Self.statusName) { return .status }
+        if let query = Self.queries.first(where: { $0.name.count == name.count && name.elementsEqual($0.name) }) {
+            return .query(query.query)
+        }
         return .refuse(.unknownRegion(Self.printable(Array(name))))
     }
 

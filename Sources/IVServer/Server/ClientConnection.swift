@@ -4,8 +4,8 @@
 protocol ClientConnectionOwner: AnyObject {
     func clientLeftPending(_ client: ClientConnection)
     func clientClosed(_ client: ClientConnection)
-    /// The server's state as text, for a status request.
-    func statusReport() -> [UInt8]
+    /// The answer to a query, as text.
+    func answer(_ query: ClientHandshake.Query) -> [UInt8]
     /// Whether a refusal of this client is logged (a process over its
     /// share has them counted instead).
     func logsRefusal(of client: ClientConnection) -> Bool
@@ -140,10 +140,10 @@ final class ClientConnection: PeerSocketDelegate {
                     + "\(channel.guestToHost.rawValue), host_to_guest \(channel.hostToGuest.rawValue), shared memory "
                     + "\(resources.sharedMemory.fd.rawValue))"))
             }
-        case .status:
+        case let .query(query):
             transition(to: .replying)
-            socket.send(OutgoingMessages([.init(bytes: owner.statusReport(), fds: [])]))
-            if resources.debug { resources.report(.detail("client \(describe): sent the server's state (status request)")) }
+            socket.send(OutgoingMessages([.init(bytes: owner.answer(query), fds: [])]))
+            if resources.debug { resources.report(.detail("client \(describe): sent the answer to its \(query) request")) }
         case let .refuse(refusal):
             refuse(refusal.description)
         }

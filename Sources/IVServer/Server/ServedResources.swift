@@ -1,3 +1,5 @@
+import LinuxSystem
+
 /// What connections need from the server: the fds they hand out and where
 /// to report.
 final class ServedResources {
@@ -57,6 +59,43 @@ final class ServedResources {
         })
         qemuHandshakes[key] = messages
         return messages
+    }
+
+    // MARK: a new VM's signalling state
+
+    private lazy var signallingWords = SignallingReset.words(of: plan)
+    /// The memory up to the last region's end, mapped at the first new VM
+    /// (only its signalling words are ever touched).
+    private var signallingMapping: MappedMemory?
+    /// What the last new VM's reset found, for the state dump.
+    private(set) var lastReset: [SignallingReset.Found]?
+
+    /// Gives every region the signalling state of a freshly started server
+    /// (SignallingReset): the words cleared, the eventfds drained. Returns
+    /// what was left.
+    func resetSignalling() throws(SystemError) -> [SignallingReset.Found] {
+        let mapping: MappedMemory
+        if let existing = signallingMapping {
+            mapping = existing
+        } else {
+            mapping = try MappedMemory(sharedMemory.fd, offset: 0, count: Int(plan.allocatedSize))
+            signallingMapping = mapping
+        }
+        var found: [SignallingReset.Found] = []
+        for words in signallingWords {
+            var region = SignallingReset.Found(index: words.index, name: words.name)
+            region.guestToHostSignalled = mapping.exchange(0, offset: words.guestToHostSignalled) != 0
+            region.hostToGuestSignalled = mapping.exchange(0, offset: words.hostToGuestSignalled) != 0
+            for slot in words.tableSlots where mapping.exchange(0, offset: slot) != 0 { region.queuedEntries += 1 }
+            found.append(region)
+        }
+        let rings = try EventFD.drain(all: channels.flatMap { [$0.guestToHost, $0.hostToGuest] })
+        for index in found.indices {
+            found[index].guestToHostRings = rings[2 * index]
+            found[index].hostToGuestRings = rings[2 * index + 1]
+        }
+        lastReset = found
+        return found
     }
 
     func rawFD(for attachment: QemuHandshake.Attachment) -> Int32 {

@@ -2,6 +2,7 @@ import Descriptors
 import Glibc
 import Synchronization
 import LinuxSystem
+import VSoCFormat
 
 /// The vSoC protocol server: the instance lock, the shared memory, the
 /// eventfds and both sockets, and QEMU and the host clients served on one
@@ -29,8 +30,6 @@ public final class Server {
     private(set) var stopping = false
     /// What the running server serves (memory, eventfds, counters).
     private(set) var resources: ServedResources?
-    /// When the VM attached (seconds since the epoch, UTC).
-    private(set) var vmSince: Int?
     /// Peers refused at accept by the access policy.
     private(set) var peersRefused = 0
 
@@ -253,10 +252,13 @@ public final class Server {
         if let vm {
             let vectors = vm.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }.map(String.init) ?? "unknown"
             lines.append("VM pid \(vm.peer.map { String($0.pid) } ?? "?") uid \(vm.peer.map { String($0.uid) } ?? "?") "
-                + "attached since \(Self.clockTime(vmSince ?? 0)) UTC, vectors=\(vectors)")
+                + "attached since \(Self.clockTime(vm.attachedSince)) UTC, vectors=\(vectors)"
+                + (vm.info.map { ", process started \(Self.clockTime($0.started)) UTC (start tick \($0.startTicks))" } ?? ""))
         } else {
             lines.append("no VM attached")
         }
+        lines.append("a new VM finds the regions' data as it was left and every region's signalling state reset; "
+            + (resources.lastReset.map { "at the last new VM's attach, \(SignallingReset.describe($0))" } ?? "no new VM attached yet"))
         for region in plan.regions {
             lines.append("region '\(region.name)' (#\(region.index)): \(resources.served[region.index]) clients served")
         }
@@ -321,13 +323,11 @@ public final class Server {
         let connection = VMConnection(socket: socket, resources: resources, resuming: resuming) { [unowned self] closed in
             guard self.vm === closed else { return }
             self.vm = nil
-            self.vmSince = nil
             // The VM left. (When the server stops, its connection stays
             // stored for the next server process of this VM.)
             if !self.stopping && closed.wasAttached { self.onVMDetached?() }
         }
         vm = connection
-        vmSince = HostSystem.currentSecond()
         return connection
     }
 
@@ -510,8 +510,11 @@ struct OverShare {
 extension Server: @unchecked Sendable {}
 
 extension Server: ClientConnectionOwner {
-    func statusReport() -> [UInt8] {
-        Array((stateLines().joined(separator: "\n") + "\n").utf8)
+    func answer(_ query: ClientHandshake.Query) -> [UInt8] {
+        switch query {
+        case .status: return Array((stateLines().joined(separator: "\n") + "\n").utf8)
+        case .vmInfo: return Array(HALDProtocol.VMInfo.text(vm?.info).utf8)
+        }
     }
 
     func clientLeftPending(_ client: ClientConnection) {

@@ -45,7 +45,11 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     }
 
     indirect case ready(ServerConfiguration)
-    case vmConnected(peer: PeerCredentials?)
+    /// A new VM: its handshake is out; `reset` is what its region's
+    /// signalling state held before it was made fresh (nil: it could not be).
+    case vmConnected(peer: PeerCredentials?, reset: [SignallingReset.Found]?)
+    /// The new VM's signalling state could not be reset.
+    case signallingResetFailed(peer: PeerCredentials?, error: String)
     case vmDisconnected(peer: PeerCredentials?, reason: String)
     case vmRefused(peer: PeerCredentials?, current: PeerCredentials?)
     /// A peer on the QEMU socket was gone before its handshake went out:
@@ -122,7 +126,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
         case .vmKilled: return .warning
         case .peerRefused, .pendingShareExceeded: return .warning
         case .vmRefused, .clientRefused, .vmVectorMismatch: return .warning
-        case .acceptFailed, .storeFailed, .reexecFailed: return .error
+        case .acceptFailed, .storeFailed, .reexecFailed, .signallingResetFailed: return .error
         }
     }
 
@@ -142,8 +146,19 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
                 + "(\(layout.size) bytes, layout from \(configuration.layoutSource)); "
                 + "QEMU socket \(configuration.qemuSocketPath); client socket \(configuration.clientSocketPath); "
                 + "attach a VM with: \(configuration.qemuArguments.joined(separator: " "))")
-        case let .vmConnected(peer):
+        case let .vmConnected(peer, reset):
             text.append("VM connected ("); text.append(peer); text.append("); handshake sent")
+            if let reset {
+                text.append("; its signalling state starts clean: ")
+                if reset.allSatisfy(\.isClean) {
+                    text.append("nothing was left by a previous VM")
+                } else {
+                    text.append("reset "); text.append(SignallingReset.describe(reset))
+                }
+            }
+        case let .signallingResetFailed(peer, error):
+            text.append("could not reset the signalling state for the VM (\(describe(peer))): \(error); "
+                + "what a previous VM left (a pending interrupt) may swallow its first interrupts")
         case let .vmDisconnected(peer, reason):
             text.append("VM disconnected ("); text.append(peer); text.append("): ")
             text.append(reason); text.append("; waiting for the next VM")

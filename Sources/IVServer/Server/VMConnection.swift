@@ -1,4 +1,5 @@
 import LinuxSystem
+import VSoCFormat
 
 /// The VM's QEMU on the QEMU socket (docs/protocols.md §1). The whole
 /// handshake goes out at accept; the connection then stays open until QEMU
@@ -57,10 +58,18 @@ final class VMConnection: PeerSocketDelegate {
         precondition(state == .handshaking, "VM connection started twice")
         let regionCount = resources.plan.regionCount
         let vectors = socket.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }
+        // A new VM starts clean, before it holds a single fd.
+        let reset: Result<[SignallingReset.Found], SystemError> = Result { () throws(SystemError) in try resources.resetSignalling() }
         socket.send(resources.qemuHandshake(vectorCount: vectors))
         guard state == .handshaking else { return }
         transition(to: .attached)
-        resources.report(.vmConnected(peer: socket.peer))
+        switch reset {
+        case let .success(found):
+            resources.report(.vmConnected(peer: socket.peer, reset: found))
+        case let .failure(error):
+            resources.report(.vmConnected(peer: socket.peer, reset: nil))
+            resources.report(.signallingResetFailed(peer: socket.peer, error: "\(error)"))
+        }
         if resources.trace {
             let messages = QemuHandshake.messages(regionCount: regionCount, vectorCount: vectors)
             resources.report(.bytes(peer: socket.peer, direction: "sent to VM", bytes: messages.flatMap(\.payload)))
@@ -93,6 +102,18 @@ final class VMConnection: PeerSocketDelegate {
     }
 
     var isClosed: Bool { state == .closed }
+
+    /// When it attached (seconds since the epoch); for a connection taken
+    /// over across a restart, when it was taken over.
+    let attachedSince = Clock.currentSecond()
+
+    /// Who the VM is: its process and that process's start (read from
+    /// /proc once, when first asked), and when it attached.
+    private(set) lazy var info: HALDProtocol.VMInfo? = socket.peer.flatMap { peer in
+        ProcessTable.startTime(of: peer.pid).map {
+            HALDProtocol.VMInfo(pid: peer.pid, startTicks: $0.ticks, started: $0.epochSecond, attached: attachedSince)
+        }
+    }
 
     /// True unless QEMU has hung up (checked without blocking), so a VM that
     /// closed a moment ago does not block its successor.

@@ -159,7 +159,7 @@ public final class ServerService {
     /// "VM pid 4242 attached since 12:01:07 UTC; 37 clients served, 1 refused"
     private func statusLine(_ resources: ServedResources) -> String {
         let vmPart = server.vm.map { vm in
-            "VM pid \(vm.peer.map { String($0.pid) } ?? "?") attached since \(Server.clockTime(server.vmSince ?? 0)) UTC"
+            "VM pid \(vm.peer.map { String($0.pid) } ?? "?") attached since \(Server.clockTime(vm.attachedSince)) UTC"
         } ?? "no VM attached"
         return "\(vmPart); \(resources.served.reduce(0, +)) clients served, \(resources.refused + server.peersRefused) refused"
     }

@@ -104,6 +104,35 @@ enum ProcessTable {
         return Int32(String(cString: value))
     }
 
+    /// When process `pid` started, in clock ticks after boot (field 22 of
+    /// /proc/PID/stat), and as seconds since the epoch; nil when /proc
+    /// does not say.
+    static func startTime(of pid: Int32) -> (ticks: UInt64, epochSecond: Int)? {
+        guard pid > 0, let stat = procFile("/proc/\(pid)/stat"),
+              let ticks = startTicks(statLine: stat) else { return nil }
+        let perSecond = UInt64(max(sysconf(Int32(_SC_CLK_TCK)), 1))
+        return (ticks, bootTime.map { $0 + Int(ticks / perSecond) } ?? 0)
+    }
+
+    /// Field 22 of a /proc/PID/stat line: after the command in parentheses
+    /// (which may hold spaces and parentheses itself), field 3 on.
+    static func startTicks(statLine: [UInt8]) -> UInt64? {
+        guard let close = statLine.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        let fields = statLine[(close + 1)...].split(separator: UInt8(ascii: " "))
+        // fields[0] is field 3 (the state): field 22 is fields[19].
+        guard fields.count > 19 else { return nil }
+        return UInt64(String(decoding: fields[19], as: UTF8.self))
+    }
+
+    /// The boot time, seconds since the epoch ("btime" in /proc/stat).
+    private static let bootTime: Int? = {
+        guard let bytes = procFile("/proc/stat") else { return nil }
+        for line in bytes.split(separator: 10) where line.starts(with: Array("btime ".utf8)) {
+            return Int(String(decoding: line.dropFirst(6), as: UTF8.self))
+        }
+        return nil
+    }()
+
     /// The arguments of process `pid`, if /proc lets us read them.
     static func commandLine(of pid: Int32) -> [String]? {
         guard pid > 0, let bytes = procFile("/proc/\(pid)/cmdline"), !bytes.isEmpty else { return nil }

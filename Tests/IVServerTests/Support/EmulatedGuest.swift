@@ -31,7 +31,7 @@ final class EmulatedGuest: Sendable {
     /// VM was given (message 3 of the QEMU protocol).
     init(vm: FakeVM, region index: Int, layout: LayoutHeader) throws {
         descriptor = layout.regions[index]
-        memory = try RegionMemory(fd: vm.sharedMemory.rawValue, offset: UInt64(descriptor.beginOffset),
+        memory = try RegionMemory(fd: vm.sharedMemory, offset: UInt64(descriptor.beginOffset),
                                   count: Int(descriptor.size), socketPath: "(the VM's fds)", region: "guest \(index)")
         doorbell = vm.doorbells[index]
         vector = vm.ownVectors[index]
