@@ -27,18 +27,15 @@ let package = Package(
         // The system layer server and clients share: sockets and SCM_RIGHTS,
         // eventfds, file reads, one retry helper, one errno-carrying error,
         // and the seam where a test makes a call fail.
-        .target(name: "LinuxSystem", dependencies: ["CLinux", "Descriptors"]),
+        .target(name: "LinuxSystem", dependencies: ["CLinux"]),
         // The byte formats server and clients share: the vSoC layout header
         // and the HALD handshake's constants. Pure, no I/O.
         .target(name: "VSoCFormat"),
-        // The one owning fd type, shared by the server and the client library.
-        .target(name: "Descriptors"),
         .target(
             name: "IVServer",
             dependencies: [
                 "CLibUV",
                 "CLinux",
-                "Descriptors",
                 "LinuxSystem",
                 "VSoCFormat",
             ]
@@ -53,7 +50,7 @@ let package = Package(
         // The host-side SDK: a region's fds, mapping and signalling.
         .target(
             name: "IVClient",
-            dependencies: ["CLinux", "Descriptors", "LinuxSystem", "VSoCFormat"]
+            dependencies: ["CLinux", "LinuxSystem", "VSoCFormat"]
         ),
         .executableTarget(
             name: "IVCtl",
@@ -65,7 +62,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "CLinux", "Descriptors", "LinuxSystem", "VSoCFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "CLinux", "LinuxSystem", "VSoCFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,4 @@
-import Descriptors
+import LinuxSystem
 import Glibc
 import VSoCFormat
 

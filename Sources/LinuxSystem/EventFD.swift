@@ -1,5 +1,4 @@
 import CLinux
-import Descriptors
 import Glibc
 
 /// Eventfds: a kernel counter that one side writes and the other polls.

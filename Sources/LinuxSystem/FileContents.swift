@@ -1,4 +1,3 @@
-import Descriptors
 import Glibc
 
 /// Reads a whole (small) file, naming the path in any error.

@@ -1,5 +1,4 @@
 import CLinux
-import Descriptors
 import Glibc
 
 /// What a futex wait ended with.

@@ -1,5 +1,4 @@
 import Dispatch
-import Descriptors
 import Glibc
 import Testing
 @testable import IVClient

@@ -1,4 +1,3 @@
-import Descriptors
 import Glibc
 import Testing
 @testable import IVServer

@@ -1,4 +1,3 @@
-import Descriptors
 import LinuxSystem
 
 /// What a futex wait ended with (LinuxSystem's, for IVClient's users).

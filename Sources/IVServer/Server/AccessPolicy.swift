@@ -1,4 +1,3 @@
-import Descriptors
 import LinuxSystem
 
 /// Who may use the sockets, checked with SO_PEERCRED on every connection

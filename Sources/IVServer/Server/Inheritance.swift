@@ -1,4 +1,3 @@
-import Descriptors
 import LinuxSystem
 
 /// The names under which the server keeps its fds in the service manager's

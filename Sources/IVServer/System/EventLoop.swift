@@ -1,4 +1,3 @@
-import Descriptors
 import CLibUV
 import CLinux
 import Glibc

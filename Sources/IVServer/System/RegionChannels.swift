@@ -1,4 +1,3 @@
-import Descriptors
 import LinuxSystem
 
 /// The two eventfds of one region.

@@ -1,5 +1,4 @@
 import CLinux
-import Descriptors
 import Glibc
 @testable import IVServer
 

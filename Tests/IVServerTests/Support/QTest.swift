@@ -1,5 +1,4 @@
 import VSoCFormat
-import Descriptors
 import Glibc
 @testable import IVServer
 
