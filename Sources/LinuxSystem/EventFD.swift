@@ -7,23 +7,23 @@ public enum EventFD {
     /// from the start: QEMU makes its copies non-blocking anyway, and the
     /// flag lives on the shared open file.
     public static func create() throws(SystemError) -> OwnedFD {
-        OwnedFD(taking: try Posix.retrying("eventfd") { ivs_eventfd_nonblocking(0) })
+        OwnedFD(taking: try Posix.retrying(.eventfd) { ivs_eventfd_nonblocking(0) })
     }
 
     /// Adds `value` to the counter.
     public static func signal(_ fd: OwnedFD, value: UInt64 = 1) throws(SystemError) {
         var value = value
-        try Posix.retrying("write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
+        try Posix.retrying(.write, "write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
     }
 
     /// Reads and resets the counter; nil when it is 0. Polls first, because
     /// QEMU can leave an eventfd blocking (see `QemuCommandLine`).
     public static func drain(_ fd: OwnedFD) throws(SystemError) -> UInt64? {
         var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-        let ready = try Posix.retrying("poll eventfd") { poll(&entry, 1, 0) }
+        let ready = try Posix.retrying(.poll, "poll eventfd") { poll(&entry, 1, 0) }
         if ready == 0 { return nil }
         var value: UInt64 = 0
-        let count = try Posix.retryingUnlessWouldBlock("read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
+        let count = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
         return count == nil ? nil : value
     }
 }
@@ -34,12 +34,12 @@ extension EventFD {
     /// counts, 0 for each that was 0.
     public static func drain(all fds: [OwnedFD]) throws(SystemError) -> [UInt64] {
         var entries = fds.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
-        let ready = try Posix.retrying("poll eventfds") { poll(&entries, nfds_t(entries.count), 0) }
+        let ready = try Posix.retrying(.poll, "poll eventfds") { poll(&entries, nfds_t(entries.count), 0) }
         var counts = [UInt64](repeating: 0, count: fds.count)
         guard ready > 0 else { return counts }
         for (index, entry) in entries.enumerated() where entry.revents & Int16(POLLIN) != 0 {
             var value: UInt64 = 0
-            let count = try Posix.retryingUnlessWouldBlock("read eventfd") { () -> Int in Glibc.read(entry.fd, &value, 8) }
+            let count = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { () -> Int in Glibc.read(entry.fd, &value, 8) }
             if count != nil { counts[index] = value }
         }
         return counts

@@ -2,9 +2,8 @@ import Glibc
 import Synchronization
 
 /// The system layer's test seam: a test scripts what the next calls of a
-/// named operation ("accept", "sendmsg", "size shared memory (ftruncate)",
-/// … as SystemError names them) do, call by call: go through, or fail with
-/// a chosen errno without being made. So the server's handling of ENOSPC,
+/// system call (`SystemCall`: .accept, .sendmsg, .ftruncate, …) do, call
+/// by call: go through, or fail with a chosen errno without being made. So the server's handling of ENOSPC,
 /// EMFILE or EAGAIN is exercised without making the system run out.
 ///
 /// Only calls made on an enrolled thread (the in-process server's) follow
@@ -21,9 +20,9 @@ package enum InjectedFaults {
     }
 
     private struct Plan {
-        var outcomes: [String: [Outcome]] = [:]
+        var outcomes: [SystemCall: [Outcome]] = [:]
         /// Calls of each operation that met the script, on enrolled threads.
-        var calls: [String: Int] = [:]
+        var calls: [SystemCall: Int] = [:]
         var threads: Set<pthread_t> = []
     }
 
@@ -35,16 +34,16 @@ package enum InjectedFaults {
         plan.withLock { _ = $0.threads.insert(pthread_self()) }
     }
 
-    /// The next calls of `operation` on enrolled threads do what
+    /// The next calls of `call` on enrolled threads do what
     /// `outcomes` says, one each, in order; later calls pass.
-    package static func script(_ operation: String, _ outcomes: [Outcome]) {
-        plan.withLock { $0.outcomes[operation, default: []] += outcomes }
+    package static func script(_ call: SystemCall, _ outcomes: [Outcome]) {
+        plan.withLock { $0.outcomes[call, default: []] += outcomes }
         armed.store(true, ordering: .releasing)
     }
 
-    /// The next `count` calls of `operation` on enrolled threads fail with `errno`.
-    package static func fail(_ operation: String, with errno: Int32, times count: Int = 1) {
-        script(operation, Array(repeating: .fail(errno), count: count))
+    /// The next `count` calls of `call` on enrolled threads fail with `errno`.
+    package static func fail(_ call: SystemCall, with errno: Int32, times count: Int = 1) {
+        script(call, Array(repeating: .fail(errno), count: count))
     }
 
     /// Forgets every script, count and enrolled thread.
@@ -53,26 +52,26 @@ package enum InjectedFaults {
         armed.store(false, ordering: .releasing)
     }
 
-    /// How many calls of `operation` enrolled threads made since the
+    /// How many calls of `call` enrolled threads made since the
     /// script was armed (those that passed too).
-    package static func calls(_ operation: String) -> Int {
-        plan.withLock { $0.calls[operation] ?? 0 }
+    package static func calls(_ call: SystemCall) -> Int {
+        plan.withLock { $0.calls[call] ?? 0 }
     }
 
-    /// Outcomes of `operation` scripted and not yet met.
-    package static func remaining(_ operation: String) -> [Outcome] {
-        plan.withLock { $0.outcomes[operation] ?? [] }
+    /// Outcomes of `call` scripted and not yet met.
+    package static func remaining(_ call: SystemCall) -> [Outcome] {
+        plan.withLock { $0.outcomes[call] ?? [] }
     }
 
-    /// The errno this call of `operation` is to fail with, if the script says so.
-    package static func take(_ operation: String) -> Int32? {
+    /// The errno this call of `call` is to fail with, if the script says so.
+    package static func take(_ call: SystemCall) -> Int32? {
         guard armed.load(ordering: .acquiring) else { return nil }
         return plan.withLock { plan in
             guard plan.threads.contains(pthread_self()) else { return nil }
-            plan.calls[operation, default: 0] += 1
-            guard var outcomes = plan.outcomes[operation], !outcomes.isEmpty else { return nil }
+            plan.calls[call, default: 0] += 1
+            guard var outcomes = plan.outcomes[call], !outcomes.isEmpty else { return nil }
             let outcome = outcomes.removeFirst()
-            plan.outcomes[operation] = outcomes.isEmpty ? nil : outcomes
+            plan.outcomes[call] = outcomes.isEmpty ? nil : outcomes
             if case let .fail(errno) = outcome { return errno }
             return nil
         }

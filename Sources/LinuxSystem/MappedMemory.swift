@@ -34,7 +34,7 @@ public final class MappedMemory: @unchecked Sendable {
         let lead = Int(offset - start)
         mappingLength = max(lead + count, 1)
         let address = mmap(nil, mappingLength, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, off_t(start))
-        guard let address, address != MAP_FAILED else { throw SystemError("mmap", "\(count) bytes at offset \(offset)") }
+        guard let address, address != MAP_FAILED else { throw SystemError(.mmap, "\(count) bytes at offset \(offset)") }
         mapping = address
         base = address + lead
         self.count = count
@@ -114,13 +114,13 @@ public final class MappedMemory: @unchecked Sendable {
         case EAGAIN: return .valueChanged
         case ETIMEDOUT: return .timedOut
         case EINTR: return .woken
-        case let code: throw SystemError("futex wait", "at offset \(offset)", errno: code)
+        case let code: throw SystemError(.futexWait, nil, "at offset \(offset)", errno: code)
         }
     }
 
     /// Wakes up to `count` waiters on the word at `offset`; how many woke.
     @discardableResult
     public func wake(offset: Int, count waiters: Int32 = Int32.max) throws(SystemError) -> Int {
-        Int(try Posix.retrying("futex wake", "at offset \(offset)") { ivs_futex_wake(word(offset), waiters) })
+        Int(try Posix.retrying(.futexWake, nil, "at offset \(offset)") { ivs_futex_wake(word(offset), waiters) })
     }
 }

@@ -38,7 +38,7 @@ public enum UnixSocket {
     /// bits until the group is set).
     public static func listen(path: String, mode: mode_t = 0o600, group: gid_t? = nil, backlog: Int32 = SOMAXCONN) throws(SystemError) -> OwnedFD {
         var address = try makeAddress(path)
-        let socket = OwnedFD(taking: try Posix.retrying("socket", path) { ivs_unix_stream_socket() })
+        let socket = OwnedFD(taking: try Posix.retrying(.socket, nil, path) { ivs_unix_stream_socket() })
         let bindMode = group == nil ? mode : mode & ~0o070
         let previousMask = umask(~bindMode & 0o777)
         let bound = withUnsafePointer(to: &address) {
@@ -48,10 +48,10 @@ public enum UnixSocket {
         }
         let bindError = errno
         umask(previousMask)
-        if bound != 0 { throw SystemError("bind", path, errno: bindError) }
+        if bound != 0 { throw SystemError(.bind, nil, path, errno: bindError) }
         do {
             if let group { try setFileAccess(path: path, mode: mode, group: group) }
-            try Posix.retrying("listen", path) { Glibc.listen(socket.rawValue, backlog) }
+            try Posix.retrying(.listen, nil, path) { Glibc.listen(socket.rawValue, backlog) }
         } catch {
             _ = unlink(path)
             throw error
@@ -65,12 +65,12 @@ public enum UnixSocket {
     /// which a sandbox may rightly forbid (@chown is @privileged).
     public static func setFileAccess(path: String, mode: mode_t, group: gid_t?) throws(SystemError) {
         var info = stat()
-        try Posix.retrying("stat socket", path) { stat(path, &info) }
+        try Posix.retrying(.stat, "stat socket", path) { stat(path, &info) }
         if let group, info.st_gid != group {
-            try Posix.retrying("chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
+            try Posix.retrying(.chown, "chown socket to group \(group)", path) { chown(path, uid_t.max, group) }
         }
         if info.st_mode & 0o7777 != mode {
-            try Posix.retrying("chmod socket", path) { chmod(path, mode) }
+            try Posix.retrying(.chmod, "chmod socket", path) { chmod(path, mode) }
         }
     }
 
@@ -79,7 +79,7 @@ public enum UnixSocket {
     /// full) fails with EAGAIN after that long.
     public static func connect(path: String, nonBlocking: Bool = false, timeout: Duration? = nil) throws(SystemError) -> OwnedFD {
         var address = try makeAddress(path)
-        let socket = OwnedFD(taking: try Posix.retrying("socket", path) { ivs_unix_stream_socket() })
+        let socket = OwnedFD(taking: try Posix.retrying(.socket, nil, path) { ivs_unix_stream_socket() })
         if !nonBlocking {
             let flags = fcntl(socket.rawValue, F_GETFL)
             _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
@@ -92,7 +92,7 @@ public enum UnixSocket {
         }
         // A non-blocking connect to a UNIX socket whose backlog is full says
         // EAGAIN; a blocking one waits. Either way the caller learns of it.
-        if result != 0 { throw SystemError("connect", path) }
+        if result != 0 { throw SystemError(.connect, nil, path) }
         return socket
     }
 
@@ -105,14 +105,14 @@ public enum UnixSocket {
 
     /// Accepts one pending connection as a non-blocking, close-on-exec fd.
     public static func accept(_ listener: OwnedFD) throws(SystemError) -> AcceptResult {
-        let injected = InjectedFaults.take("accept")
+        let injected = InjectedFaults.take(.accept)
         let fd = injected == nil ? ivs_accept_nonblocking(listener.rawValue) : -1
         if fd >= 0 { return .accepted(OwnedFD(taking: fd)) }
         let code = injected ?? errno
         switch code {
         case EAGAIN, EWOULDBLOCK: return .wouldBlock
         case EINTR, ECONNABORTED, EPROTO: return .retry
-        default: throw SystemError("accept", errno: code)
+        default: throw SystemError(.accept, errno: code)
         }
     }
 
@@ -131,7 +131,7 @@ public enum UnixSocket {
 
     public static func peerCredentials(_ socket: OwnedFD) throws(SystemError) -> PeerCredentials {
         var credentials = ivs_peer_credentials()
-        try Posix.retrying("getsockopt(SO_PEERCRED)") { ivs_get_peer_credentials(socket.rawValue, &credentials) }
+        try Posix.retrying(.getsockopt, "getsockopt(SO_PEERCRED)") { ivs_get_peer_credentials(socket.rawValue, &credentials) }
         return PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
     }
 
@@ -146,7 +146,7 @@ public enum UnixSocket {
     public static func send(_ socket: OwnedFD, _ bytes: ArraySlice<UInt8>, fds: [Int32] = []) throws(SystemError) -> Int? {
         precondition(!bytes.isEmpty, "fds need at least one byte of data to travel with")
         let fd = socket.rawValue
-        return try Posix.retryingUnlessWouldBlock("sendmsg") { () -> Int in
+        return try Posix.retryingUnlessWouldBlock(.sendmsg) { () -> Int in
             bytes.withUnsafeBytes { payload in rawSend(fd, payload, fds) }
         }
     }
@@ -172,7 +172,7 @@ public enum UnixSocket {
 
     /// Attaches each sender's credentials to what `socket` receives from now on.
     public static func passCredentials(_ socket: OwnedFD) throws(SystemError) {
-        try Posix.retrying("setsockopt(SO_PASSCRED)") { ivs_pass_credentials(socket.rawValue) }
+        try Posix.retrying(.setsockopt, "setsockopt(SO_PASSCRED)") { ivs_pass_credentials(socket.rawValue) }
     }
 
     private static func receive(
@@ -183,7 +183,7 @@ public enum UnixSocket {
         var fds: [Int32] = []
         var truncated = false
         var credentials: ivs_peer_credentials?
-        let count = try Posix.retryingUnlessWouldBlock("recvmsg") { () -> Int in
+        let count = try Posix.retryingUnlessWouldBlock(.recvmsg) { () -> Int in
             rawReceive(fd, buffer, maximumFDs, wantsSender, &fds, &truncated, &credentials)
         }
         sender = credentials.map { PeerCredentials(pid: $0.pid, uid: $0.uid, gid: $0.gid) }
@@ -202,35 +202,51 @@ public enum UnixSocket {
     public static func setTimeouts(_ socket: OwnedFD, timeout: Duration) throws(SystemError) {
         var limit = Clock.timeval(atLeastAMicrosecond: timeout)
         for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
-            try Posix.retrying("setsockopt") {
+            try Posix.retrying(.setsockopt) {
                 setsockopt(socket.rawValue, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))
             }
         }
     }
 
     private static func makeAddress(_ path: String) throws(SystemError) -> sockaddr_un {
-        let bytes = Array(path.utf8)
-        guard !bytes.isEmpty, bytes.count <= maximumPathLength, !bytes.contains(0) else {
-            let reason = bytes.isEmpty ? "empty path"
-                : bytes.contains(0) ? "path contains a NUL byte"
-                : "path is \(bytes.count) bytes, longer than the \(maximumPathLength) a UNIX socket address holds"
-            throw SocketPathError(path: path, reason: reason).asSystemError
+        if let problem = SocketPath.problem(path) {
+            throw SystemError(.connect, "socket path", "\(path) (\(problem))", errno: problem.errno)
         }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
         return address
     }
 }
 
-/// A socket path that cannot be used at all; reported as ENAMETOOLONG or
-/// EINVAL with the reason in the subject.
-package struct SocketPathError {
-    var path: String
-    var reason: String
+/// What makes a path unusable as a UNIX socket's address, before any call.
+public enum SocketPath {
+    public enum Problem: Equatable, Sendable, CustomStringConvertible {
+        case empty
+        case containsNUL
+        case tooLong(bytes: Int, limit: Int)
 
-    package var asSystemError: SystemError {
-        SystemError("socket path", "\(path) (\(reason))", errno: reason.hasPrefix("path is") ? ENAMETOOLONG : EINVAL)
+        /// What the kernel would say.
+        public var errno: Int32 {
+            if case .tooLong = self { return ENAMETOOLONG }
+            return EINVAL
+        }
+
+        public var description: String {
+            switch self {
+            case .empty: return "empty path"
+            case .containsNUL: return "path contains a NUL byte"
+            case let .tooLong(bytes, limit): return "path is \(bytes) bytes, longer than the \(limit) a UNIX socket address holds"
+            }
+        }
+    }
+
+    public static func problem(_ path: String) -> Problem? {
+        let bytes = Array(path.utf8)
+        if bytes.isEmpty { return .empty }
+        if bytes.contains(0) { return .containsNUL }
+        if bytes.count > UnixSocket.maximumPathLength { return .tooLong(bytes: bytes.count, limit: UnixSocket.maximumPathLength) }
+        return nil
     }
 }
 

@@ -80,7 +80,7 @@ struct InProcessServerTests {
 
     @Test("ENOSPC while sizing the memory: run throws it, naming the path, and nothing is left")
     func noSpaceForTheMemory() throws {
-        InjectedFaults.fail("size shared memory (ftruncate)", with: ENOSPC)
+        InjectedFaults.fail(.ftruncate, with: ENOSPC)
         defer { InjectedFaults.clear() }
         let instance = InProcessServer()
         let result = instance.finish(stopping: false)
@@ -97,7 +97,7 @@ struct InProcessServerTests {
     func outOfDescriptorsOnAccept() throws {
         let instance = InProcessServer()
         #expect(instance.waitUntilReady())
-        InjectedFaults.fail("accept", with: EMFILE)
+        InjectedFaults.fail(.accept, with: EMFILE)
         defer { InjectedFaults.clear() }
         let shed = try connectClient(instance.clientSocketPath)
         // Shed: accepted and closed at once, so it reads the end of the stream.
@@ -115,13 +115,13 @@ struct InProcessServerTests {
         #expect(instance.waitUntilReady())
         // The server's sends, one by one: the greeting is refused twice, then
         // goes; the grant is refused twice, then goes.
-        InjectedFaults.script("sendmsg", [.fail(EAGAIN), .fail(EAGAIN), .pass, .fail(EAGAIN), .fail(EAGAIN)])
+        InjectedFaults.script(.sendmsg, [.fail(EAGAIN), .fail(EAGAIN), .pass, .fail(EAGAIN), .fail(EAGAIN)])
         defer { InjectedFaults.clear() }
         let reply = try haldHandshake(instance.clientSocketPath, region: "gralloc_memory")
         #expect(reply.fds.count == 3 && reply.payload.count == 8)
-        #expect(InjectedFaults.remaining("sendmsg").isEmpty, "every planned EAGAIN was met")
+        #expect(InjectedFaults.remaining(.sendmsg).isEmpty, "every planned EAGAIN was met")
         // Three calls for the greeting, three for the grant, and no other send.
-        #expect(InjectedFaults.calls("sendmsg") == 6)
+        #expect(InjectedFaults.calls(.sendmsg) == 6)
         #expect(throws: Never.self) { try instance.finish()?.get() }
     }
 }

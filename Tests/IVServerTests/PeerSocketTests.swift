@@ -139,7 +139,7 @@ struct PeerSocketTests {
         loop.close()
         #expect(recorder.events.first == "flushed")
         let failure = recorder.events.dropFirst().first { $0.hasPrefix("failed") }
-        #expect(failure == "failed: \(SystemError("recvmsg", errno: ECONNRESET))", "\(recorder.events)")
+        #expect(failure == "failed: \(SystemError(.recvmsg, errno: ECONNRESET))", "\(recorder.events)")
     }
 
     @Test("epoll's bits in the readiness set's terms: a hang-up reads as the end of the stream, an error is only 'failed'")

@@ -14,6 +14,7 @@ struct ClientSocket {
 
     static func connect(path: String, timeout: Duration,
                         fail: @escaping (IVClientError.Kind) -> IVClientError) throws(IVClientError) -> ClientSocket {
+        if let problem = SocketPath.problem(path) { throw fail(.invalidArgument("\(path) (\(problem))")) }
         do {
             return ClientSocket(fd: try UnixSocket.connect(path: path, timeout: timeout), fail: fail)
         } catch {
@@ -21,8 +22,6 @@ struct ClientSocket {
             case ENOENT: throw fail(.socketMissing)
             case ECONNREFUSED: throw fail(.serverNotListening)
             case EAGAIN, ETIMEDOUT: throw fail(.timedOut)
-            case ENAMETOOLONG where error.operation == "socket path", EINVAL where error.operation == "socket path":
-                throw fail(.invalidArgument(error.subject ?? "the socket path cannot be used"))
             default: throw fail(.system(operation: error.operation, errno: error.errno))
             }
         }

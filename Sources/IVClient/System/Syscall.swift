@@ -12,7 +12,7 @@ enum Syscall {
     static func waitUntilReadable(_ fd: Int32, deadline: ContinuousClock.Instant?) -> (ready: Bool, errno: Int32) {
         var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         do {
-            let ready = try Posix.retrying("poll") { poll(&entry, 1, milliseconds(until: deadline)) }
+            let ready = try Posix.retrying(.poll) { poll(&entry, 1, milliseconds(until: deadline)) }
             return (ready > 0, 0)
         } catch {
             return (false, error.errno)
@@ -29,7 +29,7 @@ enum Syscall {
         } ?? -1
         let count = UInt(entries.count)
         do {
-            return (Int(try Posix.retrying("poll") { ivs_poll_nanoseconds(&entries, count, nanoseconds) }), 0)
+            return (Int(try Posix.retrying(.poll) { ivs_poll_nanoseconds(&entries, count, nanoseconds) }), 0)
         } catch {
             return (0, error.errno)
         }
@@ -63,7 +63,7 @@ enum Syscall {
     static func drainEventFD(_ fd: OwnedFD) -> (count: UInt64?, errno: Int32) {
         var count: UInt64 = 0
         do {
-            let read = try Posix.retryingUnlessWouldBlock("read eventfd") { Glibc.read(fd.rawValue, &count, 8) }
+            let read = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { Glibc.read(fd.rawValue, &count, 8) }
             return (read == 8 ? count : nil, 0)
         } catch {
             return (nil, error.errno)
@@ -79,7 +79,7 @@ enum Syscall {
             while initialized < count {
                 let done = initialized
                 let outcome = Result { () throws(SystemError) -> Int in
-                    try Posix.retrying("pread") { pread(fd, buffer.baseAddress! + done, count - done, off_t(offset + done)) }
+                    try Posix.retrying(.pread) { pread(fd, buffer.baseAddress! + done, count - done, off_t(offset + done)) }
                 }
                 switch outcome {
                 case .failure(let error):

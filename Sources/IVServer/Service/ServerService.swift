@@ -197,7 +197,7 @@ public final class ServerService {
         // Under `launch` the VM stays this process's child across the exec.
         let child = launchedVM.flatMap { $0.termination == nil ? $0.pid : nil }
         let failure = ProcessTable.reexecute(handing: fds, child: child)
-        report(.reexecFailed(reason: SystemError("execve", errno: failure).errnoText))
+        report(.reexecFailed(reason: SystemError(.execve, errno: failure).errnoText))
     }
 
     /// Puts what the VM holds (memory, eventfds) and both listening sockets

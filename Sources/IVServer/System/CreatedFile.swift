@@ -17,7 +17,7 @@ public struct FileIdentity: Equatable, Hashable, Sendable {
         var info = stat()
         if lstat(path, &info) != 0 {
             if errno == ENOENT { return nil }
-            throw SystemError("stat", path)
+            throw SystemError(.stat, nil, path)
         }
         return FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
     }
@@ -31,7 +31,7 @@ public struct CreatedFile: Equatable, Sendable {
 
     /// Records what `path` is now.
     init(path: String) throws(SystemError) {
-        guard let identity = try FileIdentity.at(path) else { throw SystemError("stat", path, errno: ENOENT) }
+        guard let identity = try FileIdentity.at(path) else { throw SystemError(.stat, nil, path, errno: ENOENT) }
         self.path = path
         self.identity = identity
     }

@@ -14,11 +14,11 @@ public enum Daemon {
     /// Call it before any thread or libuv loop exists.
     public static func detach() throws(SystemError) -> Readiness {
         var ends: [Int32] = [-1, -1]
-        try Posix.retrying("pipe") { ivs_pipe_cloexec(&ends) }
+        try Posix.retrying(.pipe) { ivs_pipe_cloexec(&ends) }
         let reader = OwnedFD(taking: ends[0])
         let writer = OwnedFD(taking: ends[1])
         let pid = fork()
-        if pid < 0 { throw SystemError("fork") }
+        if pid < 0 { throw SystemError(.fork) }
         if pid > 0 {
             writer.close()
             var byte: UInt8 = 0
@@ -61,12 +61,12 @@ public final class PidFile {
 
     public init(path: String) throws {
         self.path = path
-        let raw = try Posix.retrying("write pid file", path) {
+        let raw = try Posix.retrying(.open, "write pid file", path) {
             open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
         }
         let fd = OwnedFD(taking: raw)
         let text = Array("\(getpid())\n".utf8)
-        guard write(fd.rawValue, text, text.count) == text.count else { throw SystemError("write pid file", path) }
+        guard write(fd.rawValue, text, text.count) == text.count else { throw SystemError(.write, "write pid file", path) }
         file = try CreatedFile(path: path)
     }
 

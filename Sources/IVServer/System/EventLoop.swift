@@ -374,7 +374,7 @@ public final class InheritedChild: LaunchedProcess {
 
     public init(loop: EventLoop, pid: Int32, onExit: @escaping (ChildProcess.Termination) -> Void) throws {
         let raw = ivs_pidfd_open(pid)
-        guard raw >= 0 else { throw SystemError("pidfd_open of the VM", "(pid \(pid))") }
+        guard raw >= 0 else { throw SystemError(.pidfdOpen, "pidfd_open of the VM", "(pid \(pid))") }
         self.pid = pid
         pidfd = OwnedFD(taking: raw)
         self.onExit = onExit

@@ -13,7 +13,7 @@ enum ExistingPath {
         var info = stat()
         if lstat(path, &info) != 0 {
             if errno == ENOENT { return .absent }
-            throw SystemError("stat", path)
+            throw SystemError(.stat, nil, path)
         }
         guard info.st_mode & S_IFMT == S_IFSOCK else { return .other(mode: info.st_mode) }
         do {
@@ -29,7 +29,7 @@ enum ExistingPath {
     /// Whether `path` is a socket file (lstat; no connection is made).
     static func isSocket(_ path: String) throws(SystemError) -> Bool {
         var info = stat()
-        try Posix.retrying("stat", path) { lstat(path, &info) }
+        try Posix.retrying(.stat, nil, path) { lstat(path, &info) }
         return info.st_mode & S_IFMT == S_IFSOCK
     }
 

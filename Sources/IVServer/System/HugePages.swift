@@ -28,7 +28,7 @@ enum HugePages {
         let result = ivs_fallocate(fd.rawValue, Int64(size))
         guard result != 0 else { return }
         let code = errno
-        guard code == ENOSPC || code == ENOMEM else { throw SystemError("reserve huge pages (fallocate)", path, errno: code) }
+        guard code == ENOSPC || code == ENOMEM else { throw SystemError(.fallocate, "reserve huge pages (fallocate)", path, errno: code) }
         let needed = size / pageSize
         let free = freeBefore.map { "\($0) free" } ?? "fewer free"
         let total = totalPages(ofSize: pageSize) ?? 0

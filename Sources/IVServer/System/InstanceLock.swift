@@ -24,10 +24,10 @@ public final class InstanceLock {
                 raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
                 if raw < 0 && errno == EEXIST { continue }
             }
-            guard raw >= 0 else { throw SystemError("open lock file", path) }
+            guard raw >= 0 else { throw SystemError(.open, "open lock file", path) }
             let fd = OwnedFD(taking: raw)
             if flock(fd.rawValue, LOCK_EX | LOCK_NB) != 0 {
-                guard errno == EWOULDBLOCK else { throw SystemError("lock", path) }
+                guard errno == EWOULDBLOCK else { throw SystemError(.flock, "lock", path) }
                 let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
                 throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
             }

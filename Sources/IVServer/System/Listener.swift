@@ -89,7 +89,7 @@ final class Listener: ReadinessTarget {
         case .absent:
             return false
         case .staleSocket:
-            try Posix.retrying("remove leftover socket", path) { unlink(path) }
+            try Posix.retrying(.unlink, "remove leftover socket", path) { unlink(path) }
             return true
         case .listeningSocket:
             throw StartupError(path: path, reason: "another process is listening on this socket; nothing was changed")

@@ -75,14 +75,14 @@ final class OutgoingMessages {
         precondition(index >= 0 && index < messages.count)
         let remaining = messages.count - index
         if remaining == 1 {
-            let sent = try Posix.retryingUnlessWouldBlock("sendmsg") { () -> Int in
+            let sent = try Posix.retryingUnlessWouldBlock(.sendmsg) { () -> Int in
                 sendmsg(fd, &headers[index].msg_hdr, Int32(MSG_NOSIGNAL))
             }
             guard let sent else { return nil }
             return sent == messages[index].bytes.count ? (1, 0) : (0, sent)
         }
         let batch = UInt32(min(remaining, Int(IVS_SENDMMSG_MAX)))
-        let result = try Posix.retryingUnlessWouldBlock("sendmmsg") { () -> Int32 in
+        let result = try Posix.retryingUnlessWouldBlock(.sendmmsg) { () -> Int32 in
             ivs_sendmmsg_prepared(fd, headers + index, batch, Int32(MSG_NOSIGNAL))
         }
         guard let result, result > 0 else { return nil }

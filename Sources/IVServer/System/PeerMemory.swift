@@ -62,7 +62,7 @@ extension SharedMemoryFile {
 
     private static func createUnlinked(in directory: String, size: UInt64, mode: mode_t) throws -> SharedMemoryFile {
         var info = stat()
-        guard stat(directory, &info) == 0 else { throw SystemError("shared-memory directory", directory) }
+        guard stat(directory, &info) == 0 else { throw SystemError(.stat, "shared-memory directory", directory) }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError(path: directory, reason: "is not a directory (-m takes a directory)") }
         // A new name each time (as mkstemp makes one), never an existing file.
         var fd: OwnedFD?
@@ -73,7 +73,7 @@ extension SharedMemoryFile {
             if raw >= 0 {
                 fd = OwnedFD(taking: raw)
             } else if errno != EEXIST && errno != EINTR {
-                throw SystemError("create shared memory in", directory)
+                throw SystemError(.open, "create shared memory in", directory)
             }
         }
         guard let fd else { throw StartupError(path: directory, reason: "could not find a free file name") }
@@ -86,7 +86,7 @@ extension SharedMemoryFile {
     private static func openPosixObject(path: String, size: UInt64, mode: mode_t) throws -> (SharedMemoryFile, Origin) {
         switch try ExistingPath.inspect(path) {
         case .absent:
-            let raw = try Posix.retrying("create shared memory", path) {
+            let raw = try Posix.retrying(.open, "create shared memory", path) {
                 open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
             }
             let fd = OwnedFD(taking: raw)
@@ -99,7 +99,7 @@ extension SharedMemoryFile {
                 throw error
             }
         case let .other(fileMode) where fileMode & S_IFMT == S_IFREG:
-            let fd = OwnedFD(taking: try Posix.retrying("open existing shared memory", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
+            let fd = OwnedFD(taking: try Posix.retrying(.open, "open existing shared memory", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
             let holders = ProcessTable.holders(ofFileAt: path).filter { $0 != getpid() }
             let current = try fileSize(fd, path: path)
             if current != size {
@@ -108,7 +108,7 @@ extension SharedMemoryFile {
                     throw StartupError(path: path, reason: "exists with \(current) bytes and process \(holder) (\(command)) maps or holds it: "
                         + "resizing it to \(size) would take memory from under that VM. Stop it, or pass -l \(current)")
                 }
-                try Posix.retrying("resize existing shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
+                try Posix.retrying(.ftruncate, "resize existing shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
             }
             _ = fchmod(fd.rawValue, mode)
             return (SharedMemoryFile(fd: fd, file: try CreatedFile(path: path), size: size), .reused(holders: holders))
@@ -120,16 +120,16 @@ extension SharedMemoryFile {
     /// Sets the mode and the size (whole huge pages on hugetlbfs, where the
     /// pages are reserved now).
     private static func applyModeAndSize(_ fd: OwnedFD, _ size: UInt64, mode: mode_t, path: String) throws {
-        try Posix.retrying("chmod shared memory", path) { fchmod(fd.rawValue, mode) }
+        try Posix.retrying(.chmod, "chmod shared memory", path) { fchmod(fd.rawValue, mode) }
         let hugePage = HugePages.pageSize(of: fd)
         let fileSize = hugePage.map { HugePages.rounded(size, toPagesOf: $0) } ?? size
-        try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
+        try Posix.retrying(.ftruncate, "size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
         if let hugePage { try HugePages.reserve(fd, size: fileSize, pageSize: hugePage, path: path) }
     }
 
     private static func fileSize(_ fd: OwnedFD, path: String) throws(SystemError) -> UInt64 {
         var info = stat()
-        try Posix.retrying("stat shared memory", path) { fstat(fd.rawValue, &info) }
+        try Posix.retrying(.fstat, "stat shared memory", path) { fstat(fd.rawValue, &info) }
         return UInt64(info.st_size)
     }
 }

@@ -57,7 +57,7 @@ final class ReadinessSet {
 
     init(loop: EventLoop) throws {
         let raw = ivs_epoll_create()
-        guard raw >= 0 else { throw SystemError("epoll_create1") }
+        guard raw >= 0 else { throw SystemError(.epollCreate) }
         epoll = OwnedFD(taking: raw)
         poll = try PollHandle(loop: loop, fd: raw) { [unowned self] _, _ in self.dispatch() }
         poll.watch(readable: true, writable: false)
@@ -80,9 +80,9 @@ final class ReadinessSet {
     /// `writable` (level-triggered); `add` the first time.
     func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
         let events = UInt32(EPOLLIN.rawValue) | (writable ? UInt32(EPOLLOUT.rawValue) : 0)
-        guard epoll.isOpen else { throw SystemError("epoll_ctl", errno: EBADF) }
+        guard epoll.isOpen else { throw SystemError(.epollControl, errno: EBADF) }
         guard ivs_epoll_control(epoll.rawValue, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, Self.fd(of: token), events, token) == 0 else {
-            throw SystemError("epoll_ctl")
+            throw SystemError(.epollControl)
         }
     }
 

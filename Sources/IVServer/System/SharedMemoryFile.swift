@@ -62,7 +62,7 @@ public final class SharedMemoryFile {
                 throw StartupError(path: path, reason: "exists and is \(existing.kindDescription), not a shared-memory file")
             }
         }
-        let fd = OwnedFD(taking: try Posix.retrying("open", path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) })
+        let fd = OwnedFD(taking: try Posix.retrying(.open, nil, path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) })
         var descriptor = [UInt8](repeating: 0, count: 16)
         let count = pread(fd.rawValue, &descriptor, 16, 0)
         let isLayout = count == 16 && descriptor[0...3] == [2, 0, 0, 0] && descriptor[12...15] == [16, 0, 0, 0]
@@ -75,7 +75,7 @@ public final class SharedMemoryFile {
                 + "still holds it: a new memory would split that VM from its host clients. Stop that VM first, or start "
                 + "with --replace-held-memory to replace it anyway")
         }
-        try Posix.retrying("remove leftover shared memory", path) { unlink(path) }
+        try Posix.retrying(.unlink, "remove leftover shared memory", path) { unlink(path) }
         return true
     }
 
@@ -88,17 +88,17 @@ public final class SharedMemoryFile {
     public static func create(path: String, size: UInt64, header: [UInt8], mode: mode_t = 0o600) throws -> SharedMemoryFile {
         // Created with `mode` narrowed by the umask, then set to `mode`: it
         // is never wider than asked for.
-        let raw = try Posix.retrying("create shared memory", path) {
+        let raw = try Posix.retrying(.open, "create shared memory", path) {
             open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
         }
         let fd = OwnedFD(taking: raw)
         do {
             let file = try CreatedFile(path: path)
             do {
-                try Posix.retrying("chmod shared memory", path) { fchmod(fd.rawValue, mode) }
+                try Posix.retrying(.chmod, "chmod shared memory", path) { fchmod(fd.rawValue, mode) }
                 let hugePage = HugePages.pageSize(of: fd)
                 let fileSize = hugePage.map { HugePages.rounded(size, toPagesOf: $0) } ?? size
-                try Posix.retrying("size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
+                try Posix.retrying(.ftruncate, "size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
                 if let hugePage { try HugePages.reserve(fd, size: fileSize, pageSize: hugePage, path: path) }
                 try writeHeader(header, to: fd, path: path, hugePage: hugePage)
                 return SharedMemoryFile(fd: fd, file: file, size: fileSize)
@@ -118,11 +118,11 @@ public final class SharedMemoryFile {
         // the mapping would be a SIGBUS, posix_fallocate is an ENOSPC.
         if hugePage == nil {
             let reserved = posix_fallocate(fd.rawValue, 0, off_t(length))
-            if reserved != 0 { throw SystemError("reserve shared memory header", path, errno: reserved) }
+            if reserved != 0 { throw SystemError(.fallocate, "reserve shared memory header", path, errno: reserved) }
         }
         guard let mapping = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0),
               mapping != MAP_FAILED
-        else { throw SystemError("mmap shared memory", path) }
+        else { throw SystemError(.mmap, "mmap shared memory", path) }
         defer { munmap(mapping, length) }
         header.withUnsafeBytes { mapping.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
