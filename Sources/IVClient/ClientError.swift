@@ -1,4 +1,5 @@
 import Glibc
+import LinuxSystem
 import VSoCFormat
 
 /// Everything that can go wrong for a host client. Each error names the
@@ -79,6 +80,15 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
         case let .system(operation, code):
             return "\(subject): \(operation) failed: \(String(cString: strerror(code))) (errno \(code))"
         }
+    }
+}
+
+extension IVClientError {
+    /// A failed system call, about this socket and region; `what` names the
+    /// step when the call's own name says too little.
+    init(_ error: SystemError, _ what: String? = nil, socketPath: String, region: String?) {
+        self.init(.system(operation: what ?? "\(error.operation)\(error.subject.map { " \($0)" } ?? "")", errno: error.errno),
+                  socketPath: socketPath, region: region)
     }
 }
 

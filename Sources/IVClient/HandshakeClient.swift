@@ -20,10 +20,6 @@ struct HandshakeClient {
         IVClientError(kind, socketPath: socketPath, region: region)
     }
 
-    func system(_ operation: String, _ code: Int32) -> IVClientError {
-        error(.system(operation: operation, errno: code))
-    }
-
     func run() throws(IVClientError) -> GrantedRegion {
         let socket = try request()
         let grant = try receive(socket, count: HALDProtocol.grantPayload.count + 1)
@@ -35,8 +31,11 @@ struct HandshakeClient {
             throw error(.protocolViolation("a reply of \(grant.bytes.count) bytes instead of the 8-byte grant"))
         }
         for eventFD in grant.fds[0...1] {
-            let code = Syscall.makeNonBlocking(eventFD.rawValue)
-            if code != 0 { throw system("fcntl(O_NONBLOCK) on an eventfd", code) }
+            do {
+                try Posix.setNonBlocking(eventFD)
+            } catch {
+                throw IVClientError(error, "fcntl(O_NONBLOCK) on an eventfd", socketPath: socketPath, region: region)
+            }
         }
         return GrantedRegion(guestToHost: grant.fds[0], hostToGuest: grant.fds[1], sharedMemory: grant.fds[2])
     }

@@ -1,5 +1,4 @@
 import LinuxSystem
-import CLinux
 import Glibc
 
 /// Observes guest interrupts on several regions without consuming them: an
@@ -8,18 +7,18 @@ import Glibc
 /// that arrive between two `next` calls on one region are reported once.
 public final class InterruptWatcher {
     private let connections: [RegionConnection]
-    private let epoll: OwnedFD
+    private let epoll: Epoll
 
     public init(connections: [RegionConnection]) throws(IVClientError) {
         self.connections = connections
-        let socketPath = connections.first?.socketPath ?? RegionConnection.defaultSocketPath
-        let raw = ivs_epoll_create()
-        guard raw >= 0 else { throw IVClientError(.system(operation: "epoll_create1", errno: errno), socketPath: socketPath, region: nil) }
-        epoll = OwnedFD(taking: raw)
-        for (index, connection) in connections.enumerated() {
-            guard ivs_epoll_add_readable_edge(raw, connection.guestToHost.rawValue, UInt64(index)) == 0 else {
-                throw connection.error(.system(operation: "epoll_ctl", errno: errno))
+        do {
+            epoll = try Epoll()
+            for (index, connection) in connections.enumerated() {
+                try epoll.add(connection.guestToHost.rawValue, events: [.input, .edgeTriggered], token: UInt64(index))
             }
+        } catch {
+            throw IVClientError(.system(operation: error.operation, errno: error.errno),
+                                socketPath: connections.first?.socketPath ?? RegionConnection.defaultSocketPath, region: nil)
         }
         // Registering reports counters that were already non-zero: those
         // rings happened before the watch began.
@@ -30,15 +29,13 @@ public final class InterruptWatcher {
     /// order), waiting up to `timeout` (nil: forever) for one; empty on
     /// timeout.
     public func next(timeout: Duration?) throws(IVClientError) -> [Int] {
-        let deadline = timeout.map { ContinuousClock.now + $0 }
-        var tokens = [UInt64](repeating: 0, count: Int(IVS_EPOLL_BATCH))
-        while true {
-            let count = ivs_epoll_wait_tokens(epoll.rawValue, &tokens, Int32(tokens.count), Syscall.milliseconds(until: deadline))
-            if count >= 0 { return Set(tokens[..<Int(count)].map { Int($0) }).sorted() }
-            if errno != EINTR {
-                throw IVClientError(.system(operation: "epoll_wait", errno: errno),
-                                    socketPath: connections.first?.socketPath ?? "", region: nil)
-            }
+        var rung: Set<Int> = []
+        do {
+            try epoll.wait(timeout: timeout) { token, _ in rung.insert(Int(token)) }
+        } catch {
+            throw IVClientError(.system(operation: error.operation, errno: error.errno),
+                                socketPath: connections.first?.socketPath ?? "", region: nil)
         }
+        return rung.sorted()
     }
 }

@@ -64,9 +64,13 @@ public final class Peer {
         guard marker.value == -1, let memoryFD = marker.fd else {
             throw fail(.protocolViolation("message 3 is \(marker.value)\(marker.fd == nil ? " without an fd" : "") instead of -1 with the shared memory"))
         }
-        var info = stat()
-        guard fstat(memoryFD.rawValue, &info) == 0 else { throw fail(.system(operation: "fstat of the shared memory", errno: errno)) }
-        let memory = try RegionMemory(fd: memoryFD, offset: 0, count: Int(info.st_size), socketPath: path, region: nil)
+        let size: UInt64
+        do {
+            size = try SharedMemoryFile.size(of: memoryFD)
+        } catch {
+            throw IVClientError(error, "fstat of the shared memory", socketPath: path, region: nil)
+        }
+        let memory = try RegionMemory(fd: memoryFD, offset: 0, count: Int(size), socketPath: path, region: nil)
         let peer = Peer(socketPath: path, id: id, memory: memory, socket: socket)
         if let expected, expected < 1 { throw fail(.invalidArgument("a peer has at least 1 vector, not \(expected)")) }
         // Up to our first own vector (the others' come before it) ...
@@ -119,8 +123,11 @@ public final class Peer {
         guard vectors.indices.contains(vector) else {
             throw fail(.invalidArgument("peer \(peer) has vectors 0...\(vectors.count - 1); there is no vector \(vector)"))
         }
-        let code = Syscall.signalEventFD(vectors[vector])
-        if code != 0 { throw fail(.system(operation: "write to peer \(peer)'s eventfd", errno: code)) }
+        do {
+            try EventFD.signal(vectors[vector])
+        } catch {
+            throw IVClientError(error, "write to peer \(peer)'s eventfd", socketPath: socketPath, region: nil)
+        }
     }
 
     /// Rings every other peer on `vector`, or on all its vectors when nil;
@@ -155,8 +162,7 @@ public final class Peer {
             var entries = [pollfd(fd: ownVectors[vector].rawValue, events: Int16(POLLIN), revents: 0),
                            pollfd(fd: socket.fd.rawValue, events: Int16(POLLIN), revents: 0)]
             let left = deadline.map { max($0 - ContinuousClock.now, .zero) }
-            let (ready, code) = Syscall.wait(&entries, timeout: left)
-            if code != 0 { throw fail(.system(operation: "poll", errno: code)) }
+            let ready = try poll(&entries, timeout: left)
             if entries[1].revents != 0 { try readAnnouncements(timeout: .zero) }
             if ready == 0, let deadline, ContinuousClock.now >= deadline { return nil }
         }
@@ -172,13 +178,20 @@ public final class Peer {
             var entries = ownVectors.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
             entries.append(pollfd(fd: socket.fd.rawValue, events: Int16(POLLIN), revents: 0))
             let left = deadline.map { max($0 - ContinuousClock.now, .zero) }
-            let (ready, code) = Syscall.wait(&entries, timeout: left)
-            if code != 0 { throw fail(.system(operation: "poll", errno: code)) }
+            let ready = try poll(&entries, timeout: left)
             for vector in ownVectors.indices where entries[vector].revents != 0 {
                 if let count = try take(vector: vector, consume: true) { return .interrupt(vector: vector, count: count) }
             }
             if entries.last!.revents != 0 { try readAnnouncements(timeout: .zero) }
             if ready == 0, let deadline, ContinuousClock.now >= deadline { return events.isEmpty ? nil : events.removeFirst() }
+        }
+    }
+
+    private func poll(_ entries: inout [pollfd], timeout: Duration?) throws(IVClientError) -> Int {
+        do {
+            return try Posix.poll(&entries, timeout: timeout)
+        } catch {
+            throw IVClientError(error, socketPath: socketPath, region: nil)
         }
     }
 
@@ -194,12 +207,19 @@ public final class Peer {
     /// A vector's count, or nil when it is 0; written back unless `consume`.
     private func take(vector: Int, consume: Bool) throws(IVClientError) -> UInt64? {
         let fd = ownVectors[vector]
-        let (count, code) = Syscall.drainEventFD(fd)
-        if code != 0 { throw fail(.system(operation: "read of our vector \(vector)'s eventfd", errno: code)) }
-        guard let count else { return nil }
+        let taken: UInt64?
+        do {
+            taken = try EventFD.take(fd)
+        } catch {
+            throw IVClientError(error, "read of our vector \(vector)'s eventfd", socketPath: socketPath, region: nil)
+        }
+        guard let count = taken else { return nil }
         if !consume {
-            let writeCode = Syscall.signalEventFD(fd, value: count)
-            if writeCode != 0 { throw fail(.system(operation: "write back to our vector \(vector)'s eventfd", errno: writeCode)) }
+            do {
+                try EventFD.signal(fd, value: count)
+            } catch {
+                throw IVClientError(error, "write back to our vector \(vector)'s eventfd", socketPath: socketPath, region: nil)
+            }
         }
         return count
     }
@@ -209,9 +229,7 @@ public final class Peer {
     private func readAnnouncements(timeout: Duration) throws(IVClientError) {
         while true {
             var entry = [pollfd(fd: socket.fd.rawValue, events: Int16(POLLIN), revents: 0)]
-            let (ready, code) = Syscall.wait(&entry, timeout: timeout)
-            if code != 0 { throw fail(.system(operation: "poll", errno: code)) }
-            if ready == 0 { return }
+            if try poll(&entry, timeout: timeout) == 0 { return }
             try handle(Self.receive(socket))
         }
     }
@@ -228,8 +246,11 @@ public final class Peer {
             }
             return
         }
-        let code = Syscall.makeNonBlocking(fd.rawValue)
-        if code != 0 { throw fail(.system(operation: "fcntl(O_NONBLOCK) on an eventfd", errno: code)) }
+        do {
+            try Posix.setNonBlocking(fd)
+        } catch {
+            throw IVClientError(error, "fcntl(O_NONBLOCK) on an eventfd", socketPath: socketPath, region: nil)
+        }
         if peer == id {
             ownVectors.append(fd)
             return

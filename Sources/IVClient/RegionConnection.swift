@@ -120,16 +120,18 @@ public final class RegionConnection: Sendable {
     /// Reads and checks the header with pread: the layout descriptor, then
     /// exactly the descriptors it announces, against the file's size.
     static func readLayout(_ sharedMemory: OwnedFD, socketPath: String, region: String) throws(IVClientError) -> LayoutHeader {
-        func failure(_ operation: String) -> IVClientError {
-            IVClientError(.system(operation: operation, errno: errno), socketPath: socketPath, region: region)
+        let fileSize: UInt64
+        do {
+            fileSize = try SharedMemoryFile.size(of: sharedMemory)
+        } catch {
+            throw IVClientError(error, "fstat of the shared memory", socketPath: socketPath, region: region)
         }
-        var info = stat()
-        guard fstat(sharedMemory.rawValue, &info) == 0 else { throw failure("fstat of the shared memory") }
-        let fileSize = UInt64(max(info.st_size, 0))
         func readBytes(_ count: Int) throws(IVClientError) -> [UInt8] {
-            let (bytes, code) = Syscall.readFile(sharedMemory.rawValue, count: count)
-            if code != 0 { errno = code; throw failure("pread of the layout header") }
-            return bytes
+            do {
+                return try Posix.read(sharedMemory, at: 0, count: count)
+            } catch {
+                throw IVClientError(error, "pread of the layout header", socketPath: socketPath, region: region)
+            }
         }
         func checked<Value>(_ body: () throws(HeaderError) -> Value) throws(IVClientError) -> Value {
             do throws(HeaderError) {
@@ -149,6 +151,11 @@ public final class RegionConnection: Sendable {
         IVClientError(kind, socketPath: socketPath, region: regionName)
     }
 
+    /// A failed system call about this region and socket.
+    func error(_ failure: SystemError, _ what: String) -> IVClientError {
+        IVClientError(failure, what, socketPath: socketPath, region: regionName)
+    }
+
     /// A copy of `count` bytes at `offset` (region-relative), read from the
     /// shared-memory file rather than through the mapping: reading a hole
     /// of the sparse file this way allocates nothing, where touching the
@@ -157,8 +164,12 @@ public final class RegionConnection: Sendable {
         guard offset >= 0, count >= 0, offset <= memory.count, count <= memory.count - offset else {
             throw error(.invalidArgument("bytes \(offset)..<\(offset + count) are outside the region's \(memory.count) bytes"))
         }
-        let (bytes, failure) = Syscall.readFile(sharedMemory.rawValue, at: Int(descriptor.beginOffset) + offset, count: count)
-        if failure != 0 { throw error(.system(operation: "pread of the shared memory", errno: failure)) }
+        let bytes: [UInt8]
+        do {
+            bytes = try Posix.read(sharedMemory, at: Int(descriptor.beginOffset) + offset, count: count)
+        } catch {
+            throw self.error(error, "pread of the shared memory")
+        }
         guard bytes.count == count else {
             throw error(.system(operation: "pread of the shared memory (the file is shorter than its layout)", errno: EIO))
         }
@@ -182,8 +193,11 @@ public final class RegionConnection: Sendable {
 
     /// Writes the host_to_guest eventfd, for a word already raised.
     private func ringGuest() throws(IVClientError) {
-        let code = Syscall.signalEventFD(hostToGuest)
-        if code != 0 { throw error(.system(operation: "write to the host_to_guest eventfd", errno: code)) }
+        do {
+            try EventFD.signal(hostToGuest)
+        } catch {
+            throw self.error(error, "write to the host_to_guest eventfd")
+        }
     }
 
     /// Waits until the guest interrupts this region, at most `timeout` (nil:
@@ -201,11 +215,19 @@ public final class RegionConnection: Sendable {
         let table = SignalTable(layout: descriptor.guestToHost)
         while true {
             let flagged = table.takeSignalWord(memory)
-            let drained = Syscall.drainEventFD(guestToHost)
-            if drained.errno != 0 { throw error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno)) }
-            if flagged || drained.count != nil { return max(drained.count ?? 0, 1) }
-            let (ready, code) = Syscall.waitUntilReadable(guestToHost.rawValue, deadline: deadline)
-            if code != 0 { throw error(.system(operation: "poll of the guest_to_host eventfd", errno: code)) }
+            let drained: UInt64?
+            do {
+                drained = try EventFD.take(guestToHost)
+            } catch {
+                throw self.error(error, "read of the guest_to_host eventfd")
+            }
+            if flagged || drained != nil { return max(drained ?? 0, 1) }
+            let ready: Bool
+            do {
+                ready = try Posix.isReadable(guestToHost, within: deadline.map { max($0 - ContinuousClock.now, .zero) })
+            } catch {
+                throw self.error(error, "poll of the guest_to_host eventfd")
+            }
             if !ready { return nil }
         }
     }
@@ -315,7 +337,8 @@ public final class RegionConnection: Sendable {
                 pause = min(pause, left)
             }
             var nothing: [pollfd] = []
-            _ = Syscall.wait(&nothing, timeout: pause)
+            // A poll on nothing is a sleep with nanosecond resolution.
+            _ = try? Posix.poll(&nothing, timeout: pause)
         }
     }
 

@@ -46,7 +46,8 @@ public final class RegionWorker: Sendable {
     /// Stops the thread and waits for it; the error that ended it early, if
     /// any, is thrown. Safe to call more than once.
     public func stop() throws(IVClientError) {
-        _ = Syscall.signalEventFD(stopFD)
+        // A write to our own eventfd cannot fail but for a bug of ours.
+        try? EventFD.signal(stopFD)
         let running = thread.withLock { value -> pthread_t? in
             defer { value = nil }
             return value
@@ -70,13 +71,18 @@ public final class RegionWorker: Sendable {
             var backoff = RetryBackoff()
             while true {
                 let waiting = connection.pendingEchoCount > 0
-                let (ready, code) = Syscall.wait(&entries, timeout: waiting ? backoff.advance() : nil)
-                if code != 0 { throw connection.error(.system(operation: "poll in the region worker", errno: code)) }
+                let ready: Int
+                do {
+                    ready = try Posix.poll(&entries, timeout: waiting ? backoff.advance() : nil)
+                } catch {
+                    throw connection.error(error, "poll in the region worker")
+                }
                 if entries[1].revents != 0 { return }
                 if entries[0].revents != 0 {
-                    let drained = Syscall.drainEventFD(connection.guestToHost)
-                    if drained.errno != 0 {
-                        throw connection.error(.system(operation: "read of the guest_to_host eventfd", errno: drained.errno))
+                    do {
+                        _ = try EventFD.take(connection.guestToHost)
+                    } catch {
+                        throw connection.error(error, "read of the guest_to_host eventfd")
                     }
                     try serveSignals()
                 } else if ready == 0, waiting, try connection.sendPendingEchoes() {

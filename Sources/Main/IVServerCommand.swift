@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import IVServer
 
 /// The entry point: a plain `serve` command line starts at once (see
@@ -73,7 +74,7 @@ struct LayoutOptions: ParsableArguments {
 
     /// The layout file used without --layout, if any (else the built-in copy).
     static var defaultLayoutPath: String? {
-        installedLayoutPath.flatMap { HostSystem.isReadable($0) ? $0 : nil }
+        installedLayoutPath.flatMap { access($0, R_OK) == 0 ? $0 : nil }
     }
 
     /// The plan and where it came from; a layout error ends the process with status 2.
@@ -288,7 +289,7 @@ struct QemuArgs: ParsableCommand {
         let (plan, source) = try options.layout.load()
         let configuration = ServerConfiguration(
             layout: plan, layoutSource: source, qemuSocketPath: options.qemuSocketPath,
-            accessPolicy: AccessPolicy(serverUID: HostSystem.currentUID))
+            accessPolicy: AccessPolicy(serverUID: Users.currentUID))
         let arguments = configuration.qemuArguments
         print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
     }
@@ -336,7 +337,7 @@ struct GroupArgument: ExpressibleByArgument {
     init?(argument: String) {
         if let number = UInt32(argument) {
             gid = number
-        } else if let gid = HostSystem.groupID(named: argument) {
+        } else if let gid = Users.groupID(named: argument) {
             self.gid = gid
         } else {
             return nil
@@ -360,5 +361,5 @@ enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {
 }
 
 func writeToStandardError(_ text: String) {
-    HostSystem.writeToStandardError(text)
+    StandardStream.error.write(text)
 }

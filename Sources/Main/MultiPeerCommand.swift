@@ -53,7 +53,7 @@ struct MultiPeerOptions: ParsableArguments {
 
     var configuration: PeerServerConfiguration {
         var configuration = PeerServerConfiguration(accessPolicy: AccessPolicy(
-            serverUID: HostSystem.currentUID, allowedUIDs: Set(access.allowedUIDs), allowedGIDs: Set(access.allowedGroups.map(\.gid))))
+            serverUID: Users.currentUID, allowedUIDs: Set(access.allowedUIDs), allowedGIDs: Set(access.allowedGroups.map(\.gid))))
         configuration.socketPath = socketPath
         if let sharedMemoryDirectory {
             configuration.memory = .directory(sharedMemoryDirectory)
@@ -82,7 +82,7 @@ struct MultiPeerOptions: ParsableArguments {
     /// background: the waiting parent exits 1), after a line on stderr.
     func run() throws {
         let severity = (logLevel ?? (verbose ? .debug : .info)).severity
-        HostSystem.ignoreBrokenPipes()
+        ProcessLimits.ignoreBrokenPipes()
         // In the background the waiting parent prints nothing: the server's
         // own log (stderr, kept) says what happened.
         let readiness = foreground ? nil : try detach()

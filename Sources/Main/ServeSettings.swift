@@ -46,12 +46,12 @@ struct ServeSettings: Equatable {
         let log = EventLog(minimumSeverity: logLevel.severity)
         let (plan, source) = try LayoutOptions.load(path: layoutPath)
         if layoutPath == nil { log.log(.info, "no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
-        HostSystem.ignoreBrokenPipes()
+        ProcessLimits.ignoreBrokenPipes()
         var configuration = ServerConfiguration(
             layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
             qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
             accessPolicy: AccessPolicy(
-                serverUID: HostSystem.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGIDs)))
+                serverUID: Users.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGIDs)))
         configuration.socketMode = socketMode
         configuration.socketGroup = socketGroup
         configuration.sharedMemoryMode = sharedMemoryMode

@@ -43,9 +43,9 @@ struct OperatorViewTests {
         let log = try logOfServer { _ in "1:2" }
         #expect(log.split(separator: "\n").allSatisfy { $0.hasPrefix("20") && !$0.hasPrefix("<") }, "\(log)")
         #expect(log.contains("Z info ivserver: ready:"))
-        #expect(HostSystem.journalStream("12:34", names: 12, 34))
-        #expect(!HostSystem.journalStream("12:35", names: 12, 34))
-        #expect(!HostSystem.journalStream("garbage", names: 12, 34))
+        #expect(StandardError.journalStream("12:34", names: 12, 34))
+        #expect(!StandardError.journalStream("12:35", names: 12, 34))
+        #expect(!StandardError.journalStream("garbage", names: 12, 34))
     }
 }
 

@@ -136,6 +136,10 @@ static inline int ivs_unix_stream_socket(void) {
     return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 }
 
+static inline int ivs_unix_datagram_socket(void) {
+    return socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+}
+
 /// sizeof(sun_path), the longest socket path plus its NUL.
 static inline size_t ivs_sun_path_capacity(void) {
     struct sockaddr_un address;
@@ -229,14 +233,7 @@ enum { IVS_EPOLL_BATCH = 64 };
 
 static inline int ivs_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
-/// Watches `fd` for becoming readable, edge-triggered: one event per write
-/// to an eventfd, whether or not anybody reads its counter.
-static inline int ivs_epoll_add_readable_edge(int epoll_fd, int fd, uint64_t token) {
-    struct epoll_event event = { .events = EPOLLIN | EPOLLET, .data = { .u64 = token } };
-    return epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &event);
-}
-
-/// epoll_ctl(op) of `fd` for `events` (EPOLLIN, EPOLLOUT, ...), level-triggered,
+/// epoll_ctl(op) of `fd` for `events` (EPOLLIN, EPOLLOUT, EPOLLET, ...),
 /// reporting `token` with each event.
 static inline int ivs_epoll_control(int epoll_fd, int op, int fd, uint32_t events, uint64_t token) {
     struct epoll_event event = { .events = events, .data = { .u64 = token } };
@@ -255,14 +252,6 @@ static inline int ivs_epoll_wait_events(int epoll_fd, uint64_t *tokens, uint32_t
     return count;
 }
 
-/// epoll_wait for up to IVS_EPOLL_BATCH events; stores each event's token.
-static inline int ivs_epoll_wait_tokens(int epoll_fd, uint64_t *tokens, int capacity, int timeout_ms) {
-    struct epoll_event events[IVS_EPOLL_BATCH];
-    if (capacity > IVS_EPOLL_BATCH) capacity = IVS_EPOLL_BATCH;
-    int count = epoll_wait(epoll_fd, events, capacity, timeout_ms);
-    for (int i = 0; i < count; i++) tokens[i] = events[i].data.u64;
-    return count;
-}
 
 /// SCM_CREDENTIALS and SO_PASSCRED (glibc declares them under _GNU_SOURCE
 /// only): a datagram's sender, as the kernel vouches for it.

@@ -69,7 +69,7 @@ public final class PeerServer {
             throw error
         }
         // Each peer holds its socket and N eventfds; keep 64 for the rest.
-        let limit = HostSystem.raiseOpenFileLimit()
+        let limit = ProcessLimits.raiseOpenFileLimit()
         peerCapacity = max(0, (limit - 64) / (configuration.vectors + 1))
         if peerCapacity < configuration.maximumPeers {
             report(.peerCapacityLimited(maximumPeers: configuration.maximumPeers, capacity: peerCapacity,

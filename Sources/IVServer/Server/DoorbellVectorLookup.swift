@@ -19,7 +19,7 @@ final class DoorbellVectorLookup {
         // Held before reading: if it still runs afterwards, the pid meant
         // this process all along, and the answer is its own.
         let process = RunningProcess(pid: pid)
-        guard let arguments = ProcessTable.commandLine(of: pid) else { return nil }  // unreadable: ask again next time
+        guard let arguments = ProcFS.commandLine(of: pid) else { return nil }  // unreadable: ask again next time
         let vectors = QemuCommandLine.doorbellVectors(arguments: arguments, socketPath: socketPath)
         if let process, process.isRunning { last = (process, vectors) }
         return vectors

@@ -36,7 +36,7 @@ public final class EventLog: ServerEventSink {
     public init(minimumSeverity: ServerEvent.Severity, label: String = "ivserver", journal: Bool? = nil) {
         self.minimumSeverity = minimumSeverity
         self.label = label
-        self.journal = journal ?? HostSystem.standardErrorIsJournal()
+        self.journal = journal ?? StandardError.isJournal()
         if self.journal {
             prefixes = ServerEvent.Severity.allCases.map { Array("<\($0.syslogPriority)>\(label): ".utf8) }
         }
@@ -57,7 +57,7 @@ public final class EventLog: ServerEventSink {
 
     private func linePrefix(_ severity: ServerEvent.Severity) -> [UInt8] {
         if journal { return prefixes[severity.rank] }
-        let now = HostSystem.currentSecond()
+        let now = Clock.currentSecond()
         if now != prefixSecond {
             prefixSecond = now
             prefixes = ServerEvent.Severity.allCases.map { severity in
@@ -81,7 +81,7 @@ public final class EventLog: ServerEventSink {
 
     public func flush() {
         guard !pending.bytes.isEmpty else { return }
-        HostSystem.writeToStandardError(pending.bytes)
+        StandardStream.error.write(pending.bytes)
         pending.removeAll()
     }
 }

@@ -71,7 +71,7 @@ struct Inheritance {
         guard let memory = try single(StoredName.sharedMemory) else {
             throw ResumeError("fds were handed back (\(handed.keys.sorted().joined(separator: ", "))) but no \(StoredName.sharedMemory)")
         }
-        let sharedMemory = try SharedMemoryFile.adopt(memory, path: sharedMemoryPath, size: UInt64(plan.size),
+        let sharedMemory = try SharedMemoryFile.takeOver(memory, path: sharedMemoryPath, size: UInt64(plan.size),
                                                       header: LayoutEncoder.encode(plan))
         var channels: [RegionChannels] = []
         for region in 0..<plan.regionCount {

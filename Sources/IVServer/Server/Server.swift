@@ -176,7 +176,7 @@ public final class Server {
         heldTimer = try TimerHandle(loop: loop) { [unowned self] in self.expireHeld() }
         // Room for held connections: what the fd limit leaves after the
         // pending ones and 1024 for everything else, at most 16384.
-        held = HeldConnections<AcceptedConnection>(capacity: min(16384, max(0, HostSystem.raiseOpenFileLimit() - configuration.maximumPending - 1024)))
+        held = HeldConnections<AcceptedConnection>(capacity: min(16384, max(0, ProcessLimits.raiseOpenFileLimit() - configuration.maximumPending - 1024)))
         beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in
             self.greetHeld()
             self.onTurn?()

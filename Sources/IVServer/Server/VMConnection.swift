@@ -110,7 +110,7 @@ final class VMConnection: PeerSocketDelegate {
     /// Who the VM is: its process and that process's start (read from
     /// /proc once, when first asked), and when it attached.
     private(set) lazy var info: HALDProtocol.VMInfo? = socket.peer.flatMap { peer in
-        ProcessTable.startTime(of: peer.pid).map {
+        ProcFS.startTime(of: peer.pid).map {
             HALDProtocol.VMInfo(pid: peer.pid, startTicks: $0.ticks, started: $0.epochSecond, attached: attachedSince)
         }
     }

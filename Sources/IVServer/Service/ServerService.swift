@@ -43,7 +43,7 @@ public final class ServerService {
     public func run(launching launch: LaunchSpec? = nil) throws -> ChildProcess.Termination? {
         defer { events.flush() }
         // Under `launch`, after a re-exec: the VM is already our child.
-        let handedChild = launch == nil ? nil : ProcessTable.takeHandedChild()
+        let handedChild = launch == nil ? nil : Reexec.takeHandedChild()
         // A previous server process of this VM may have left what the VM
         // holds in the service manager's store: then it is taken over.
         var inherited = false
@@ -131,7 +131,7 @@ public final class ServerService {
     // MARK: the VM of `launch`
 
     private func startVM(_ launch: LaunchSpec, loop: EventLoop) throws {
-        ProcessTable.closeInheritedDescriptorsOnExec()
+        Reexec.closeInheritedDescriptorsOnExec()
         let arguments = launch.arguments + configuration.qemuArguments
         do {
             let vm = try ChildProcess(loop: loop, arguments: arguments, environment: launch.environment) { [unowned self] termination in
@@ -196,8 +196,8 @@ public final class ServerService {
         events.flush()
         // Under `launch` the VM stays this process's child across the exec.
         let child = launchedVM.flatMap { $0.termination == nil ? $0.pid : nil }
-        let failure = ProcessTable.reexecute(handing: fds, child: child)
-        report(.reexecFailed(reason: SystemError(.execve, errno: failure).errnoText))
+        let failure = Reexec.execute(handing: fds, child: child)
+        report(.reexecFailed(reason: failure.errnoText))
     }
 
     /// Puts what the VM holds (memory, eventfds) and both listening sockets

@@ -261,7 +261,7 @@ private func closeHandle<Handle>(_ handle: UnsafeMutablePointer<Handle>) {
 
 /// A child process started with uv_spawn (no shell): standard streams
 /// inherited, nothing else (every other fd must be close-on-exec; see
-/// `ProcessTable.closeInheritedDescriptorsOnExec`).
+/// `Reexec.closeInheritedDescriptorsOnExec`).
 public final class ChildProcess {
     /// How the child ended: its exit code, or the signal that killed it.
     public enum Termination: Equatable, Sendable {

@@ -60,76 +60,25 @@ extension SharedMemoryFile {
         }
     }
 
-    private static func createUnlinked(in directory: String, size: UInt64, mode: mode_t) throws -> SharedMemoryFile {
-        var info = stat()
-        guard stat(directory, &info) == 0 else { throw SystemError(.stat, "shared-memory directory", directory) }
-        guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError(path: directory, reason: "is not a directory (-m takes a directory)") }
-        // A new name each time (as mkstemp makes one), never an existing file.
-        var fd: OwnedFD?
-        var path = ""
-        for _ in 0..<100 where fd == nil {
-            path = "\(directory)/ivshmem.\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
-            let raw = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
-            if raw >= 0 {
-                fd = OwnedFD(taking: raw)
-            } else if errno != EEXIST && errno != EINTR {
-                throw SystemError(.open, "create shared memory in", directory)
-            }
-        }
-        guard let fd else { throw StartupError(path: directory, reason: "could not find a free file name") }
-        // Only the fd lives on: nothing is left in the directory whatever happens.
-        _ = unlink(path)
-        try applyModeAndSize(fd, size, mode: mode, path: directory)
-        return SharedMemoryFile(fd: fd, file: nil, size: try fileSize(fd, path: directory))
-    }
-
     private static func openPosixObject(path: String, size: UInt64, mode: mode_t) throws -> (SharedMemoryFile, Origin) {
         switch try ExistingPath.inspect(path) {
         case .absent:
-            let raw = try Posix.retrying(.open, "create shared memory", path) {
-                open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode)
-            }
-            let fd = OwnedFD(taking: raw)
-            let file = try CreatedFile(path: path)
-            do {
-                try applyModeAndSize(fd, size, mode: mode, path: path)
-                return (SharedMemoryFile(fd: fd, file: file, size: try fileSize(fd, path: path)), .created)
-            } catch {
-                file.remove()
-                throw error
-            }
+            return (try create(path: path, size: size, mode: mode), .created)
         case let .other(fileMode) where fileMode & S_IFMT == S_IFREG:
             let fd = OwnedFD(taking: try Posix.retrying(.open, "open existing shared memory", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
-            let holders = ProcessTable.holders(ofFileAt: path).filter { $0 != getpid() }
-            let current = try fileSize(fd, path: path)
+            let holders = ProcFS.holders(ofFileAt: path).filter { $0 != getpid() }
+            let current = try SharedMemoryFile.size(of: fd, path)
             if current != size {
                 if let holder = holders.first {
-                    let command = ProcessTable.commandLine(of: holder).map { $0.prefix(3).joined(separator: " ") } ?? "?"
-                    throw StartupError(path: path, reason: "exists with \(current) bytes and process \(holder) (\(command)) maps or holds it: "
+                    throw StartupError(path: path, reason: "exists with \(current) bytes and process \(ProcFS.describe(holder)) maps or holds it: "
                         + "resizing it to \(size) would take memory from under that VM. Stop it, or pass -l \(current)")
                 }
                 try Posix.retrying(.ftruncate, "resize existing shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
             }
-            _ = fchmod(fd.rawValue, mode)
+            try Posix.retrying(.chmod, "chmod shared memory", path) { fchmod(fd.rawValue, mode) }
             return (SharedMemoryFile(fd: fd, file: try CreatedFile(path: path), size: size), .reused(holders: holders))
         case let other:
             throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a shared-memory object")
         }
-    }
-
-    /// Sets the mode and the size (whole huge pages on hugetlbfs, where the
-    /// pages are reserved now).
-    private static func applyModeAndSize(_ fd: OwnedFD, _ size: UInt64, mode: mode_t, path: String) throws {
-        try Posix.retrying(.chmod, "chmod shared memory", path) { fchmod(fd.rawValue, mode) }
-        let hugePage = HugePages.pageSize(of: fd)
-        let fileSize = hugePage.map { HugePages.rounded(size, toPagesOf: $0) } ?? size
-        try Posix.retrying(.ftruncate, "size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
-        if let hugePage { try HugePages.reserve(fd, size: fileSize, pageSize: hugePage, path: path) }
-    }
-
-    private static func fileSize(_ fd: OwnedFD, path: String) throws(SystemError) -> UInt64 {
-        var info = stat()
-        try Posix.retrying(.fstat, "stat shared memory", path) { fstat(fd.rawValue, &info) }
-        return UInt64(info.st_size)
     }
 }

@@ -42,7 +42,7 @@ final class ReadinessSet {
         let target: ReadinessTarget
     }
 
-    private let epoll: OwnedFD
+    private let epoll: Epoll
     private var poll: PollHandle!
     /// Registered peers by fd number, held until they are forgotten.
     private let entries = FDTable<Entry>()
@@ -51,21 +51,11 @@ final class ReadinessSet {
     /// loop's thread, and each peer's input is handled before the next
     /// read. A peer's event carries a slice of it (no copy).
     var readBuffer = [UInt8](repeating: 0, count: 4096)
-    /// Where epoll_wait puts one batch of ready peers.
-    private let tokens = UnsafeMutablePointer<UInt64>.allocate(capacity: Int(IVS_EPOLL_BATCH))
-    private let events = UnsafeMutablePointer<UInt32>.allocate(capacity: Int(IVS_EPOLL_BATCH))
 
     init(loop: EventLoop) throws {
-        let raw = ivs_epoll_create()
-        guard raw >= 0 else { throw SystemError(.epollCreate) }
-        epoll = OwnedFD(taking: raw)
-        poll = try PollHandle(loop: loop, fd: raw) { [unowned self] _, _ in self.dispatch() }
+        epoll = try Epoll()
+        poll = try PollHandle(loop: loop, fd: epoll.fd.rawValue) { [unowned self] _, _ in self.dispatch() }
         poll.watch(readable: true, writable: false)
-    }
-
-    deinit {
-        tokens.deallocate()
-        events.deallocate()
     }
 
     /// Enters `target` for `fd`; it is watched for nothing until `watch`.
@@ -79,10 +69,11 @@ final class ReadinessSet {
     /// Watches the socket of `token` for input, and for room to write when
     /// `writable` (level-triggered); `add` the first time.
     func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
-        let events = UInt32(EPOLLIN.rawValue) | (writable ? UInt32(EPOLLOUT.rawValue) : 0)
-        guard epoll.isOpen else { throw SystemError(.epollControl, errno: EBADF) }
-        guard ivs_epoll_control(epoll.rawValue, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, Self.fd(of: token), events, token) == 0 else {
-            throw SystemError(.epollControl)
+        let events: Epoll.Events = writable ? [.input, .output] : .input
+        if add {
+            try epoll.add(Self.fd(of: token), events: events, token: token)
+        } else {
+            try epoll.modify(Self.fd(of: token), events: events, token: token)
         }
     }
 
@@ -105,11 +96,10 @@ final class ReadinessSet {
     /// One batch of ready sockets (the loop comes back for more while the
     /// set stays readable).
     private func dispatch() {
-        let count = ivs_epoll_wait_events(epoll.rawValue, tokens, events, Int32(IVS_EPOLL_BATCH), 0)
-        guard count > 0 else { return }
-        for index in 0..<Int(count) {
-            guard let target = target(for: tokens[index]) else { continue }
-            target.ready(Self.readiness(epollEvents: events[index]))
+        // Only after libuv saw the set readable, so it cannot fail but for
+        // a bug of ours (which traps).
+        _ = try? epoll.wait(timeout: .zero) { token, events in
+            target(for: token)?.ready(Self.readiness(epollEvents: events.rawValue))
         }
     }
 
@@ -127,7 +117,7 @@ final class ReadinessSet {
     /// forgotten.
     func close() {
         poll.close()
-        epoll.close()
+        epoll.fd.close()
         entries.removeAll()
     }
 }

@@ -1,6 +1,5 @@
 import CLinux
 import Glibc
-import LinuxSystem
 
 /// systemd's side of a service (sd_notify(3), sd_listen_fds(3)): when a
 /// unit with Type=notify starts the server, NOTIFY_SOCKET names a datagram
@@ -10,7 +9,7 @@ import LinuxSystem
 /// 3 on. Outside a service manager every call here does nothing.
 public enum ServiceManager {
     /// True when a service manager listens (NOTIFY_SOCKET is set).
-    public static var isPresent: Bool { notifyAddress() != nil }
+    public static var isPresent: Bool { notifySocketPath != nil }
 
     public static func notifyReady() {
         notify("READY=1\nSTATUS=serving\nMAINPID=\(getpid())")
@@ -32,53 +31,39 @@ public enum ServiceManager {
 
     /// Sends one notification; true when it went out.
     @discardableResult
-    static func notify(_ text: String, fds: [Int32] = []) -> Bool {
+    package static func notify(_ text: String, fds: [Int32] = []) -> Bool {
         send([(text, fds)])[0]
     }
 
     /// Sends notifications in order through one socket; for each, whether
     /// it went out. The manager's queue is short (net.unix.max_dgram_qlen);
-    /// while it is full this waits for room, at most `patienceMilliseconds`
-    /// a message, rather than blocking the loop.
+    /// while it is full this waits for room, at most `patience` a message,
+    /// rather than blocking the loop.
     private static func send(_ messages: [(text: String, fds: [Int32])]) -> [Bool] {
         let none = [Bool](repeating: false, count: messages.count)
-        guard var address = notifyAddress() else { return none }
-        let raw = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard raw >= 0 else { return none }
-        let socket = OwnedFD(taking: raw)
-        let length = socklen_t(MemoryLayout<sa_family_t>.size) + address.length
-        let connected = withUnsafePointer(to: &address.storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(socket.rawValue, $0, length) }
-        }
-        guard connected == 0 else { return none }
+        guard let path = notifySocketPath, let socket = try? UnixSocket.connectDatagram(path: path) else { return none }
         return messages.map { message in
             let bytes = Array(message.text.utf8)[...]
-            var waited: Int32 = 0
-            while waited <= patienceMilliseconds {
-                do {
+            let deadline = ContinuousClock.now + patience
+            do {
+                while true {
                     if try UnixSocket.send(socket, bytes, fds: message.fds) != nil { return true }
-                } catch {
-                    return false
+                    let left = deadline - ContinuousClock.now
+                    guard left > .zero, try UnixSocket.waitUntilWritable(socket, timeout: left) else { return false }
                 }
-                var entry = pollfd(fd: socket.rawValue, events: Int16(POLLOUT), revents: 0)
-                _ = poll(&entry, 1, 10)
-                waited += 10
+            } catch {
+                return false
             }
-            return false
         }
     }
 
-    static let patienceMilliseconds: Int32 = 1000
+    package static let patience: Duration = .seconds(1)
 
-    private static func notifyAddress() -> (storage: sockaddr_un, length: socklen_t)? {
+    /// NOTIFY_SOCKET: a path, or "@name" in the abstract namespace.
+    private static var notifySocketPath: String? {
         guard let value = getenv("NOTIFY_SOCKET") else { return nil }
-        var path = Array(String(cString: value).utf8)
-        guard !path.isEmpty, path.count < ivs_sun_path_capacity() else { return nil }
-        if path[0] == UInt8(ascii: "@") { path[0] = 0 }  // abstract namespace
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: path) }
-        return (address, socklen_t(path.count))
+        let path = String(cString: value)
+        return path.isEmpty ? nil : path
     }
 
     /// The fds a service manager (or the server's own re-exec) handed to
@@ -98,7 +83,8 @@ public enum ServiceManager {
                                               fds: environment("IVSERVER_HANDOVER_FDS"))
         var named: [String: [OwnedFD]] = [:]
         for (number, name) in handed {
-            _ = fcntl(number, F_SETFD, FD_CLOEXEC)
+            // One that is not open (a miscounted LISTEN_FDS) is no fd of ours.
+            guard fcntl(number, F_SETFD, FD_CLOEXEC) == 0 else { continue }
             named[name, default: []].append(OwnedFD(taking: number))
         }
         return named
@@ -111,8 +97,8 @@ public enum ServiceManager {
 
 /// sd_listen_fds_with_names(3) as a pure function, and the server's own
 /// re-exec hand-over ("name=fd:name=fd", for the same pid).
-enum HandedDescriptors {
-    static func parseHandover(ownPID: Int32, handoverPID: String?, fds: String?) -> [(fd: Int32, name: String)] {
+package enum HandedDescriptors {
+    package static func parseHandover(ownPID: Int32, handoverPID: String?, fds: String?) -> [(fd: Int32, name: String)] {
         guard let handoverPID, Int32(handoverPID) == ownPID, let fds, !fds.isEmpty else { return [] }
         return fds.split(separator: ":").compactMap { item in
             let parts = item.split(separator: "=", maxSplits: 1)
@@ -122,12 +108,12 @@ enum HandedDescriptors {
     }
 
     /// The first handed fd: after stdin, stdout and stderr.
-    static let first: Int32 = 3
+    package static let first: Int32 = 3
 
     /// The fd numbers and their names; none unless LISTEN_PID is this
     /// process and LISTEN_FDS a count. A missing or short name list names
     /// the rest "unknown", as systemd does.
-    static func parse(ownPID: Int32, listenPID: String?, count: String?, names: String?) -> [(fd: Int32, name: String)] {
+    package static func parse(ownPID: Int32, listenPID: String?, count: String?, names: String?) -> [(fd: Int32, name: String)] {
         guard let listenPID, Int32(listenPID) == ownPID, let count, let total = Int32(count), total > 0,
               total <= 65536 - first
         else { return [] }

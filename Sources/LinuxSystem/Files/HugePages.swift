@@ -1,28 +1,27 @@
 import CLinux
 import Glibc
-import LinuxSystem
 
 /// Memory on a hugetlbfs mount: its page size, and the kernel's pool the
 /// pages come from. On hugetlbfs a file's size must be a whole number of
 /// huge pages, and pages are taken from a pool fixed by the administrator
 /// (/proc/sys/vm/nr_hugepages), so running out is an error at start-up
 /// here rather than a SIGBUS in a guest later.
-enum HugePages {
+package enum HugePages {
     /// The huge page size when `fd` is on hugetlbfs, else nil.
-    static func pageSize(of fd: OwnedFD) -> UInt64? {
+    package static func pageSize(of fd: OwnedFD) -> UInt64? {
         let size = ivs_hugetlbfs_page_size(fd.rawValue)
         return size > 0 ? UInt64(size) : nil
     }
 
     /// `size` rounded up to whole pages of `pageSize`.
-    static func rounded(_ size: UInt64, toPagesOf pageSize: UInt64) -> UInt64 {
+    package static func rounded(_ size: UInt64, toPagesOf pageSize: UInt64) -> UInt64 {
         (size + pageSize - 1) / pageSize * pageSize
     }
 
     /// Takes every page of `fd` (`size` bytes, whole huge pages) from the
     /// pool now; a pool too small is a StartupError saying how many pages
     /// are free and what to raise.
-    static func reserve(_ fd: OwnedFD, size: UInt64, pageSize: UInt64, path: String) throws {
+    package static func reserve(_ fd: OwnedFD, size: UInt64, pageSize: UInt64, path: String) throws {
         // Counted before: a failed fallocate holds what it got until the fd closes.
         let freeBefore = freePages(ofSize: pageSize)
         let result = ivs_fallocate(fd.rawValue, Int64(size))
@@ -36,11 +35,11 @@ enum HugePages {
             + "(\(total) in all): raise it, e.g. as root: echo \(total + needed) > \(poolFile(pageSize, "nr_hugepages"))")
     }
 
-    static func freePages(ofSize pageSize: UInt64) -> UInt64? {
+    package static func freePages(ofSize pageSize: UInt64) -> UInt64? {
         readNumber(poolFile(pageSize, "free_hugepages"))
     }
 
-    static func totalPages(ofSize pageSize: UInt64) -> UInt64? {
+    package static func totalPages(ofSize pageSize: UInt64) -> UInt64? {
         readNumber(poolFile(pageSize, "nr_hugepages"))
     }
 

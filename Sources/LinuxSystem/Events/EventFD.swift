@@ -10,21 +10,27 @@ public enum EventFD {
         OwnedFD(taking: try Posix.retrying(.eventfd) { ivs_eventfd_nonblocking(0) })
     }
 
-    /// Adds `value` to the counter.
+    /// Adds `value` to the counter. A counter already at its maximum (the
+    /// write would block) means a wake-up is pending anyway.
     public static func signal(_ fd: OwnedFD, value: UInt64 = 1) throws(SystemError) {
         var value = value
-        try Posix.retrying(.write, "write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
+        try Posix.retryingUnlessWouldBlock(.write, "write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
+    }
+
+    /// Reads and resets the counter with one read, no poll first: nil when
+    /// it is 0. Only for an eventfd known to be non-blocking (a client makes
+    /// every eventfd it receives so); see `drain` otherwise.
+    public static func take(_ fd: OwnedFD) throws(SystemError) -> UInt64? {
+        var value: UInt64 = 0
+        let count = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
+        return count == 8 ? value : nil
     }
 
     /// Reads and resets the counter; nil when it is 0. Polls first, because
     /// QEMU can leave an eventfd blocking (see `QemuCommandLine`).
     public static func drain(_ fd: OwnedFD) throws(SystemError) -> UInt64? {
-        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLIN), revents: 0)
-        let ready = try Posix.retrying(.poll, "poll eventfd") { poll(&entry, 1, 0) }
-        if ready == 0 { return nil }
-        var value: UInt64 = 0
-        let count = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { () -> Int in Glibc.read(fd.rawValue, &value, 8) }
-        return count == nil ? nil : value
+        guard try Posix.isReadable(fd, within: .zero) else { return nil }
+        return try take(fd)
     }
 }
 
@@ -47,8 +53,6 @@ extension EventFD {
 
     /// True when `fd` is an eventfd (what /proc says it is).
     package static func isEventFD(_ fd: OwnedFD) -> Bool {
-        var target = [CChar](repeating: 0, count: 64)
-        let length = readlink("/proc/self/fd/\(fd.rawValue)", &target, target.count - 1)
-        return length > 0 && String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[eventfd]"
+        ProcFS.target(ofDescriptor: fd.rawValue) == "anon_inode:[eventfd]"
     }
 }

@@ -37,23 +37,21 @@ public enum UnixSocket {
     /// than that: bind runs under a umask that yields `mode` (without group
     /// bits until the group is set).
     public static func listen(path: String, mode: mode_t = 0o600, group: gid_t? = nil, backlog: Int32 = SOMAXCONN) throws(SystemError) -> OwnedFD {
-        var address = try makeAddress(path)
+        let address = try SocketAddress(path: path)
         let socket = OwnedFD(taking: try Posix.retrying(.socket, nil, path) { ivs_unix_stream_socket() })
         let bindMode = group == nil ? mode : mode & ~0o070
         let previousMask = umask(~bindMode & 0o777)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
+        let bound = Result { () throws(SystemError) in
+            try Posix.retrying(.bind, nil, path) { address.withSocketAddress { bind(socket.rawValue, $0, $1) } }
         }
-        let bindError = errno
         umask(previousMask)
-        if bound != 0 { throw SystemError(.bind, nil, path, errno: bindError) }
+        try bound.get()
         do {
             if let group { try setFileAccess(path: path, mode: mode, group: group) }
             try Posix.retrying(.listen, nil, path) { Glibc.listen(socket.rawValue, backlog) }
         } catch {
-            _ = unlink(path)
+            // Ours, just made: nothing else can be at the path.
+            _ = try? Posix.retrying(.unlink, nil, path) { unlink(path) }
             throw error
         }
         return socket
@@ -78,22 +76,29 @@ public enum UnixSocket {
     /// every blocking step (the connect too, when the listener's backlog is
     /// full) fails with EAGAIN after that long.
     public static func connect(path: String, nonBlocking: Bool = false, timeout: Duration? = nil) throws(SystemError) -> OwnedFD {
-        var address = try makeAddress(path)
+        let address = try SocketAddress(path: path)
         let socket = OwnedFD(taking: try Posix.retrying(.socket, nil, path) { ivs_unix_stream_socket() })
-        if !nonBlocking {
-            let flags = fcntl(socket.rawValue, F_GETFL)
-            _ = fcntl(socket.rawValue, F_SETFL, flags & ~O_NONBLOCK)
-        }
+        if !nonBlocking { try Posix.setNonBlocking(socket, false) }
         if let timeout { try setTimeouts(socket, timeout: timeout) }
-        let result = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                Glibc.connect(socket.rawValue, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
         // A non-blocking connect to a UNIX socket whose backlog is full says
         // EAGAIN; a blocking one waits. Either way the caller learns of it.
-        if result != 0 { throw SystemError(.connect, nil, path) }
+        try Posix.retrying(.connect, nil, path) { address.withSocketAddress { Glibc.connect(socket.rawValue, $0, $1) } }
         return socket
+    }
+
+    /// A non-blocking datagram socket connected to `path`, which may name
+    /// the abstract namespace with a leading "@" (as NOTIFY_SOCKET does).
+    public static func connectDatagram(path: String) throws(SystemError) -> OwnedFD {
+        let address = try SocketAddress(path: path, abstractWithAt: true)
+        let socket = OwnedFD(taking: try Posix.retrying(.socket, nil, path) { ivs_unix_datagram_socket() })
+        try Posix.retrying(.connect, nil, path) { address.withSocketAddress { Glibc.connect(socket.rawValue, $0, $1) } }
+        return socket
+    }
+
+    /// Waits up to `timeout` for room to send on `socket`; whether there is.
+    public static func waitUntilWritable(_ socket: OwnedFD, timeout: Duration) throws(SystemError) -> Bool {
+        var entry = [pollfd(fd: socket.rawValue, events: Int16(POLLOUT), revents: 0)]
+        return try Posix.poll(&entry, timeout: timeout) > 0
     }
 
     public enum AcceptResult {
@@ -207,15 +212,33 @@ public enum UnixSocket {
             }
         }
     }
+}
 
-    private static func makeAddress(_ path: String) throws(SystemError) -> sockaddr_un {
-        if let problem = SocketPath.problem(path) {
+/// A UNIX socket's address, built once from a path: the only place that
+/// fills a sockaddr_un.
+struct SocketAddress {
+    private var storage = sockaddr_un()
+    private let length: socklen_t
+
+    /// `abstractWithAt`: a leading "@" names the abstract namespace.
+    init(path: String, abstractWithAt: Bool = false) throws(SystemError) {
+        var bytes = Array(path.utf8)
+        if abstractWithAt, bytes.first == UInt8(ascii: "@") {
+            bytes[0] = 0
+        } else if let problem = SocketPath.problem(path) {
             throw SystemError(.connect, "socket path", "\(path) (\(problem))", errno: problem.errno)
         }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
-        return address
+        guard bytes.count < ivs_sun_path_capacity() else {
+            throw SystemError(.connect, "socket path", path, errno: ENAMETOOLONG)
+        }
+        storage.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &storage.sun_path) { $0.copyBytes(from: bytes) }
+        // A path's address runs to its NUL; an abstract one is exactly its bytes.
+        length = bytes.first == 0 ? socklen_t(MemoryLayout<sa_family_t>.size + bytes.count) : socklen_t(MemoryLayout<sockaddr_un>.size)
+    }
+
+    func withSocketAddress<Result>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> Result) -> Result {
+        withUnsafePointer(to: storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, length) } }
     }
 }
 
@@ -253,7 +276,7 @@ public enum SocketPath {
 // MARK: the raw calls; -1 with errno set on failure, like the syscalls.
 
 private func rawSend(_ fd: Int32, _ payload: UnsafeRawBufferPointer, _ fds: [Int32]) -> Int {
-    let controlLength = fds.isEmpty ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * fds.count)
+    let controlLength = ControlMessages.space(forDescriptors: fds.count)
     return withUnsafeTemporaryAllocation(byteCount: max(controlLength, 1), alignment: MemoryLayout<cmsghdr>.alignment) { control in
         var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: payload.baseAddress), iov_len: payload.count)
         return withUnsafeMutablePointer(to: &iov) { iovPointer in
@@ -263,16 +286,8 @@ private func rawSend(_ fd: Int32, _ payload: UnsafeRawBufferPointer, _ fds: [Int
             if !fds.isEmpty {
                 control.initializeMemory(as: UInt8.self, repeating: 0)
                 message.msg_control = control.baseAddress
-                // msg_controllen must be set before CMSG_FIRSTHDR reads it.
                 message.msg_controllen = controlLength
-                let header = ivs_cmsg_firsthdr(&message)!
-                header.pointee.cmsg_level = SOL_SOCKET
-                header.pointee.cmsg_type = Int32(SCM_RIGHTS)
-                header.pointee.cmsg_len = ivs_cmsg_len(MemoryLayout<Int32>.size * fds.count)
-                let data = UnsafeMutableRawPointer(ivs_cmsg_data(header)!)
-                for (i, descriptor) in fds.enumerated() {
-                    data.storeBytes(of: descriptor, toByteOffset: i * MemoryLayout<Int32>.size, as: Int32.self)
-                }
+                ControlMessages.writeRights(fds, into: &message)
             }
             return sendmsg(fd, &message, Int32(MSG_NOSIGNAL))
         }
@@ -283,9 +298,7 @@ private func rawReceive(
     _ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, _ maximumFDs: Int, _ wantsSender: Bool,
     _ fds: inout [Int32], _ truncated: inout Bool, _ sender: inout ivs_peer_credentials?
 ) -> Int {
-    let credentialsLength = MemoryLayout<ivs_peer_credentials>.size
-    let controlLength = (maximumFDs == 0 ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * maximumFDs))
-        + (wantsSender ? ivs_cmsg_space(credentialsLength) : 0)
+    let controlLength = ControlMessages.space(forDescriptors: maximumFDs) + (wantsSender ? ControlMessages.credentialsSpace : 0)
     return withUnsafeTemporaryAllocation(byteCount: max(controlLength, 1), alignment: MemoryLayout<cmsghdr>.alignment) { control in
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
         return withUnsafeMutablePointer(to: &iov) { iovPointer in
@@ -300,21 +313,7 @@ private func rawReceive(
             let count = recvmsg(fd, &message, Int32(MSG_CMSG_CLOEXEC))
             guard count >= 0 else { return count }
             truncated = message.msg_flags & Int32(MSG_CTRUNC) != 0
-            guard controlLength > 0 else { return count }
-            var header = ivs_cmsg_firsthdr(&message)
-            while let current = header {
-                let dataLength = Int(current.pointee.cmsg_len) - ivs_cmsg_len(0)
-                let data = UnsafeRawPointer(ivs_cmsg_data(current)!)
-                if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == Int32(SCM_RIGHTS) {
-                    for i in 0..<dataLength / MemoryLayout<Int32>.size {
-                        fds.append(data.loadUnaligned(fromByteOffset: i * MemoryLayout<Int32>.size, as: Int32.self))
-                    }
-                } else if current.pointee.cmsg_level == SOL_SOCKET && current.pointee.cmsg_type == IVS_SCM_CREDENTIALS
-                            && dataLength >= credentialsLength {
-                    sender = data.loadUnaligned(as: ivs_peer_credentials.self)
-                }
-                header = ivs_cmsg_nxthdr(&message, current)
-            }
+            if controlLength > 0 { ControlMessages.read(&message, fds: &fds, sender: &sender) }
             return count
         }
     }

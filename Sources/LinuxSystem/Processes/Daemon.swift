@@ -1,6 +1,5 @@
 import CLinux
 import Glibc
-import LinuxSystem
 
 /// Going to the background as QEMU's ivshmem-server does without -F, but
 /// with an honest exit status: the starting process waits until the
@@ -21,22 +20,18 @@ public enum Daemon {
         if pid < 0 { throw SystemError(.fork) }
         if pid > 0 {
             writer.close()
+            // One byte: the child is serving. The end of the pipe: it ended first.
             var byte: UInt8 = 0
-            var count: Int
-            repeat { count = read(reader.rawValue, &byte, 1) } while count < 0 && errno == EINTR
-            if count == 1 { _exit(0) }
-            var status: Int32 = 0
-            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-            let exited = status & 0x7f == 0
-            _exit(exited ? (status >> 8) & 0xff : 128 + status & 0x7f)
+            let read = (try? Posix.retrying(.read, "wait for the server to start") { Glibc.read(reader.rawValue, &byte, 1) }) ?? 0
+            if read == 1 { _exit(0) }
+            _exit((try? Termination.wait(for: pid).shellStatus) ?? 1)
         }
         reader.close()
+        // Already a group leader only if our parent made us one; then the
+        // session stays, which changes nothing for a server.
         _ = setsid()
-        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        if null >= 0 {
-            _ = dup2(null, 0)
-            _ = Glibc.close(null)
-        }
+        let null = OwnedFD(taking: try Posix.retrying(.open, nil, "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) })
+        try Posix.retrying(.fcntl, "dup2 /dev/null to standard input") { dup2(null.rawValue, 0) }
         return Readiness(writer)
     }
 
@@ -48,32 +43,9 @@ public enum Daemon {
         public func ready() {
             guard fd.isOpen else { return }
             var byte: UInt8 = 1
-            _ = write(fd.rawValue, &byte, 1)
+            // The parent gone (killed) is no reason for the server to stop.
+            _ = try? Posix.retrying(.write, "tell the starting process") { write(fd.rawValue, &byte, 1) }
             fd.close()
         }
     }
-}
-
-/// A pid file: "<pid>\n", removed at exit only while it still names us.
-public final class PidFile {
-    public let path: String
-    private var file: CreatedFile?
-
-    public init(path: String) throws {
-        self.path = path
-        let raw = try Posix.retrying(.open, "write pid file", path) {
-            open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
-        }
-        let fd = OwnedFD(taking: raw)
-        let text = Array("\(getpid())\n".utf8)
-        guard write(fd.rawValue, text, text.count) == text.count else { throw SystemError(.write, "write pid file", path) }
-        file = try CreatedFile(path: path)
-    }
-
-    public func remove() {
-        file?.remove()
-        file = nil
-    }
-
-    deinit { remove() }
 }

@@ -1,5 +1,4 @@
 import Glibc
-import LinuxSystem
 
 /// Which file a path names: its device and inode, as lstat gives them (a
 /// symbolic link is itself, not what it points to).
@@ -13,13 +12,14 @@ public struct FileIdentity: Equatable, Hashable, Sendable {
     }
 
     /// What is at `path` now; nil when nothing is.
-    static func at(_ path: String) throws(SystemError) -> FileIdentity? {
-        var info = stat()
-        if lstat(path, &info) != 0 {
-            if errno == ENOENT { return nil }
-            throw SystemError(.stat, nil, path)
-        }
-        return FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+    package static func at(_ path: String) throws(SystemError) -> FileIdentity? {
+        (try Posix.linkStatus(path)).map { FileIdentity(device: UInt64($0.st_dev), inode: UInt64($0.st_ino)) }
+    }
+
+    /// The file `fd` is open on.
+    package init(of fd: OwnedFD) throws(SystemError) {
+        let info = try Posix.status(fd)
+        self.init(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
     }
 }
 
@@ -30,18 +30,19 @@ public struct CreatedFile: Equatable, Sendable {
     public var identity: FileIdentity
 
     /// Records what `path` is now.
-    init(path: String) throws(SystemError) {
-        guard let identity = try FileIdentity.at(path) else { throw SystemError(.stat, nil, path, errno: ENOENT) }
+    package init(path: String) throws(SystemError) {
+        guard let identity = try FileIdentity.at(path) else { throw SystemError(.lstat, "stat", path, errno: ENOENT) }
         self.path = path
         self.identity = identity
     }
 
     /// Whether the file at the path is still the one we created.
-    var isInPlace: Bool { (try? FileIdentity.at(path)) == identity }
+    package var isInPlace: Bool { (try? FileIdentity.at(path)) == identity }
 
     /// Unlinks the path if it is still the file we created.
     public func remove() {
         guard isInPlace else { return }
-        _ = unlink(path)
+        // Gone meanwhile is as good.
+        _ = try? Posix.retrying(.unlink, "remove", path) { unlink(path) }
     }
 }

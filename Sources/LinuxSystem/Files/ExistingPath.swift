@@ -1,20 +1,15 @@
 import Glibc
-import LinuxSystem
 
 /// What is at a path where we want to create a socket or the shared memory.
-enum ExistingPath {
+package enum ExistingPath {
     case absent
     /// A socket file nobody listens on: left by a server that died.
     case staleSocket
     case listeningSocket
     case other(mode: UInt32)
 
-    static func inspect(_ path: String) throws(SystemError) -> ExistingPath {
-        var info = stat()
-        if lstat(path, &info) != 0 {
-            if errno == ENOENT { return .absent }
-            throw SystemError(.stat, nil, path)
-        }
+    package static func inspect(_ path: String) throws(SystemError) -> ExistingPath {
+        guard let info = try Posix.linkStatus(path) else { return .absent }
         guard info.st_mode & S_IFMT == S_IFSOCK else { return .other(mode: info.st_mode) }
         do {
             // connect() to a UNIX socket never blocks: refused means no
@@ -27,13 +22,11 @@ enum ExistingPath {
     }
 
     /// Whether `path` is a socket file (lstat; no connection is made).
-    static func isSocket(_ path: String) throws(SystemError) -> Bool {
-        var info = stat()
-        try Posix.retrying(.stat, nil, path) { lstat(path, &info) }
-        return info.st_mode & S_IFMT == S_IFSOCK
+    package static func isSocket(_ path: String) throws(SystemError) -> Bool {
+        (try Posix.linkStatus(path)).map { $0.st_mode & S_IFMT == S_IFSOCK } ?? false
     }
 
-    var kindDescription: String {
+    package var kindDescription: String {
         guard case let .other(mode) = self else { return "a socket" }
         switch mode & S_IFMT {
         case S_IFDIR: return "a directory"

@@ -1,6 +1,5 @@
 import CLinux
 import Glibc
-import LinuxSystem
 
 /// Messages to send, each with the fds it carries, prepared once: payloads,
 /// iovecs, SCM_RIGHTS blocks and sendmmsg headers sit in one block of
@@ -10,28 +9,33 @@ import LinuxSystem
 /// their owners are `retained` until these messages are gone (a multi-peer
 /// announcement may wait in a slow peer's queue after its peer has left).
 /// Loop thread only (the kernel writes each header's msg_len on a send).
-final class OutgoingMessages {
-    struct Message {
-        var bytes: [UInt8]
-        var fds: [Int32]
+package final class OutgoingMessages {
+    package struct Message {
+        package var bytes: [UInt8]
+        package var fds: [Int32]
+
+        package init(bytes: [UInt8], fds: [Int32]) {
+            self.bytes = bytes
+            self.fds = fds
+        }
     }
 
-    let messages: [Message]
+    package let messages: [Message]
     /// Kept alive while these messages may still be sent: what owns their fds.
     private let retained: [AnyObject]
     private let block: UnsafeMutableRawPointer
     private let headers: UnsafeMutablePointer<ivs_mmsghdr>
 
-    var count: Int { messages.count }
+    package var count: Int { messages.count }
 
-    init(_ messages: [Message], retaining retained: [AnyObject] = []) {
+    package init(_ messages: [Message], retaining retained: [AnyObject] = []) {
         precondition(!messages.isEmpty && messages.allSatisfy { !$0.bytes.isEmpty },
                      "every message needs a byte (fds travel with data)")
         self.messages = messages
         self.retained = retained
         let alignment = MemoryLayout<ivs_mmsghdr>.alignment
         func rounded(_ size: Int) -> Int { (size + alignment - 1) / alignment * alignment }
-        let controlSizes = messages.map { $0.fds.isEmpty ? 0 : ivs_cmsg_space(MemoryLayout<Int32>.size * $0.fds.count) }
+        let controlSizes = messages.map { ControlMessages.space(forDescriptors: $0.fds.count) }
         let headerBytes = messages.count * MemoryLayout<ivs_mmsghdr>.stride
         let iovecBytes = messages.count * MemoryLayout<iovec>.stride
         let controlBytes = controlSizes.reduce(0) { $0 + rounded($1) }
@@ -52,15 +56,7 @@ final class OutgoingMessages {
             guard !message.fds.isEmpty else { continue }
             headers[index].msg_hdr.msg_control = control
             headers[index].msg_hdr.msg_controllen = controlSizes[index]
-            // msg_controllen must be set before CMSG_FIRSTHDR reads it.
-            let header = ivs_cmsg_firsthdr(&headers[index].msg_hdr)!
-            header.pointee.cmsg_level = SOL_SOCKET
-            header.pointee.cmsg_type = Int32(SCM_RIGHTS)
-            header.pointee.cmsg_len = ivs_cmsg_len(MemoryLayout<Int32>.size * message.fds.count)
-            let data = UnsafeMutableRawPointer(ivs_cmsg_data(header)!)
-            for (i, descriptor) in message.fds.enumerated() {
-                data.storeBytes(of: descriptor, toByteOffset: i * MemoryLayout<Int32>.size, as: Int32.self)
-            }
+            ControlMessages.writeRights(message.fds, into: &headers[index].msg_hdr)
             control += rounded(controlSizes[index])
         }
     }
@@ -71,7 +67,7 @@ final class OutgoingMessages {
     /// one sendmmsg for several. Returns how many went out whole and how
     /// many bytes of the next one went out (a partial send stops there),
     /// or nil when the socket is full.
-    func send(on fd: Int32, from index: Int) throws(SystemError) -> (whole: Int, partialBytes: Int)? {
+    package func send(on fd: Int32, from index: Int) throws(SystemError) -> (whole: Int, partialBytes: Int)? {
         precondition(index >= 0 && index < messages.count)
         let remaining = messages.count - index
         if remaining == 1 {

@@ -67,15 +67,29 @@ public final class MappedMemory: @unchecked Sendable {
 
     /// The bytes `offset..<offset+length` in place, for the duration of
     /// `body`. They may change under you (the guest writes them too).
-    public func withUnsafeBytes<Result>(offset: Int, count length: Int, _ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+    public func withBytes<Result>(offset: Int, count length: Int, _ body: (RawSpan) throws -> Result) rethrows -> Result {
         precondition(contains(offset: offset, length: length), "bytes \(offset)..<\(offset + length) outside \(count)")
-        return try body(UnsafeRawBufferPointer(start: base + offset, count: length))
+        return try body(UnsafeRawBufferPointer(start: base + offset, count: length).bytes)
     }
 
-    public func withUnsafeMutableBytes<Result>(offset: Int, count length: Int,
-                                               _ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows -> Result {
+    /// The same, writable.
+    public func withMutableBytes<Result>(offset: Int, count length: Int,
+                                         _ body: (inout MutableRawSpan) throws -> Result) rethrows -> Result {
         precondition(contains(offset: offset, length: length), "bytes \(offset)..<\(offset + length) outside \(count)")
-        return try body(UnsafeMutableRawBufferPointer(start: base + offset, count: length))
+        var span = UnsafeMutableRawBufferPointer(start: base + offset, count: length).mutableBytes
+        return try body(&span)
+    }
+
+    /// A copy of `length` bytes at `offset`.
+    public func read(offset: Int, count length: Int) -> [UInt8] {
+        precondition(contains(offset: offset, length: length), "bytes \(offset)..<\(offset + length) outside \(count)")
+        return Array(UnsafeRawBufferPointer(start: base + offset, count: length))
+    }
+
+    /// Copies `bytes` to `offset`.
+    public func write(_ bytes: some Collection<UInt8>, offset: Int) {
+        precondition(contains(offset: offset, length: bytes.count), "bytes \(offset)..<\(offset + bytes.count) outside \(count)")
+        UnsafeMutableRawBufferPointer(start: base + offset, count: bytes.count).copyBytes(from: bytes)
     }
 
     // MARK: 32-bit words, atomically (offsets 4-byte aligned)

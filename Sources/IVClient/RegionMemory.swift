@@ -60,26 +60,28 @@ public final class RegionMemory: Sendable {
     // MARK: bytes
 
     /// The bytes `offset..<offset+length` in place, for the duration of
-    /// `body`. They may change under you (the guest writes them too).
-    public func withUnsafeBytes<Result>(offset: Int, count length: Int,
-                                        _ body: (UnsafeRawBufferPointer) -> Result) throws(IVClientError) -> Result {
+    /// `body`: no copy. They may change under you (the guest writes them too).
+    public func withBytes<Result>(offset: Int, count length: Int, _ body: (RawSpan) -> Result) throws(IVClientError) -> Result {
         try checkRange(offset, length)
-        return mapping.withUnsafeBytes(offset: offset, count: length, body)
+        return mapping.withBytes(offset: offset, count: length, body)
     }
 
-    public func withUnsafeMutableBytes<Result>(offset: Int, count length: Int,
-                                               _ body: (UnsafeMutableRawBufferPointer) -> Result) throws(IVClientError) -> Result {
+    /// The same, writable in place.
+    public func withMutableBytes<Result>(offset: Int, count length: Int,
+                                         _ body: (inout MutableRawSpan) -> Result) throws(IVClientError) -> Result {
         try checkRange(offset, length)
-        return mapping.withUnsafeMutableBytes(offset: offset, count: length, body)
+        return mapping.withMutableBytes(offset: offset, count: length, body)
     }
 
     /// A copy of `length` bytes at `offset`.
     public func read(offset: Int, count length: Int) throws(IVClientError) -> [UInt8] {
-        try withUnsafeBytes(offset: offset, count: length) { Array($0) }
+        try checkRange(offset, length)
+        return mapping.read(offset: offset, count: length)
     }
 
     public func write(_ bytes: some Collection<UInt8>, offset: Int) throws(IVClientError) {
-        try withUnsafeMutableBytes(offset: offset, count: bytes.count) { $0.copyBytes(from: bytes) }
+        try checkRange(offset, bytes.count)
+        mapping.write(bytes, offset: offset)
     }
 
     // MARK: 32-bit words, atomically (offsets 4-byte aligned)

@@ -1,0 +1,75 @@
+import Glibc
+
+/// An exclusive flock on `<shared-memory path>.lock`, taken before any other
+/// path is touched, so two servers can never share one VM's files. flock
+/// dies with its process, so a crashed server never blocks its successor;
+/// the lock file holds the owner's pid for the error message.
+public final class InstanceLock {
+    public let path: String
+    private let fd: OwnedFD
+
+    private init(path: String, fd: OwnedFD) {
+        self.path = path
+        self.fd = fd
+    }
+
+    /// Takes the lock or throws, naming the pid that holds it.
+    public static func acquire(path: String) throws -> InstanceLock {
+        // A holder that exits unlinks the file while still holding the lock,
+        // so a waiter may lock a file that is no longer at `path`: retry then.
+        for _ in 0..<8 {
+            guard let fd = try openOrCreate(path) else { continue }
+            let locked = try Posix.retryingUnlessWouldBlock(.flock, "lock", path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
+            guard locked != nil else {
+                let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
+                throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
+            }
+            guard try FileIdentity.at(path) == FileIdentity(of: fd) else { continue }
+            // The pid is for messages only, so writing it is best effort (a
+            // full file system leaves it empty: "unknown pid"), and it is
+            // padded to a fixed width so that no truncation is needed.
+            let pid = "\(getpid())\n"
+            let text = Array((pid + String(repeating: " ", count: max(0, pidFieldWidth - pid.utf8.count))).utf8)
+            _ = try? Posix.retrying(.pwrite, "write lock file", path) { pwrite(fd.rawValue, text, text.count, 0) }
+            return InstanceLock(path: path, fd: fd)
+        }
+        throw StartupError(path: path, reason: "the lock file keeps changing under us; is another ivserver starting?")
+    }
+
+    /// The lock file, opened or made; nil when another process made it
+    /// between our two tries (try again).
+    private static func openOrCreate(_ path: String) throws(SystemError) -> OwnedFD? {
+        do {
+            return OwnedFD(taking: try Posix.retrying(.open, "open lock file", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
+        } catch where error.errno != ENOENT {
+            throw error
+        } catch {}
+        do {
+            return OwnedFD(taking: try Posix.retrying(.open, "create lock file", path) {
+                open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+            })
+        } catch where error.errno == EEXIST {
+            return nil
+        }
+    }
+
+    /// "<pid>\n" and spaces: wide enough for any pid.
+    private static let pidFieldWidth = 16
+
+    /// Removes the lock file while still holding the lock, then releases it.
+    public func release() {
+        guard fd.isOpen else { return }
+        // Gone already (a runtime directory removed) is as good.
+        _ = try? Posix.retrying(.unlink, "remove lock file", path) { unlink(path) }
+        fd.close()
+    }
+
+    deinit { release() }
+
+    private static func readPID(_ fd: OwnedFD) -> Int32? {
+        guard let bytes = try? Posix.read(fd, at: 0, count: 32) else { return nil }
+        // the file holds "<pid>\n"
+        let digits = bytes.prefix { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+        return Int32(String(decoding: digits, as: UTF8.self))
+    }
+}

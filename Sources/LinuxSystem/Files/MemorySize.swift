@@ -1,0 +1,27 @@
+/// A size as QEMU's ivshmem-server takes it: bytes, or with a K, M, G or T
+/// suffix (powers of 1024; "4M", "1G", "512k"). Pure.
+public enum MemorySize {
+    public static func parse(_ text: String) -> UInt64? {
+        guard let last = text.last else { return nil }
+        let shifts: [Character: UInt64] = ["k": 10, "K": 10, "m": 20, "M": 20, "g": 30, "G": 30, "t": 40, "T": 40]
+        var digits = Substring(text)
+        var shift: UInt64 = 0
+        if let suffix = shifts[last] {
+            shift = suffix
+            digits = digits.dropLast()
+        } else if last == "b" || last == "B" {
+            digits = digits.dropLast()
+        }
+        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let value = UInt64(digits), value > 0 else { return nil }
+        guard value <= UInt64.max >> shift else { return nil }
+        return value << shift
+    }
+
+    /// "4 MiB", "1 GiB", "12345 bytes": for messages.
+    public static func describe(_ bytes: UInt64) -> String {
+        for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift) \(unit)"
+        }
+        return "\(bytes) bytes"
+    }
+}
