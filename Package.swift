@@ -28,14 +28,18 @@ let package = Package(
         // eventfds, file reads, one retry helper, one errno-carrying error,
         // and the seam where a test makes a call fail.
         .target(name: "LinuxSystem", dependencies: ["CLinux"]),
+        // The event loop: libuv's loop and handles, and the one readiness set
+        // every socket of a server is watched through. The only importer of
+        // CLibUV.
+        .target(name: "EventLoop", dependencies: ["CLibUV", "CLinux", "LinuxSystem"]),
         // The byte formats server and clients share: the vSoC layout header
         // and the HALD handshake's constants. Pure, no I/O.
         .target(name: "VSoCFormat"),
         .target(
             name: "IVServer",
             dependencies: [
-                "CLibUV",
                 "CLinux",
+                "EventLoop",
                 "LinuxSystem",
                 "VSoCFormat",
             ]
@@ -62,7 +66,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "CLinux", "LinuxSystem", "VSoCFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "VSoCFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

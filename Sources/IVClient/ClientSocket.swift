@@ -28,54 +28,30 @@ struct ClientSocket {
     }
 
     func send(_ bytes: [UInt8]) throws(IVClientError) {
-        var sent = 0
-        while sent < bytes.count {
-            let count: Int?
-            do {
-                count = try UnixSocket.send(fd, bytes[sent...])
-            } catch where error.errno == EPIPE || error.errno == ECONNRESET {
-                throw fail(.refused)
-            } catch {
-                throw fail(.system(operation: error.operation, errno: error.errno))
-            }
-            guard let count else { throw fail(.timedOut) }  // SO_SNDTIMEO passed
-            sent += count
+        let complete: Bool
+        do {
+            complete = try UnixSocket.sendAll(fd, bytes)
+        } catch where error.errno == EPIPE || error.errno == ECONNRESET {
+            throw fail(.refused)
+        } catch {
+            throw fail(.system(operation: error.operation, errno: error.errno))
         }
+        guard complete else { throw fail(.timedOut) }  // SO_SNDTIMEO passed
     }
 
     /// Reads until `count` bytes or the end of the stream, keeping every fd
     /// that arrives; more than `maximumFDs` in one read is a protocol
     /// violation (`tooManyFDs` says what the protocol allows).
     func receive(count: Int, maximumFDs: Int, tooManyFDs: String) throws(IVClientError) -> (bytes: [UInt8], fds: [OwnedFD]) {
-        var bytes: [UInt8] = []
-        var fds: [OwnedFD] = []
-        var buffer = [UInt8](repeating: 0, count: count)
-        while bytes.count < count {
-            let wanted = count - bytes.count
-            let result: ReceiveResult
-            do {
-                // Room for one fd too many, to notice it.
-                result = try buffer.withUnsafeMutableBytes { raw in
-                    try UnixSocket.receive(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<wanted]), maximumFDs: maximumFDs + 1)
-                }
-            } catch let error as SystemError where error.errno == ECONNRESET {
-                return (bytes, fds)
-            } catch let error as SystemError {
-                throw fail(.system(operation: error.operation, errno: error.errno))
-            } catch {
-                throw fail(.system(operation: "recvmsg", errno: EIO))
-            }
-            switch result {
-            case .endOfStream:
-                return (bytes, fds)
-            case .wouldBlock:
-                throw fail(.timedOut)
-            case let .data(received, newFDs, truncated):
-                fds += newFDs
-                if truncated || newFDs.count > maximumFDs { throw fail(.protocolViolation(tooManyFDs)) }
-                bytes += buffer[..<received]
-            }
+        let received: UnixSocket.Received
+        do {
+            // Room for one fd too many, to notice it.
+            received = try UnixSocket.receive(fd, upTo: count, maximumFDs: maximumFDs + 1)
+        } catch {
+            throw fail(.system(operation: error.operation, errno: error.errno))
         }
-        return (bytes, fds)
+        if received.truncated || received.fds.count > maximumFDs { throw fail(.protocolViolation(tooManyFDs)) }
+        if received.end == .timedOut { throw fail(.timedOut) }
+        return (received.bytes, received.fds)
     }
 }

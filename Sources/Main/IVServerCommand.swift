@@ -1,3 +1,4 @@
+import EventLoop
 import ArgumentParser
 import Glibc
 import IVServer
@@ -252,7 +253,7 @@ struct Launch: ParsableCommand {
         }
         let (configuration, log) = try options.start()
         let service = ServerService(configuration: configuration, events: log)
-        let termination: ChildProcess.Termination?
+        let termination: Termination?
         do {
             termination = try service.run(launching: launch)
         } catch let error as LaunchError {

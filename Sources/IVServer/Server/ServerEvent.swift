@@ -1,3 +1,4 @@
+import EventLoop
 import VSoCFormat
 import LinuxSystem
 
@@ -100,7 +101,7 @@ public enum ServerEvent: CustomStringConvertible, Sendable {
     /// The launched VM did not exit in time and was killed.
     case vmKilled(pid: Int32)
     /// The launched VM ended; the server stops with it.
-    case vmExited(pid: Int32, termination: ChildProcess.Termination)
+    case vmExited(pid: Int32, termination: Termination)
 
     // The multi-peer mode (PeerServer).
     indirect case peerServerReady(PeerServerConfiguration, size: UInt64)

@@ -1,3 +1,4 @@
+import EventLoop
 import Glibc
 import LinuxSystem
 
@@ -40,7 +41,7 @@ public final class ServerService {
     /// (StartupError, SystemError, UVError, ResumeError, LaunchError) only
     /// while starting; whatever was created by then is removed first.
     @discardableResult
-    public func run(launching launch: LaunchSpec? = nil) throws -> ChildProcess.Termination? {
+    public func run(launching launch: LaunchSpec? = nil) throws -> Termination? {
         defer { events.flush() }
         // Under `launch`, after a re-exec: the VM is already our child.
         let handedChild = launch == nil ? nil : Reexec.takeHandedChild()

@@ -198,6 +198,76 @@ public enum UnixSocket {
         return .data(count: count, fds: owned, controlTruncated: truncated)
     }
 
+    /// What `receive(_:upTo:maximumFDs:)` got, and why it stopped.
+    public struct Received {
+        public enum End: Equatable, Sendable {
+            /// All the bytes asked for came.
+            case complete
+            case endOfStream
+            /// The peer reset the connection (ECONNRESET).
+            case reset
+            /// SO_RCVTIMEO passed first.
+            case timedOut
+        }
+
+        public var bytes: [UInt8] = []
+        /// Every fd that came, owned already.
+        public var fds: [OwnedFD] = []
+        /// Some fds did not fit `maximumFDs` (the kernel closed them).
+        public var truncated = false
+        public var end = End.complete
+    }
+
+    /// Reads from a blocking socket until `count` bytes, the end of the
+    /// stream, a reset or its receive timeout, keeping every fd that comes
+    /// (room for `maximumFDs` a read).
+    public static func receive(_ socket: OwnedFD, upTo count: Int, maximumFDs: Int) throws(SystemError) -> Received {
+        var received = Received()
+        var buffer = [UInt8](repeating: 0, count: max(count, 1))
+        while received.bytes.count < count {
+            let wanted = count - received.bytes.count
+            let outcome = buffer.withUnsafeMutableBytes { raw in
+                Result { () throws(SystemError) in
+                    try receive(socket, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<wanted]), maximumFDs: maximumFDs)
+                }
+            }
+            let result: ReceiveResult
+            switch outcome {
+            case let .success(value):
+                result = value
+            case let .failure(error) where error.errno == ECONNRESET:
+                received.end = .reset
+                return received
+            case let .failure(error):
+                throw error
+            }
+            switch result {
+            case .endOfStream:
+                received.end = .endOfStream
+                return received
+            case .wouldBlock:
+                received.end = .timedOut
+                return received
+            case let .data(bytes, fds, truncated):
+                received.fds += fds
+                received.truncated = received.truncated || truncated
+                received.bytes += buffer[..<bytes]
+            }
+        }
+        return received
+    }
+
+    /// Sends all of `bytes` on a blocking socket; false when its send
+    /// timeout passed first.
+    public static func sendAll(_ socket: OwnedFD, _ bytes: [UInt8]) throws(SystemError) -> Bool {
+        var sent = 0
+        while sent < bytes.count {
+            guard let count = try send(socket, bytes[sent...]) else { return false }
+            sent += count
+        }
+        return true
+    }
+
     /// Sets SO_RCVTIMEO/SO_SNDTIMEO on a blocking socket (tests and tools).
     public static func setTimeouts(_ socket: OwnedFD, seconds: Int) throws(SystemError) {
         try setTimeouts(socket, timeout: .seconds(seconds))

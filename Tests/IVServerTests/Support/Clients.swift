@@ -12,26 +12,10 @@ struct HALDReply {
 
 /// Reads until `count` bytes arrived or the peer closed, collecting fds.
 func receiveExactly(_ socket: OwnedFD, count: Int, maximumFDs: Int = 4) throws -> (bytes: [UInt8], fds: [OwnedFD], truncated: Bool) {
-    var bytes: [UInt8] = []
-    var fds: [OwnedFD] = []
-    var truncated = false
-    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 8)
-    defer { buffer.deallocate() }
-    while bytes.count < count {
-        let wanted = count - bytes.count
-        let result = try UnixSocket.receive(socket, into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted]), maximumFDs: maximumFDs)
-        switch result {
-        case let .data(received, newFDs, wasTruncated):
-            bytes += buffer[..<received]
-            fds += newFDs
-            truncated = truncated || wasTruncated
-        case .endOfStream:
-            return (bytes, fds, truncated)
-        case .wouldBlock:
-            throw TestFailure("receive timed out after \(bytes.count) of \(count) bytes")
-        }
-    }
-    return (bytes, fds, truncated)
+    let received = try UnixSocket.receive(socket, upTo: count, maximumFDs: maximumFDs)
+    if received.end == .timedOut { throw TestFailure("receive timed out after \(received.bytes.count) of \(count) bytes") }
+    if received.end == .reset { throw SystemError(.recvmsg, errno: ECONNRESET) }
+    return (received.bytes, received.fds, received.truncated)
 }
 
 /// A blocking client socket with 5 s timeouts, so a broken server fails the
@@ -43,11 +27,7 @@ func connectClient(_ path: String) throws -> OwnedFD {
 }
 
 func sendAll(_ socket: OwnedFD, _ bytes: [UInt8]) throws {
-    var sent = 0
-    while sent < bytes.count {
-        guard let count = try UnixSocket.send(socket, bytes[sent...]) else { throw TestFailure("send timed out") }
-        sent += count
-    }
+    guard try UnixSocket.sendAll(socket, bytes) else { throw TestFailure("send timed out") }
 }
 
 /// The whole HALD handshake with raw request bytes.

@@ -129,8 +129,7 @@ func waitForExit(_ pid: pid_t, seconds: Double) -> Int32? {
         var status: Int32 = 0
         let result = waitpid(pid, &status, WNOHANG)
         if result == pid {
-            if status & 0x7F == 0 { return (status >> 8) & 0xFF }  // WIFEXITED → WEXITSTATUS
-            return 128 + (status & 0x7F)  // WTERMSIG
+            return Termination(waitStatus: status).shellStatus
         }
         if monotonicSeconds() > deadline { return nil }
         sleep(milliseconds: 5)

@@ -1,23 +1,22 @@
-import CLibUV
-import CLinux
 import Glibc
 import LinuxSystem
 
 /// What a watched socket is ready for, in the readiness set's own terms.
-struct Readiness: OptionSet {
-    let rawValue: UInt8
+package struct Readiness: OptionSet {
+    package let rawValue: UInt8
+    package init(rawValue: UInt8) { self.rawValue = rawValue }
 
     /// Input, a connection to accept, or the end of the stream (hang-up).
-    static let readable = Readiness(rawValue: 1 << 0)
+    package static let readable = Readiness(rawValue: 1 << 0)
     /// Room to send.
-    static let writable = Readiness(rawValue: 1 << 1)
+    package static let writable = Readiness(rawValue: 1 << 1)
     /// An error is pending on the socket: the next call on it returns it,
     /// with the socket's own errno.
-    static let failed = Readiness(rawValue: 1 << 2)
+    package static let failed = Readiness(rawValue: 1 << 2)
 }
 
 /// What the readiness set reports to: a listener or a peer socket.
-protocol ReadinessTarget: AnyObject {
+package protocol ReadinessTarget: AnyObject {
     func ready(_ readiness: Readiness)
 }
 
@@ -36,7 +35,7 @@ protocol ReadinessTarget: AnyObject {
 /// A peer is known by a token: its fd in the low 32 bits and a
 /// registration counter above, so an event still in flight for an fd
 /// that was closed and reused finds nobody.
-final class ReadinessSet {
+package final class ReadinessSet {
     private struct Entry {
         let token: UInt64
         let target: ReadinessTarget
@@ -50,16 +49,16 @@ final class ReadinessSet {
     /// One read buffer for every peer: reads happen one at a time on the
     /// loop's thread, and each peer's input is handled before the next
     /// read. A peer's event carries a slice of it (no copy).
-    var readBuffer = [UInt8](repeating: 0, count: 4096)
+    package var readBuffer = [UInt8](repeating: 0, count: 4096)
 
-    init(loop: EventLoop) throws {
+    package init(loop: EventLoop) throws {
         epoll = try Epoll()
         poll = try PollHandle(loop: loop, fd: epoll.fd.rawValue) { [unowned self] _, _ in self.dispatch() }
         poll.watch(readable: true, writable: false)
     }
 
     /// Enters `target` for `fd`; it is watched for nothing until `watch`.
-    func register(fd: Int32, target: ReadinessTarget) -> UInt64 {
+    package func register(fd: Int32, target: ReadinessTarget) -> UInt64 {
         generation &+= 1
         let token = generation << 32 | UInt64(UInt32(bitPattern: fd))
         entries[fd] = Entry(token: token, target: target)
@@ -68,7 +67,7 @@ final class ReadinessSet {
 
     /// Watches the socket of `token` for input, and for room to write when
     /// `writable` (level-triggered); `add` the first time.
-    func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
+    package func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
         let events: Epoll.Events = writable ? [.input, .output] : .input
         if add {
             try epoll.add(Self.fd(of: token), events: events, token: token)
@@ -79,7 +78,7 @@ final class ReadinessSet {
 
     /// Lets the peer of `token` go. No EPOLL_CTL_DEL: closing the fd, which
     /// the peer does next, removes it from the set.
-    func forget(token: UInt64) {
+    package func forget(token: UInt64) {
         let fd = Self.fd(of: token)
         if entries[fd]?.token == token { entries[fd] = nil }
     }
@@ -99,23 +98,28 @@ final class ReadinessSet {
         // Only after libuv saw the set readable, so it cannot fail but for
         // a bug of ours (which traps).
         _ = try? epoll.wait(timeout: .zero) { token, events in
-            target(for: token)?.ready(Self.readiness(epollEvents: events.rawValue))
+            target(for: token)?.ready(Self.readiness(events))
         }
     }
 
     /// epoll's bits in our terms: a hang-up is the end of the stream, which
     /// a read sees.
-    static func readiness(epollEvents bits: UInt32) -> Readiness {
+    package static func readiness(_ events: Epoll.Events) -> Readiness {
         var readiness: Readiness = []
-        if bits & UInt32(EPOLLIN.rawValue | EPOLLHUP.rawValue | EPOLLRDHUP.rawValue) != 0 { readiness.insert(.readable) }
-        if bits & UInt32(EPOLLOUT.rawValue) != 0 { readiness.insert(.writable) }
-        if bits & UInt32(EPOLLERR.rawValue) != 0 { readiness.insert(.failed) }
+        if !events.isDisjoint(with: [.input, .hangUp, .peerClosedWriting]) { readiness.insert(.readable) }
+        if events.contains(.output) { readiness.insert(.writable) }
+        if events.contains(.error) { readiness.insert(.failed) }
         return readiness
+    }
+
+    /// The same from epoll's raw bits.
+    package static func readiness(epollEvents bits: UInt32) -> Readiness {
+        readiness(Epoll.Events(rawValue: bits))
     }
 
     /// Stops watching the set and closes it; every peer must have been
     /// forgotten.
-    func close() {
+    package func close() {
         poll.close()
         epoll.fd.close()
         entries.removeAll()

@@ -1,3 +1,4 @@
+import LinuxSystem
 import CLibUV
 
 /// A failed libuv call (libuv returns negative UV_E* codes, not errno).

@@ -2,7 +2,7 @@ import Glibc
 import LinuxSystem
 
 /// Who handles a peer socket's events: its connection.
-protocol PeerSocketDelegate: AnyObject {
+package protocol PeerSocketDelegate: AnyObject {
     func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event)
 }
 
@@ -10,8 +10,8 @@ protocol PeerSocketDelegate: AnyObject {
 /// ReadinessSet (one libuv poll handle for every peer), with
 /// an outgoing queue of messages that may carry fds. It turns readiness into
 /// events for its delegate; what the bytes mean is up to the delegate.
-final class PeerSocket: ReadinessTarget {
-    enum Event {
+package final class PeerSocket: ReadinessTarget {
+    package enum Event {
         /// Bytes read, as a slice of the set's shared read buffer (a
         /// handler that keeps it makes the next read copy the buffer).
         case received(ArraySlice<UInt8>)
@@ -23,11 +23,11 @@ final class PeerSocket: ReadinessTarget {
         case failed(SystemError)
     }
 
-    let fd: OwnedFD
-    let peer: PeerCredentials?
+    package let fd: OwnedFD
+    package let peer: PeerCredentials?
     /// Held until `close`, which breaks the cycle with the connection that
     /// owns this socket; a closed socket reports nothing.
-    var delegate: PeerSocketDelegate?
+    package var delegate: PeerSocketDelegate?
     /// What is being sent, and what was queued behind it (rare: every
     /// exchange sends, then waits for the peer).
     private var sending: OutgoingMessages?
@@ -36,7 +36,7 @@ final class PeerSocket: ReadinessTarget {
     private var bytesSentOfNext = 0
     /// Messages queued and not yet wholly sent (a peer that never reads
     /// makes it grow; its owner decides how far).
-    private(set) var unsentMessages = 0
+    package private(set) var unsentMessages = 0
     private let set: ReadinessSet
     private var token: UInt64 = 0
     private let readSize: Int
@@ -46,7 +46,7 @@ final class PeerSocket: ReadinessTarget {
     /// Joins the readiness set; input is watched from the first `send`
     /// on, so the first bytes go out before the epoll_ctl that registers
     /// the socket (every connection starts by sending).
-    init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) {
+    package init(readiness set: ReadinessSet, fd: OwnedFD, peer: PeerCredentials?, readSize: Int) {
         self.fd = fd
         self.set = set
         self.peer = peer
@@ -54,10 +54,10 @@ final class PeerSocket: ReadinessTarget {
         token = set.register(fd: fd.rawValue, target: self)
     }
 
-    var isClosed: Bool { !fd.isOpen }
+    package var isClosed: Bool { !fd.isOpen }
 
     /// Queues messages and sends what the socket takes now.
-    func send(_ messages: OutgoingMessages) {
+    package func send(_ messages: OutgoingMessages) {
         guard !isClosed else { return }
         unsentMessages += messages.count
         if sending == nil {
@@ -70,13 +70,13 @@ final class PeerSocket: ReadinessTarget {
 
     /// Watches for input without sending first (a connection taken over
     /// from a previous server process: it is already past its greeting).
-    func watchInput() {
+    package func watchInput() {
         guard !isClosed, watchingWritable == nil else { return }
         watch(writable: false)
     }
 
     /// Stops watching, then closes the fd (which leaves the epoll set).
-    func close() {
+    package func close() {
         guard !isClosed else { return }
         set.forget(token: token)
         fd.close()
@@ -86,7 +86,7 @@ final class PeerSocket: ReadinessTarget {
         delegate = nil
     }
 
-    func ready(_ readiness: Readiness) {
+    package func ready(_ readiness: Readiness) {
         guard !isClosed else { return }
         if readiness.contains(.writable) && sending != nil {
             flush()

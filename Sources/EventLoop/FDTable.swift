@@ -1,13 +1,14 @@
+import LinuxSystem
 /// Values kept by fd number. Fds are small and dense, so a table indexed by
 /// the number beats hashing. Its storage is raw memory, which is not subject
 /// to Swift's run-time exclusivity checks: an array held by a class pays one
 /// on every change, and a connection changes these tables twice. Loop
 /// thread only, like everything that uses it.
-final class FDTable<Value> {
+package final class FDTable<Value> {
     private var storage: UnsafeMutablePointer<Value?>
     private var capacity: Int
 
-    init(capacity: Int = 64) {
+    package init(capacity: Int = 64) {
         self.capacity = max(capacity, 1)
         storage = .allocate(capacity: self.capacity)
         storage.initialize(repeating: nil, count: self.capacity)
@@ -18,7 +19,7 @@ final class FDTable<Value> {
         storage.deallocate()
     }
 
-    subscript(fd: Int32) -> Value? {
+    package subscript(fd: Int32) -> Value? {
         get {
             let slot = Int(fd)
             return slot >= 0 && slot < capacity ? storage[slot] : nil
@@ -32,11 +33,11 @@ final class FDTable<Value> {
     }
 
     /// Every value, by fd.
-    var values: [Value] {
+    package var values: [Value] {
         (0..<capacity).compactMap { storage[$0] }
     }
 
-    func removeAll() {
+    package func removeAll() {
         for slot in 0..<capacity { storage[slot] = nil }
     }
 
