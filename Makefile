@@ -77,23 +77,23 @@ sanitize-thread: deps qemu-deps
 
 # libFuzzer on the three parsers of untrusted input, FUZZ_SECONDS each, with
 # a memory cap. New inputs go to .build-fuzz/, the committed seeds stay as
-# they are. VSoCFormat is built first as its own (instrumented) module.
-FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -I .build-fuzz -L .build-fuzz -lVSoCFormat
+# they are. WireFormat is built first as its own (instrumented) module.
+FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -I .build-fuzz -L .build-fuzz -lWireFormat
 LAYOUT_SOURCES = $(wildcard Sources/IVServer/Layout/*.swift)
-FORMAT_SOURCES = $(wildcard Sources/VSoCFormat/*.swift)
+FORMAT_SOURCES = $(wildcard Sources/WireFormat/*.swift)
 
-.build-fuzz/libVSoCFormat.a: $(FORMAT_SOURCES)
+.build-fuzz/libWireFormat.a: $(FORMAT_SOURCES)
 	@mkdir -p .build-fuzz
-	swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name VSoCFormat \
-		-emit-module -emit-module-path .build-fuzz/VSoCFormat.swiftmodule -emit-library -static -o $@ $^
+	swiftc -sanitize=fuzzer,address -parse-as-library -O -module-name WireFormat \
+		-emit-module -emit-module-path .build-fuzz/WireFormat.swiftmodule -emit-library -static -o $@ $^
 
-.build-fuzz/layout-fuzzer: Fuzz/LayoutFuzzer.swift $(LAYOUT_SOURCES) .build-fuzz/libVSoCFormat.a
+.build-fuzz/layout-fuzzer: Fuzz/LayoutFuzzer.swift $(LAYOUT_SOURCES) .build-fuzz/libWireFormat.a
 	swiftc $(FUZZ_FLAGS) -module-name IVFuzz $(filter %.swift,$^) -o $@
 
-.build-fuzz/handshake-fuzzer: Fuzz/HandshakeFuzzer.swift Sources/IVServer/Protocol/ClientHandshake.swift $(LAYOUT_SOURCES) .build-fuzz/libVSoCFormat.a
+.build-fuzz/handshake-fuzzer: Fuzz/HandshakeFuzzer.swift .build-fuzz/libWireFormat.a
 	swiftc $(FUZZ_FLAGS) -module-name IVFuzz $(filter %.swift,$^) -o $@
 
-.build-fuzz/header-fuzzer: Fuzz/HeaderFuzzer.swift .build-fuzz/libVSoCFormat.a
+.build-fuzz/header-fuzzer: Fuzz/HeaderFuzzer.swift .build-fuzz/libWireFormat.a
 	swiftc $(FUZZ_FLAGS) -module-name IVFuzz $(filter %.swift,$^) -o $@
 
 fuzz: .build-fuzz/layout-fuzzer .build-fuzz/handshake-fuzzer .build-fuzz/header-fuzzer

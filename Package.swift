@@ -32,16 +32,18 @@ let package = Package(
         // every socket of a server is watched through. The only importer of
         // CLibUV.
         .target(name: "EventLoop", dependencies: ["CLibUV", "CLinux", "LinuxSystem"]),
-        // The byte formats server and clients share: the vSoC layout header
-        // and the HALD handshake's constants. Pure, no I/O.
-        .target(name: "VSoCFormat"),
+        // The byte formats servers and clients share, pure (no I/O): the
+        // vSoC layout header, the HALD handshake (constants and the server's
+        // state machine), QEMU's ivshmem messages for the vSoC mode, and the
+        // multi-peer protocol's messages and constants.
+        .target(name: "WireFormat"),
         .target(
             name: "IVServer",
             dependencies: [
                 "CLinux",
                 "EventLoop",
                 "LinuxSystem",
-                "VSoCFormat",
+                "WireFormat",
             ]
         ),
         .executableTarget(
@@ -54,19 +56,19 @@ let package = Package(
         // The host-side SDK: a region's fds, mapping and signalling.
         .target(
             name: "IVClient",
-            dependencies: ["CLinux", "LinuxSystem", "VSoCFormat"]
+            dependencies: ["CLinux", "LinuxSystem", "WireFormat"]
         ),
         .executableTarget(
             name: "IVCtl",
             dependencies: [
                 "IVClient",
-                "VSoCFormat",
+                "WireFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "VSoCFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "WireFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

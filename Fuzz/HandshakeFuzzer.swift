@@ -3,6 +3,8 @@
 // must not depend on the split, must be final, and a grant must match what
 // was asked for.
 
+import WireFormat
+
 let names = ["hwcomposer": 0, "e2e_primary": 4, "sixteen_chars_xx": 9]
 
 @_cdecl("LLVMFuzzerTestOneInput")

@@ -3,7 +3,7 @@
 // bytes must end in a header or a HeaderError, never a crash; an accepted
 // header must keep every region and table inside the file, and encode back
 // to the bytes it was read from.
-import VSoCFormat
+import WireFormat
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func headerFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {

@@ -2,7 +2,7 @@
 // Any input must end in a plan or a LayoutError, never a crash; a plan must
 // satisfy the layout rules, which are checked here independently.
 
-import VSoCFormat
+import WireFormat
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func layoutFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {

@@ -1,6 +1,6 @@
 import Glibc
 import LinuxSystem
-import VSoCFormat
+import WireFormat
 
 /// Everything that can go wrong for a host client. Each error names the
 /// socket, the region when there is one, and the system's text for errno.

@@ -2,4 +2,4 @@
 // (OwnedFD, FutexWaitResult, LayoutHeader, HALDProtocol.VMInfo): users of
 // IVClient see them too.
 @_exported import LinuxSystem
-@_exported import VSoCFormat
+@_exported import WireFormat

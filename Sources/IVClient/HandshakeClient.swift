@@ -1,6 +1,6 @@
 import LinuxSystem
 import Glibc
-import VSoCFormat
+import WireFormat
 
 /// The three fds the server grants for a region.
 struct GrantedRegion {

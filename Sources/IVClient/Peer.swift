@@ -1,6 +1,6 @@
 import LinuxSystem
 import Glibc
-import VSoCFormat
+import WireFormat
 
 /// The host as a peer of a multi-peer ivshmem server (QEMU's ivshmem-server
 /// protocol; `ivserver multi-peer`): it gets an ID, the shared memory and
@@ -24,7 +24,7 @@ public final class Peer {
     }
 
     /// QEMU's ivshmem-server's default socket.
-    public static let defaultSocketPath = "/tmp/ivshmem_socket"
+    public static let defaultSocketPath = PeerProtocol.defaultSocketPath
 
     public let socketPath: String
     /// Our ID: what other peers write to their Doorbell's upper 16 bits.
@@ -54,14 +54,14 @@ public final class Peer {
         let fail = { (kind: IVClientError.Kind) in IVClientError(kind, socketPath: path, region: nil) }
         let socket = try ClientSocket.connect(path: path, timeout: timeout, fail: fail)
         let version = try Self.receive(socket)
-        if version.value == -1 && version.fd == nil { throw fail(.refused) }
-        guard version.value == 0, version.fd == nil else { throw fail(.unsupportedPeerProtocol(serverVersion: version.value)) }
+        if version.value == PeerProtocol.refusalVersion && version.fd == nil { throw fail(.refused) }
+        guard version.value == PeerProtocol.protocolVersion, version.fd == nil else { throw fail(.unsupportedPeerProtocol(serverVersion: version.value)) }
         let own = try Self.receive(socket)
         guard let id = ID(exactly: own.value), own.fd == nil else {
             throw fail(.protocolViolation("an ID of \(own.value)\(own.fd == nil ? "" : " with an fd") instead of 0...65535"))
         }
         let marker = try Self.receive(socket)
-        guard marker.value == -1, let memoryFD = marker.fd else {
+        guard marker.value == PeerProtocol.sharedMemoryMarker, let memoryFD = marker.fd else {
             throw fail(.protocolViolation("message 3 is \(marker.value)\(marker.fd == nil ? " without an fd" : "") instead of -1 with the shared memory"))
         }
         let size: UInt64

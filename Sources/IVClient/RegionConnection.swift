@@ -1,7 +1,7 @@
 import LinuxSystem
 import Glibc
 import Synchronization
-import VSoCFormat
+import WireFormat
 
 /// A host client's hold on one region: the fds from the HALD handshake, the
 /// layout read from the shared memory, the region mapped, and the vSoC

@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// The two atomic operations the signal-table protocol needs on the words
 /// of a region (offsets relative to its begin, 4-byte aligned and inside it).

@@ -1,6 +1,6 @@
 import ArgumentParser
 import IVClient
-import VSoCFormat
+import WireFormat
 
 /// `ivctl`: look at and poke a running ivserver's regions from the shell.
 /// Argument parsing and printing only; the work is IVClient's.

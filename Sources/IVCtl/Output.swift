@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 import IVClient
 
 /// What ivctl prints, through IVClient's unbuffered streams.

@@ -2,7 +2,7 @@ import Glibc
 import Testing
 @testable import IVClient
 @testable import IVServer
-import VSoCFormat
+import WireFormat
 
 /// IVClient against the real ivserver binary.
 @Suite("Host client library against ivserver", .serialized)

@@ -3,7 +3,7 @@ import Glibc
 import Testing
 @testable import IVClient
 @testable import IVServer
-import VSoCFormat
+import WireFormat
 
 /// IVClient and ivctl against a guest that signals exactly as the original
 /// vSoC code does (`EmulatedGuest`, from the spec), over a real ivserver.

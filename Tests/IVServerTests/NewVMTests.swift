@@ -2,7 +2,7 @@ import Glibc
 import Testing
 @testable import IVClient
 @testable import IVServer
-import VSoCFormat
+import WireFormat
 
 /// ivserver outlives its VMs: a new VM must start with the signalling state
 /// of a freshly started server, whatever the previous one left, while a VM

@@ -1,7 +1,7 @@
 import Glibc
 import Testing
 @testable import IVServer
-import VSoCFormat
+import WireFormat
 
 /// What an operator sees: the log under systemd's journal.
 @Suite("The operator's view", .serialized)

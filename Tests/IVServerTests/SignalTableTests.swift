@@ -2,7 +2,7 @@ import Glibc
 import Testing
 @testable import IVClient
 @testable import IVServer
-import VSoCFormat
+import WireFormat
 
 /// The signal-table protocol on a plain memory buffer: a table of 4 slots at
 /// offset 0 with its signal word at 16, as in the default layout's

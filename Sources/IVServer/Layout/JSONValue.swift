@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// A parsed JSON document, kept close to the text: numbers stay as their
 /// literal (so the layout validator can range-check them exactly) and object

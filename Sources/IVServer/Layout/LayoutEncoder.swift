@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// The binary vSoC 2.0 header for a plan. The byte format itself lives in
 /// VSoCFormat's `LayoutHeader`, shared with the host client library, so the

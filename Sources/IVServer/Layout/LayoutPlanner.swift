@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// A region with every offset computed: its spec and the descriptor the
 /// header will hold for it (VSoCFormat's `RegionDescriptor`, so the plan

@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// What `ivserver layout` prints: the computed plan as a table for people
 /// or as JSON for tools. Pure.

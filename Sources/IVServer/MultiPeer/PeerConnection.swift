@@ -1,3 +1,4 @@
+import WireFormat
 import EventLoop
 import Glibc
 import LinuxSystem

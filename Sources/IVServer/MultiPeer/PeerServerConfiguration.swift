@@ -1,10 +1,11 @@
+import WireFormat
 import LinuxSystem
 
 /// Everything the multi-peer server needs: QEMU's ivshmem-server's settings
 /// (with its defaults) and ivserver's own fences.
 public struct PeerServerConfiguration: Sendable {
     /// QEMU's ivshmem-server defaults, so that a drop-in finds the same paths.
-    public static let defaultSocketPath = "/tmp/ivshmem_socket"
+    public static let defaultSocketPath = PeerProtocol.defaultSocketPath
     public static let defaultSharedMemoryName = "ivshmem"
     public static let defaultSize: UInt64 = 4 << 20
     public static let defaultVectors = 1

@@ -1,3 +1,4 @@
+import WireFormat
 import EventLoop
 /// Who keeps the clients: told when a handshake leaves the pending state
 /// (decided, refused or closed) and when the connection closes (it can be

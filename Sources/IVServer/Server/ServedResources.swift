@@ -1,3 +1,4 @@
+import WireFormat
 import LinuxSystem
 
 /// What connections need from the server: the fds they hand out and where

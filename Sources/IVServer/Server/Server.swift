@@ -2,7 +2,7 @@ import EventLoop
 import Glibc
 import Synchronization
 import LinuxSystem
-import VSoCFormat
+import WireFormat
 
 /// The vSoC protocol server: the instance lock, the shared memory, the
 /// eventfds and both sockets, and QEMU and the host clients served on one

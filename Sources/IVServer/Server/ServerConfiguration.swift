@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// Everything the server needs to run one VM's shared memory.
 public struct ServerConfiguration: Sendable {

@@ -1,5 +1,5 @@
 import EventLoop
-import VSoCFormat
+import WireFormat
 import LinuxSystem
 
 /// What the server reports as it runs. The executable decides how these are

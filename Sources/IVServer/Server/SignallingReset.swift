@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 
 /// What a new VM finds in each region's signalling state: what a freshly
 /// started server gives, whatever the previous VM left (docs/protocols.md

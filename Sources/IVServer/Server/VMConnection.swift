@@ -1,6 +1,6 @@
 import EventLoop
 import LinuxSystem
-import VSoCFormat
+import WireFormat
 
 /// The VM's QEMU on the QEMU socket (docs/protocols.md §1). The whole
 /// handshake goes out at accept; the connection then stays open until QEMU

@@ -1,7 +1,7 @@
 import Glibc
 @testable import IVClient
 @testable import IVServer
-import VSoCFormat
+import WireFormat
 
 /// The guest's side of one region's vSoC signalling, played by the test
 /// process over the fds a VM gets from ivserver. Written from

@@ -1,4 +1,4 @@
-import VSoCFormat
+import WireFormat
 import Glibc
 @testable import IVServer
 

@@ -1,4 +1,3 @@
-import VSoCFormat
 
 /// QEMU's multi-peer ivshmem protocol (QEMU's docs/specs/ivshmem-spec.rst;
 /// docs/protocols.md §3), as pure message plans: which values go to a peer,
@@ -8,6 +7,8 @@ import VSoCFormat
 /// The vSoC mode (`QemuHandshake`) is the special case of one VM peer and
 /// a virtual host peer; this is the general one, for any number of peers.
 public enum PeerProtocol {
+    /// QEMU's ivshmem-server's default socket.
+    public static let defaultSocketPath = "/tmp/ivshmem_socket"
     public static let protocolVersion: Int64 = 0
     /// The value of the message that carries the shared memory.
     public static let sharedMemoryMarker: Int64 = -1

@@ -1,4 +1,3 @@
-import VSoCFormat
 
 /// The host-client (HALD) handshake, version 0, as a pure state machine:
 /// bytes in, a decision out. No I/O here; `ClientConnection` does the

@@ -1,4 +1,3 @@
-import VSoCFormat
 
 /// QEMU's ivshmem server protocol, version 0, as ivserver speaks it: the
 /// host pretends to be peer 0 and the VM is peer 1024. Spec:
