@@ -37,12 +37,17 @@ let package = Package(
         // state machine), QEMU's ivshmem messages for the vSoC mode, and the
         // multi-peer protocol's messages and constants.
         .target(name: "WireFormat"),
+        // What both servers are made of: listening, admission and refusal
+        // (the access policy, pending shares, waiting connections), the
+        // event log and operator text, and one service shape (signals,
+        // READY/STATUS, the state dump, going to the background).
+        .target(name: "ServerCore", dependencies: ["EventLoop", "LinuxSystem", "WireFormat"]),
         .target(
             name: "IVServer",
             dependencies: [
-                "CLinux",
                 "EventLoop",
                 "LinuxSystem",
+                "ServerCore",
                 "WireFormat",
             ]
         ),
@@ -68,7 +73,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "WireFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "ServerCore", "WireFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -1,3 +1,4 @@
+import ServerCore
 import EventLoop
 import ArgumentParser
 import Glibc
@@ -350,7 +351,7 @@ enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {
     case trace, debug, info, warning, error
 
     /// The least severe line logged at this level.
-    var severity: ServerEvent.Severity {
+    var severity: Severity {
         switch self {
         case .trace: return .trace
         case .debug: return .debug

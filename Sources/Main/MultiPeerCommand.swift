@@ -1,3 +1,4 @@
+import ServerCore
 import EventLoop
 import ArgumentParser
 import IVServer

@@ -1,3 +1,4 @@
+import ServerCore
 import IVServer
 
 /// The values of the server's flags as plain data, and the one place that

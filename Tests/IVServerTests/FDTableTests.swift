@@ -1,3 +1,4 @@
+@testable import ServerCore
 import EventLoop
 import Testing
 @testable import IVServer

@@ -1,3 +1,4 @@
+@testable import ServerCore
 import Dispatch
 import Glibc
 import Testing

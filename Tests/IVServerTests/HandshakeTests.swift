@@ -1,3 +1,4 @@
+@testable import ServerCore
 import WireFormat
 import Testing
 @testable import IVServer

@@ -1,16 +1,18 @@
+@testable import ServerCore
 import Glibc
 import Synchronization
 import Testing
 @testable import IVServer
 
 /// Keeps the server's events for a test (any thread may look).
-final class RecordedEvents: ServerEventSink, Sendable {
-    private let events = Mutex<[ServerEvent]>([])
-    func record(_ event: ServerEvent) { events.withLock { $0.append(event) } }
+final class RecordedEvents: EventSink, Sendable {
+    private let events = Mutex<[String]>([])
+    func record<Event: LogEvent>(_ event: Event) { events.withLock { $0.append(event.description) } }
     func flush() {}
-    func isEnabled(_ severity: ServerEvent.Severity) -> Bool { true }
-    var all: [ServerEvent] { events.withLock { $0 } }
-    func contains(_ text: String) -> Bool { all.contains { $0.description.contains(text) } }
+    func isEnabled(_ severity: Severity) -> Bool { true }
+    /// Every event's message, in order.
+    var all: [String] { events.withLock { $0 } }
+    func contains(_ text: String) -> Bool { all.contains { $0.contains(text) } }
 }
 
 /// The vSoC server run in the test's own process, on a thread of its own:

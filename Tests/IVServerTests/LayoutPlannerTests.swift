@@ -1,3 +1,4 @@
+@testable import ServerCore
 import Testing
 @testable import IVServer
 

@@ -1,3 +1,4 @@
+@testable import ServerCore
 import WireFormat
 import Glibc
 import Testing

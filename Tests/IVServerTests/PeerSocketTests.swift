@@ -1,3 +1,4 @@
+@testable import ServerCore
 import EventLoop
 import Glibc
 import Testing

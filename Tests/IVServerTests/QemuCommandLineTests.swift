@@ -1,3 +1,4 @@
+@testable import ServerCore
 import WireFormat
 import Testing
 @testable import IVServer
@@ -61,7 +62,7 @@ struct QemuCommandLineTests {
 
     @Test("the warning names the dead regions")
     func warningText() {
-        let event = ServerEvent.vmVectorMismatch(peer: PeerCredentials(pid: 7, uid: 1, gid: 2), vectors: 2, regions: 4, deadRegions: ["c", "d"])
+        let event = VSoCEvent.vmVectorMismatch(peer: PeerCredentials(pid: 7, uid: 1, gid: 2), vectors: 2, regions: 4, deadRegions: ["c", "d"])
         #expect(event.severity == .warning)
         #expect(event.description.contains("vectors=2 but the layout has 4 regions: regions 2...3 (c, d) get no interrupts"))
     }

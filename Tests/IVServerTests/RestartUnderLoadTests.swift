@@ -1,3 +1,4 @@
+@testable import ServerCore
 import Glibc
 import Testing
 @testable import IVClient

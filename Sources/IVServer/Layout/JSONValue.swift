@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 
 /// A parsed JSON document, kept close to the text: numbers stay as their

@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 
 /// The binary vSoC 2.0 header for a plan. The byte format itself lives in

@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 
 /// A region with every offset computed: its spec and the descriptor the

@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 
 /// What `ivserver layout` prints: the computed plan as a table for people

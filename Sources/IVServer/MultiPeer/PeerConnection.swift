@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 import EventLoop
 import Glibc

@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 import EventLoop
 import Glibc
@@ -11,7 +12,7 @@ import LinuxSystem
 /// `start` created. One thread: the caller's.
 public final class PeerServer {
     public let configuration: PeerServerConfiguration
-    private let events: ServerEventSink
+    private let events: EventSink
 
     // From `start`.
     private var lock: InstanceLock?
@@ -37,7 +38,7 @@ public final class PeerServer {
     private var peersRefused = 0
     private var peersServed = 0
 
-    public init(configuration: PeerServerConfiguration, events: ServerEventSink) {
+    public init(configuration: PeerServerConfiguration, events: EventSink) {
         self.configuration = configuration
         self.events = events
         vectorLookup = DoorbellVectorLookup(socketPath: configuration.socketPath)
@@ -45,7 +46,8 @@ public final class PeerServer {
 
     deinit { close() }
 
-    private func report(_ event: ServerEvent) { events.record(event) }
+    private func report(_ event: PeerEvent) { events.record(event) }
+    private func report(_ event: CoreEvent) { events.record(event) }
 
     /// Takes the lock, makes the memory and listens on the socket. Throws
     /// (StartupError, SystemError) with nothing left behind.

@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 import EventLoop
 /// Who keeps the clients: told when a handshake leaves the pending state

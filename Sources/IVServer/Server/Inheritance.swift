@@ -1,3 +1,4 @@
+import ServerCore
 import LinuxSystem
 
 /// The names under which the server keeps its fds in the service manager's

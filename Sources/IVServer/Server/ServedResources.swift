@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 import LinuxSystem
 
@@ -8,7 +9,7 @@ final class ServedResources {
     let sharedMemory: SharedMemoryFile
     let channels: [RegionChannels]
     let regionNames: ClientHandshake.RegionNames
-    let events: ServerEventSink
+    let events: EventSink
     /// The HALD handshake's messages, built once: the greeting, and per
     /// region the grant with its three fds.
     let greeting: OutgoingMessages
@@ -17,7 +18,7 @@ final class ServedResources {
     let doorbellVectors: DoorbellVectorLookup
 
     init(plan: LayoutPlan, sharedMemory: SharedMemoryFile, channels: [RegionChannels], qemuSocketPath: String,
-         events: ServerEventSink) {
+         events: EventSink) {
         self.plan = plan
         self.sharedMemory = sharedMemory
         self.channels = channels
@@ -36,7 +37,8 @@ final class ServedResources {
         }
     }
 
-    func report(_ event: ServerEvent) { events.record(event) }
+    func report(_ event: VSoCEvent) { events.record(event) }
+    func report(_ event: CoreEvent) { events.record(event) }
 
     /// Read once: whether debug and trace events are wanted (when not, they
     /// are not built at all).

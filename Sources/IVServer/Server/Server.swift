@@ -1,3 +1,4 @@
+import ServerCore
 import EventLoop
 import Glibc
 import Synchronization
@@ -13,7 +14,7 @@ import WireFormat
 /// that `launch` starts are `ServerService`'s, around it.
 public final class Server {
     public let configuration: ServerConfiguration
-    let events: ServerEventSink
+    let events: EventSink
 
     private var lock: InstanceLock?
     /// What `start` created, to remove at `close`.
@@ -66,13 +67,14 @@ public final class Server {
     var onStop: (() -> Void)?
 
     /// Events go to `events`, which is flushed on every turn of the loop.
-    public init(configuration: ServerConfiguration, events: ServerEventSink) {
+    public init(configuration: ServerConfiguration, events: EventSink) {
         self.configuration = configuration
         self.events = events
         shares = PendingShares(limits: configuration.pendingLimits)
     }
 
-    private func report(_ event: ServerEvent) { events.record(event) }
+    private func report(_ event: VSoCEvent) { events.record(event) }
+    private func report(_ event: CoreEvent) { events.record(event) }
 
     /// A fresh start (or, under a service manager, `ServerService` passes
     /// what it handed back).

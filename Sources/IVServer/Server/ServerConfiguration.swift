@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 
 /// Everything the server needs to run one VM's shared memory.

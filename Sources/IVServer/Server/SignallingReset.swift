@@ -1,3 +1,4 @@
+import ServerCore
 import WireFormat
 
 /// What a new VM finds in each region's signalling state: what a freshly

@@ -1,3 +1,4 @@
+import ServerCore
 import Glibc
 import LinuxSystem
 

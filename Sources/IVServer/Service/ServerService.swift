@@ -1,3 +1,4 @@
+import ServerCore
 import EventLoop
 import Glibc
 import LinuxSystem
@@ -11,7 +12,7 @@ import LinuxSystem
 /// re-exec hands over) and supervises.
 public final class ServerService {
     public let server: Server
-    private var events: ServerEventSink { server.events }
+    private var events: EventSink { server.events }
     private var configuration: ServerConfiguration { server.configuration }
 
     private var signals: [SignalHandle] = []
@@ -30,11 +31,12 @@ public final class ServerService {
     private var launchedVM: (any LaunchedProcess)?
     private var vmStopTimer: TimerHandle?
 
-    public init(configuration: ServerConfiguration, events: ServerEventSink) {
+    public init(configuration: ServerConfiguration, events: EventSink) {
         server = Server(configuration: configuration, events: events)
     }
 
-    private func report(_ event: ServerEvent) { events.record(event) }
+    private func report(_ event: VSoCEvent) { events.record(event) }
+    private func report(_ event: CoreEvent) { events.record(event) }
 
     /// Runs until a stop signal or, with `launching`, until the VM it starts
     /// once both sockets listen has exited; returns how the VM ended. Throws

@@ -1,3 +1,4 @@
+import ServerCore
 import LinuxSystem
 
 /// The two eventfds of one region.

@@ -3,35 +3,41 @@
 /// oldest is greeted as soon as there is room (`greetInTurn`), and one is
 /// closed only when it has waited out the handshake timeout with no room
 /// for it, or to keep within `capacity`. Pure bookkeeping, loop thread only.
-final class HeldConnections<Payload> {
-    struct Entry {
-        let payload: Payload
-        let pid: Int32
+package final class HeldConnections<Payload> {
+    package struct Entry {
+        package let payload: Payload
+        package let pid: Int32
         /// Loop time (ms) after which, still without room, it is closed.
-        let deadline: UInt64
+        package let deadline: UInt64
+
+        package init(payload: Payload, pid: Int32, deadline: UInt64) {
+            self.payload = payload
+            self.pid = pid
+            self.deadline = deadline
+        }
     }
 
     /// At most this many wait (what the open-file limit leaves); beyond,
     /// the oldest is dropped to take the newest.
-    let capacity: Int
+    package let capacity: Int
     private var entries: [Entry] = []
     private var start = 0
     private var byProcess: [Int32: Int] = [:]
 
-    init(capacity: Int) {
+    package init(capacity: Int) {
         self.capacity = capacity
     }
 
-    var count: Int { entries.count - start }
-    var isEmpty: Bool { start == entries.count }
-    var oldest: Entry? { isEmpty ? nil : entries[start] }
+    package var count: Int { entries.count - start }
+    package var isEmpty: Bool { start == entries.count }
+    package var oldest: Entry? { isEmpty ? nil : entries[start] }
 
-    func count(process pid: Int32) -> Int { byProcess[pid] ?? 0 }
+    package func count(process pid: Int32) -> Int { byProcess[pid] ?? 0 }
 
     /// Queues `entry`; the oldest it displaced (over capacity), if any, is
     /// returned for the caller to close. With no capacity at all, `entry`
     /// itself comes back.
-    func append(_ entry: Entry) -> Entry? {
+    package func append(_ entry: Entry) -> Entry? {
         guard capacity > 0 else { return entry }
         let displaced = count >= capacity ? takeOldest() : nil
         entries.append(entry)
@@ -39,7 +45,7 @@ final class HeldConnections<Payload> {
         return displaced
     }
 
-    func takeOldest() -> Entry? {
+    package func takeOldest() -> Entry? {
         guard !isEmpty else { return nil }
         let entry = entries[start]
         start += 1
@@ -57,13 +63,13 @@ final class HeldConnections<Payload> {
 
     /// Hands the oldest entries to `greet`, one at a time, while
     /// `hasRoom()` says there is room (greeting one takes room).
-    func greetInTurn(while hasRoom: () -> Bool, _ greet: (Entry) -> Void) {
+    package func greetInTurn(while hasRoom: () -> Bool, _ greet: (Entry) -> Void) {
         while hasRoom(), let entry = takeOldest() { greet(entry) }
     }
 
     /// Takes out, oldest first, every entry whose deadline is at or before
     /// `now`, handing each to `expire`.
-    func expire(now: UInt64, _ expire: (Entry) -> Void) {
+    package func expire(now: UInt64, _ expire: (Entry) -> Void) {
         while let first = oldest, first.deadline <= now, let entry = takeOldest() { expire(entry) }
     }
 }

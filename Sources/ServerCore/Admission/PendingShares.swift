@@ -25,6 +25,12 @@ public struct PendingShares {
         public var perProcess: Int
         public var perUser: Int
         public var total: Int
+
+        public init(perProcess: Int, perUser: Int, total: Int) {
+            self.perProcess = perProcess
+            self.perUser = perUser
+            self.total = total
+        }
     }
 
     /// Whose share was full.
@@ -32,7 +38,7 @@ public struct PendingShares {
         case process, user, total
     }
 
-    enum Admission: Equatable {
+    package enum Admission: Equatable {
         case admit
         /// Keep the new connection waiting until there is room: its process
         /// (`cap` .process) or its user (.user) is over its share and the
@@ -44,27 +50,27 @@ public struct PendingShares {
         case admitAfterClosing(victim: Int, pid: Int32, uid: UInt32, cap: Cap)
     }
 
-    let limits: Limits
+    package let limits: Limits
     /// Each process's pending connections, oldest first (ids the caller chooses).
     private var byProcess: [Int32: [Int]] = [:]
     /// Each process's user.
     private var userOfProcess: [Int32: UInt32] = [:]
     private var byUser: [UInt32: Int] = [:]
-    private(set) var total = 0
+    package private(set) var total = 0
 
-    init(limits: Limits) {
+    package init(limits: Limits) {
         precondition(limits.perProcess >= 1 && limits.perUser >= 1 && limits.total >= 1)
         self.limits = limits
     }
 
-    func count(process pid: Int32) -> Int { byProcess[pid]?.count ?? 0 }
-    func count(user uid: UInt32) -> Int { byUser[uid] ?? 0 }
+    package func count(process pid: Int32) -> Int { byProcess[pid]?.count ?? 0 }
+    package func count(user uid: UInt32) -> Int { byUser[uid] ?? 0 }
 
     /// Whether a connection could be admitted without anyone making room.
-    var hasRoom: Bool { total < limits.total }
+    package var hasRoom: Bool { total < limits.total }
 
     /// What to do with a new connection from `pid` of `uid`.
-    func admit(pid: Int32, uid: UInt32) -> Admission {
+    package func admit(pid: Int32, uid: UInt32) -> Admission {
         if hasRoom { return .admit }
         if count(process: pid) >= limits.perProcess { return .hold(cap: .process) }
         if count(user: uid) >= limits.perUser {
@@ -108,7 +114,7 @@ public struct PendingShares {
         return best?.uid
     }
 
-    mutating func add(_ id: Int, pid: Int32, uid: UInt32) {
+    package mutating func add(_ id: Int, pid: Int32, uid: UInt32) {
         byProcess[pid, default: []].append(id)
         userOfProcess[pid] = uid
         byUser[uid, default: 0] += 1
@@ -117,7 +123,7 @@ public struct PendingShares {
 
     /// Forgets `id` (decided or closed); false when it was not pending.
     @discardableResult
-    mutating func remove(_ id: Int, pid: Int32) -> Bool {
+    package mutating func remove(_ id: Int, pid: Int32) -> Bool {
         guard var own = byProcess[pid], let index = own.firstIndex(of: id), let uid = userOfProcess[pid] else { return false }
         own.remove(at: index)
         if own.isEmpty {

@@ -5,9 +5,9 @@ import LinuxSystem
 /// A listening UNIX socket, watched through the readiness set like every
 /// other socket. Accepts in batches and hands each new connection
 /// (non-blocking, close-on-exec) to `onAccept`.
-final class Listener: ReadinessTarget {
-    let path: String
-    let file: CreatedFile
+package final class Listener: ReadinessTarget {
+    package let path: String
+    package let file: CreatedFile
     private let fd: OwnedFD
     private let readiness: ReadinessSet
     private var token: UInt64 = 0
@@ -20,10 +20,10 @@ final class Listener: ReadinessTarget {
 
     /// At most this many accepts per wakeup, so one busy socket cannot starve
     /// the other or the connections already open.
-    static let acceptBatch = 64
+    package static let acceptBatch = 64
 
     /// Listens on `path`, a new socket file with `mode` and `group`.
-    convenience init(readiness: ReadinessSet, path: String, mode: UInt32, group: UInt32?,
+    package convenience init(readiness: ReadinessSet, path: String, mode: UInt32, group: UInt32?,
                      onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         let fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
         let file: CreatedFile
@@ -39,7 +39,7 @@ final class Listener: ReadinessTarget {
     /// Goes on with a socket a previous server process of this VM listened
     /// on (handed back by the service manager); its file is still at `path`
     /// and gets today's `mode` and `group`.
-    convenience init(readiness: ReadinessSet, adopting fd: OwnedFD, path: String, mode: UInt32, group: UInt32?,
+    package convenience init(readiness: ReadinessSet, adopting fd: OwnedFD, path: String, mode: UInt32, group: UInt32?,
                      onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
         try UnixSocket.setFileAccess(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
@@ -47,7 +47,7 @@ final class Listener: ReadinessTarget {
     }
 
     /// Watches a socket that already listens at `path` (its file `file`).
-    init(readiness: ReadinessSet, listening fd: OwnedFD, path: String, file: CreatedFile,
+    package init(readiness: ReadinessSet, listening fd: OwnedFD, path: String, file: CreatedFile,
                  onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
         self.path = path
         self.onAccept = onAccept
@@ -66,26 +66,26 @@ final class Listener: ReadinessTarget {
         reserve = Self.openReserve()
     }
 
-    func close() {
+    package func close() {
         guard fd.isOpen else { return }
         readiness.forget(token: token)
         fd.close()
     }
 
     /// Readable: connections wait (or a pending error, which accept returns).
-    func ready(_ readiness: Readiness) {
+    package func ready(_ readiness: Readiness) {
         guard fd.isOpen else { return }
         acceptPending()
     }
 
     /// The listening socket's fd, for the service manager's store.
-    var rawFD: Int32 { fd.rawValue }
+    package var rawFD: Int32 { fd.rawValue }
 
     /// Clears the way for a socket at `path`: a socket file nobody listens
     /// on (left by a server that died) is removed; a live listener or any
     /// other kind of file is an error. True when something was removed.
     /// Call it only while holding the instance lock.
-    static func removeLeftover(path: String) throws -> Bool {
+    package static func removeLeftover(path: String) throws -> Bool {
         switch try ExistingPath.inspect(path) {
         case .absent:
             return false

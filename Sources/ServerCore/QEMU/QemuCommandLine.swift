@@ -49,7 +49,7 @@ public enum QemuCommandLine {
     /// QEMU's "key=value,key=value" option syntax, where ",," is a literal
     /// comma and a first element without "=" is the implicit key's value.
     /// JSON syntax ("{...}") yields nothing.
-    static func parseOptions(_ text: String, implicitKey: String) -> [String: String] {
+    package static func parseOptions(_ text: String, implicitKey: String) -> [String: String] {
         guard !text.hasPrefix("{") else { return [:] }
         var elements: [String] = []
         var current = ""

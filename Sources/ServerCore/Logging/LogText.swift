@@ -32,7 +32,7 @@ public struct LogText {
         }
     }
 
-    mutating func append(_ peer: PeerCredentials?) {
+    public mutating func append(_ peer: PeerCredentials?) {
         guard let peer else { return append("unknown peer") }
         append("pid "); append(peer.pid)
         append(" uid "); append(peer.uid)
@@ -71,7 +71,7 @@ public struct LogText {
 
     public mutating func removeAll() { bytes.removeAll(keepingCapacity: true) }
 
-    var string: String { String(decoding: bytes, as: UTF8.self) }
+    public var string: String { String(decoding: bytes, as: UTF8.self) }
 }
 
 /// A UTC calendar time, computed from seconds since the epoch without the

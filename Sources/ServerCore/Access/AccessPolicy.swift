@@ -27,7 +27,7 @@ public struct AccessPolicy: Equatable, Sendable {
 extension AccessPolicy {
     /// SO_PEERCRED on an accepted connection, and whether it may stay. A
     /// peer whose credentials cannot be read is not allowed.
-    func check(_ fd: OwnedFD) -> (peer: PeerCredentials?, allowed: Bool) {
+    package func check(_ fd: OwnedFD) -> (peer: PeerCredentials?, allowed: Bool) {
         guard let peer = try? UnixSocket.peerCredentials(fd) else { return (nil, false) }
         return (peer, allows(peer, supplementaryGroups: { UnixSocket.peerGroups(fd) }))
     }

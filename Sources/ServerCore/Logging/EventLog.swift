@@ -1,13 +1,4 @@
-/// Where the server's events go. `flush` is called once per turn of the
-/// loop, just before it waits, and when the server stops, so a sink may
-/// hold events back within a turn.
-public protocol ServerEventSink: AnyObject {
-    func record(_ event: ServerEvent)
-    func flush()
-    /// Whether events of `severity` are kept: debug and trace events are
-    /// not even built when they would be dropped.
-    func isEnabled(_ severity: ServerEvent.Severity) -> Bool
-}
+import LinuxSystem
 
 /// ivserver's log on standard error: the server's events and the
 /// executable's own lines, as "2026-11-25T14:04:16Z info ivserver: …".
@@ -16,8 +7,8 @@ public protocol ServerEventSink: AnyObject {
 /// and a write per line was one of a handshake's few system calls. Warnings
 /// and errors go out at once, with whatever was collected before them.
 /// One thread only: the loop's, which is also the one that starts it.
-public final class EventLog: ServerEventSink {
-    private let minimumSeverity: ServerEvent.Severity
+public final class EventLog: EventSink {
+    private let minimumSeverity: Severity
     private let label: String
     private var pending = LogText(capacity: EventLog.flushThreshold)
     /// "<time> <level> <label>: " for each severity, for the current second.
@@ -33,20 +24,20 @@ public final class EventLog: ServerEventSink {
     private let journal: Bool
 
     /// `journal` nil: when standard error is the journal (JOURNAL_STREAM).
-    public init(minimumSeverity: ServerEvent.Severity, label: String = "ivserver", journal: Bool? = nil) {
+    public init(minimumSeverity: Severity, label: String = "ivserver", journal: Bool? = nil) {
         self.minimumSeverity = minimumSeverity
         self.label = label
         self.journal = journal ?? StandardError.isJournal()
         if self.journal {
-            prefixes = ServerEvent.Severity.allCases.map { Array("<\($0.syslogPriority)>\(label): ".utf8) }
+            prefixes = Severity.allCases.map { Array("<\($0.syslogPriority)>\(label): ".utf8) }
         }
     }
 
     deinit { flush() }
 
-    public func isEnabled(_ severity: ServerEvent.Severity) -> Bool { severity >= minimumSeverity }
+    public func isEnabled(_ severity: Severity) -> Bool { severity >= minimumSeverity }
 
-    public func record(_ event: ServerEvent) {
+    public func record<Event: LogEvent>(_ event: Event) {
         let severity = event.severity
         guard severity >= minimumSeverity else { return }
         pending.append(bytes: linePrefix(severity))
@@ -55,12 +46,12 @@ public final class EventLog: ServerEventSink {
         if severity >= .warning || pending.bytes.count >= Self.flushThreshold { flush() }
     }
 
-    private func linePrefix(_ severity: ServerEvent.Severity) -> [UInt8] {
+    private func linePrefix(_ severity: Severity) -> [UInt8] {
         if journal { return prefixes[severity.rank] }
         let now = Clock.currentSecond()
         if now != prefixSecond {
             prefixSecond = now
-            prefixes = ServerEvent.Severity.allCases.map { severity in
+            prefixes = Severity.allCases.map { severity in
                 var text = LogText(capacity: 48)
                 text.beginLine(level: severity.name, label: label, second: now)
                 return text.bytes
@@ -71,7 +62,7 @@ public final class EventLog: ServerEventSink {
 
     /// A line of the executable's own (start-up notes, errors, "stopped"),
     /// in the same format, written at once after anything collected.
-    public func log(_ severity: ServerEvent.Severity, _ message: String) {
+    public func log(_ severity: Severity, _ message: String) {
         guard severity >= minimumSeverity else { return }
         pending.append(bytes: linePrefix(severity))
         pending.append(message)
