@@ -51,10 +51,14 @@ let package = Package(
                 "WireFormat",
             ]
         ),
+        // QEMU's multi-peer ivshmem server (`ivserver multi-peer`, and the
+        // binary run as `ivshmem-server`).
+        .target(name: "MultiPeer", dependencies: ["EventLoop", "LinuxSystem", "ServerCore", "WireFormat"]),
         .executableTarget(
             name: "Main",
             dependencies: [
                 "IVServer",
+                "MultiPeer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -73,7 +77,7 @@ let package = Package(
         ),
         .testTarget(
             name: "IVServerTests",
-            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "ServerCore", "WireFormat", "Main"]
+            dependencies: ["IVServer", "IVClient", "CLinux", "EventLoop", "LinuxSystem", "MultiPeer", "ServerCore", "WireFormat", "Main"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -193,7 +193,7 @@ struct Serve: ParsableCommand {
         let service = ServerService(configuration: configuration, events: log)
         do {
             try service.run()
-        } catch let error as ResumeError {
+        } catch let error as HandoverError {
             log.log(.error, "\(error)")
             throw ExitCode(2)
         } catch {
@@ -260,7 +260,7 @@ struct Launch: ParsableCommand {
         } catch let error as LaunchError {
             log.log(.error, "\(error)")
             throw ExitCode(error.shellStatus)
-        } catch let error as ResumeError {
+        } catch let error as HandoverError {
             log.log(.error, "\(error)")
             throw ExitCode(2)
         } catch {

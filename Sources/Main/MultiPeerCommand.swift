@@ -1,3 +1,4 @@
+import MultiPeer
 import ServerCore
 import EventLoop
 import ArgumentParser
@@ -80,42 +81,20 @@ struct MultiPeerOptions: ParsableArguments {
         if !foreground && pidFile.isEmpty { throw ValidationError("the pid file (-p) is empty") }
     }
 
-    /// Serves until a stop signal. Start-up errors exit 1 (in the
-    /// background: the waiting parent exits 1), after a line on stderr.
+    /// Serves until a stop signal. Start-up errors exit 1, after a line on
+    /// stderr (in the background: the waiting parent exits 1).
     func run() throws {
         let severity = (logLevel ?? (verbose ? .debug : .info)).severity
         ProcessLimits.ignoreBrokenPipes()
-        // In the background the waiting parent prints nothing: the server's
-        // own log (stderr, kept) says what happened.
-        let readiness = foreground ? nil : try detach()
         let log = EventLog(minimumSeverity: severity, label: "ivshmem-server")
-        let server = PeerServer(configuration: configuration, events: log)
-        var pidFile: PidFile?
+        let service = Service(server: PeerServer(configuration: configuration, events: log), events: log)
         do {
-            try server.start()
-            if !foreground { pidFile = try PidFile(path: self.pidFile) }
-            try server.serve(onReady: {
-                readiness?.ready()
-                ServiceManager.notifyReady()
-            })
+            try service.run(background: foreground ? nil : (detach: true, pidFile: pidFile))
         } catch {
             log.log(.error, "\(error)")
-            server.close()
-            pidFile?.remove()
             throw ExitCode(1)
         }
-        server.close()
-        pidFile?.remove()
         log.log(.info, "stopped")
-    }
-
-    private func detach() throws -> Daemon.Readiness {
-        do {
-            return try Daemon.detach()
-        } catch {
-            writeToStandardError("ivshmem-server: cannot go to the background: \(error)\n")
-            throw ExitCode(1)
-        }
     }
 }
 

@@ -79,32 +79,3 @@ public enum PeerProtocol {
         min(vectors, max(0, kept ?? vectors))
     }
 }
-
-/// Peer IDs as QEMU's contrib server hands them out: a 16-bit counter that
-/// moves on after each ID it gives and skips IDs in use, so an ID freed a
-/// moment ago is not given again until the counter has gone round (a peer
-/// that still holds a leaving peer's eventfds cannot mistake a newcomer
-/// for it). Nil when all 65,536 are in use. Pure.
-public struct PeerIDAllocator: Sendable {
-    private var next: PeerProtocol.PeerID = 0
-    private var used: Set<PeerProtocol.PeerID> = []
-
-    public init() {}
-
-    public var count: Int { used.count }
-
-    public mutating func allocate() -> PeerProtocol.PeerID? {
-        guard used.count <= Int(PeerProtocol.PeerID.max) else { return nil }
-        while used.contains(next) { next &+= 1 }
-        let id = next
-        next &+= 1
-        used.insert(id)
-        return id
-    }
-
-    public mutating func release(_ id: PeerProtocol.PeerID) {
-        used.remove(id)
-    }
-
-    public func isInUse(_ id: PeerProtocol.PeerID) -> Bool { used.contains(id) }
-}

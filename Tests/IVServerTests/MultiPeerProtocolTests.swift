@@ -1,4 +1,5 @@
 @testable import ServerCore
+@testable import MultiPeer
 import WireFormat
 import Glibc
 import Testing

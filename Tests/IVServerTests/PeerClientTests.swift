@@ -1,4 +1,5 @@
 @testable import ServerCore
+@testable import MultiPeer
 import Glibc
 import IVClient
 import Testing

@@ -4,11 +4,11 @@ import Testing
 
 @Suite("Shares of pending handshakes")
 struct PendingSharesTests {
-    let limits = PendingShares.Limits(perProcess: 3, perUser: 5, total: 8)
+    let limits = PendingLimits(perProcess: 3, perUser: 5, total: 8)
 
     @Test("while the server has room every newcomer is admitted, whatever its process and user hold; the counts follow")
     func workConserving() {
-        var shares = PendingShares(limits: limits)
+        var shares = PendingShares<Int>(limits: limits)
         for id in 0..<7 {
             #expect(shares.admit(pid: 10, uid: 1) == .admit, "connection \(id) of a process alone")
             shares.add(id, pid: 10, uid: 1)
@@ -26,7 +26,7 @@ struct PendingSharesTests {
 
     @Test("a full server: a process at or over its share waits; another process of the same user, within both shares, gets room")
     func processShare() {
-        var shares = PendingShares(limits: limits)
+        var shares = PendingShares<Int>(limits: limits)
         for id in 0..<3 { shares.add(id, pid: 10, uid: 1) }
         for id in 3..<8 { shares.add(id, pid: 20 + Int32(id), uid: UInt32(id)) }
         #expect(!shares.hasRoom)
@@ -39,7 +39,7 @@ struct PendingSharesTests {
 
     @Test("a full server and a user at its share: its busiest process gives up its oldest, unless the newcomer's is the busiest: then it waits")
     func userShare() {
-        var shares = PendingShares(limits: limits)
+        var shares = PendingShares<Int>(limits: limits)
         shares.add(1, pid: 10, uid: 1)
         for id in [2, 3] { shares.add(id, pid: 11, uid: 1) }
         for id in [4, 5] { shares.add(id, pid: 12, uid: 1) }
@@ -56,7 +56,7 @@ struct PendingSharesTests {
 
     @Test("a full server and a newcomer within its shares: the busiest process over its share gives up its oldest")
     func processOverShareMakesRoom() {
-        var shares = PendingShares(limits: limits)
+        var shares = PendingShares<Int>(limits: limits)
         // Process 10 went over its share while there was room.
         for id in [1, 2, 3, 4, 5] { shares.add(id, pid: 10, uid: 1) }
         shares.add(6, pid: 20, uid: 2)
@@ -68,7 +68,7 @@ struct PendingSharesTests {
 
     @Test("a full server, no process over its share: the busiest user over its share gives up the oldest of its busiest process")
     func userOverShareMakesRoom() {
-        var shares = PendingShares(limits: limits)
+        var shares = PendingShares<Int>(limits: limits)
         for id in [1, 2] { shares.add(id, pid: 10, uid: 1) }
         for id in [3, 4] { shares.add(id, pid: 11, uid: 1) }
         for id in [5, 6, 7] { shares.add(id, pid: 12, uid: 1) }
@@ -79,7 +79,7 @@ struct PendingSharesTests {
 
     @Test("a full server where nobody is over a share: the busiest process of the busiest user makes room, not the newcomer")
     func totalMakesRoom() {
-        var shares = PendingShares(limits: limits)
+        var shares = PendingShares<Int>(limits: limits)
         shares.add(1, pid: 10, uid: 1)
         shares.add(2, pid: 20, uid: 2)
         shares.add(3, pid: 21, uid: 2)
@@ -92,7 +92,7 @@ struct PendingSharesTests {
 
     @Test("held connections are greeted oldest first, across processes, as room opens, and only while there is room")
     func heldGreetedInTurn() {
-        var shares = PendingShares(limits: PendingShares.Limits(perProcess: 2, perUser: 8, total: 3))
+        var shares = PendingShares<Int>(limits: PendingLimits(perProcess: 2, perUser: 8, total: 3))
         let held = HeldConnections<String>(capacity: 10)
         for (id, pid) in [(1, Int32(10)), (2, 10), (3, 11)] { shares.add(id, pid: pid, uid: 1) }
         // The server is full; these four wait (as the server holds them).

@@ -11,10 +11,10 @@ struct RestartTests {
     let plan = LayoutLoader.loadDefault()
 
     var expectedStore: Set<String> {
-        var names: Set<String> = [StoredName.sharedMemory, StoredName.qemuListener, StoredName.clientListener]
+        var names: Set<String> = [HandoverName.sharedMemory, HandoverName.qemuListener, HandoverName.clientListener]
         for region in 0..<plan.regionCount {
-            names.insert(StoredName.guestToHost(region))
-            names.insert(StoredName.hostToGuest(region))
+            names.insert(HandoverName.guestToHost(region))
+            names.insert(HandoverName.hostToGuest(region))
         }
         return names
     }
@@ -42,8 +42,8 @@ struct RestartTests {
         #expect(try manager.waitFor("READY=1"))
         #expect(try manager.waitForStore(expectedStore))
         let vm = try FakeVM(server: server, regionCount: plan.regionCount)
-        #expect(try manager.waitForStore(expectedStore.union([StoredName.vm])), "the VM's connection is stored")
-        let stored = try #require(manager.stored.first { $0.name == StoredName.sharedMemory })
+        #expect(try manager.waitForStore(expectedStore.union([HandoverName.vm])), "the VM's connection is stored")
+        let stored = try #require(manager.stored.first { $0.name == HandoverName.sharedMemory })
         #expect(inode(stored.fd) == inode(vm.sharedMemory), "the same memory as the VM's")
         vm.socket.close()
         #expect(try manager.waitForStore(expectedStore), "and taken out when the VM leaves")
@@ -59,7 +59,7 @@ struct RestartTests {
         let server = try ServerProcess(manager: manager)
         let qemu = try QemuProcess(qemuSocket: server.qemuSocketPath, vectors: plan.regionCount)
         let device = try IvshmemDevice(qemu: qemu)
-        #expect(try manager.waitForStore(expectedStore.union([StoredName.vm])))
+        #expect(try manager.waitForStore(expectedStore.union([HandoverName.vm])))
         let position = try device.register(IvshmemDevice.ivPosition)
         let first = try RegionConnection.open(region: "e2e_primary", socket: server.clientSocketPath)
         let memoryInode = inode(first.sharedMemory)

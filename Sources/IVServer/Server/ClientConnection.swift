@@ -1,12 +1,12 @@
+import EventLoop
+import LinuxSystem
 import ServerCore
 import WireFormat
-import EventLoop
-/// Who keeps the clients: told when a handshake leaves the pending state
-/// (decided, refused or closed) and when the connection closes (it can be
-/// let go).
+
+/// Who keeps the clients (ClientAdmission): told of every change of state,
+/// from the state it left.
 protocol ClientConnectionOwner: AnyObject {
-    func clientLeftPending(_ client: ClientConnection)
-    func clientClosed(_ client: ClientConnection)
+    func client(_ client: ClientConnection, left state: ClientConnection.State)
     /// The answer to a query, as text.
     func answer(_ query: ClientHandshake.Query) -> [UInt8]
     /// Whether a refusal of this client is logged (a process over its
@@ -36,20 +36,17 @@ final class ClientConnection: PeerSocketDelegate {
     private let resources: ServedResources
     private var handshake: ClientHandshake
     /// Strong (the server outlives its clients, and an unowned reference
-    /// costs a check on every use); the server drops the client on close.
+    /// costs a check on every use); the owner drops the client on close.
     private let owner: ClientConnectionOwner
-    /// The socket's fd number, the server's key for the connection: asked
-    /// of its owner while the socket is open, never kept.
-    var slot: Int32 { socket.fd.rawValue }
 
     /// Loop time (ms) by which the handshake must be decided.
     let deadline: UInt64
-    // Its place in the PendingList (only the list changes these): strong
-    // links (a weak one would cost each client a side table), cleared when
-    // it leaves the list.
-    fileprivate var newerPending: ClientConnection?
-    fileprivate var olderPending: ClientConnection?
-    fileprivate var isListed = false
+    // Its place in a ClientList (only the list changes these): strong links
+    // (a weak one would cost each client a side table), cleared when it
+    // leaves the list.
+    fileprivate var newer: ClientConnection?
+    fileprivate var older: ClientConnection?
+    fileprivate var list: ObjectIdentifier?
 
     init(socket: PeerSocket, resources: ServedResources, deadline: UInt64, owner: ClientConnectionOwner) {
         self.socket = socket
@@ -66,9 +63,9 @@ final class ClientConnection: PeerSocketDelegate {
         case (.pending, .replying), (.pending, .closed), (.replying, .closed): break
         default: preconditionFailure("host client connection: \(state) -> \(next)")
         }
-        let wasPending = state == .pending
+        let previous = state
         state = next
-        if wasPending { owner.clientLeftPending(self) }
+        owner.client(self, left: previous)
     }
 
     /// Step 1: the protocol version, right away.
@@ -98,10 +95,7 @@ final class ClientConnection: PeerSocketDelegate {
 
     func close() {
         guard state != .closed else { return }
-        // Leaves the pending list and the server's table while its fd
-        // number (their key) is still its own.
         transition(to: .closed)
-        owner.clientClosed(self)
         socket.close()
     }
 
@@ -160,35 +154,50 @@ final class ClientConnection: PeerSocketDelegate {
     }
 }
 
-/// The host clients whose handshake is pending, oldest first. Every client
-/// gets the same timeout, so accept order is deadline order: the handshake
-/// timer looks only at the head, and a client leaves from anywhere in O(1).
-final class PendingList {
+/// Host clients in one state, oldest first, linked through the clients
+/// themselves: adding and leaving cost no hashing and no allocation, and a
+/// client leaves from anywhere in O(1). The pending ones are in greeting
+/// order, which (every client has the same timeout) is deadline order: the
+/// handshake timer looks only at the head.
+final class ClientList {
     private(set) var oldest: ClientConnection?
     private var newest: ClientConnection?
+    private(set) var count = 0
 
-    func append(_ connection: ClientConnection) {
-        precondition(!connection.isListed && connection.state == .pending, "listed twice, or not pending")
-        connection.isListed = true
-        connection.olderPending = newest
-        newest?.newerPending = connection
-        newest = connection
-        if oldest == nil { oldest = connection }
+    func append(_ client: ClientConnection) {
+        precondition(client.list == nil, "a client in two lists")
+        client.list = ObjectIdentifier(self)
+        client.older = newest
+        newest?.newer = client
+        newest = client
+        if oldest == nil { oldest = client }
+        count += 1
     }
 
-    /// False when it was not in the list.
-    @discardableResult
-    func remove(_ connection: ClientConnection) -> Bool {
-        guard connection.isListed else { return false }
-        let older = connection.olderPending
-        let newer = connection.newerPending
-        older?.newerPending = newer
-        newer?.olderPending = older
-        if oldest === connection { oldest = newer }
-        if newest === connection { newest = older }
-        connection.olderPending = nil
-        connection.newerPending = nil
-        connection.isListed = false
-        return true
+    func remove(_ client: ClientConnection) {
+        precondition(client.list == ObjectIdentifier(self), "a client left a list it was not in")
+        let older = client.older
+        let newer = client.newer
+        older?.newer = newer
+        newer?.older = older
+        if oldest === client { oldest = newer }
+        if newest === client { newest = older }
+        client.older = nil
+        client.newer = nil
+        client.list = nil
+        count -= 1
     }
+
+    /// Closes every client in the list (each leaves it as it closes).
+    func closeAll() {
+        while let client = oldest {
+            client.close()
+            precondition(oldest !== client, "a closed client stayed listed")
+        }
+    }
+}
+
+extension ClientConnection: Equatable {
+    /// The same connection (PendingShares knows clients by identity).
+    static func == (a: ClientConnection, b: ClientConnection) -> Bool { a === b }
 }

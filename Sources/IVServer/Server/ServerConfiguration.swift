@@ -9,8 +9,8 @@ public struct ServerConfiguration: Sendable {
     public static let defaultQemuSocketPath = "/tmp/ivshmem_socket_qemu"
     public static let defaultClientSocketPath = HALDProtocol.defaultSocketPath
 
-    public static let defaultSocketMode: UInt32 = 0o660
-    public static let defaultSharedMemoryMode: UInt32 = 0o600
+    public static let defaultSocketMode = AccessDefaults.socketMode
+    public static let defaultSharedMemoryMode = AccessDefaults.sharedMemoryMode
     public static let defaultHandshakeTimeoutMilliseconds: UInt64 = 5000
     public static let defaultMaximumPending = 1024
     public static let defaultMaximumPendingPerProcess = 64
@@ -43,8 +43,8 @@ public struct ServerConfiguration: Sendable {
     /// a crashed server) still holds it.
     public var replaceHeldMemory = false
 
-    var pendingLimits: PendingShares.Limits {
-        PendingShares.Limits(perProcess: maximumPendingPerProcess, perUser: maximumPendingPerUser, total: maximumPending)
+    var pendingLimits: PendingLimits {
+        PendingLimits(perProcess: maximumPendingPerProcess, perUser: maximumPendingPerUser, total: maximumPending)
     }
 
     public init(

@@ -10,7 +10,7 @@ import WireFormat
 ///     handshaking ──(handshake queued)──> attached ──(QEMU left, stop)──> closed
 ///          └──────────(the peer was gone before it)─────────────────────────┘
 ///
-/// A connection handed back by a previous server process of this VM starts
+/// A connection handed over by a previous server process of this VM starts
 /// attached.
 final class VMConnection: PeerSocketDelegate {
     enum State: Equatable {
@@ -24,14 +24,14 @@ final class VMConnection: PeerSocketDelegate {
     private let resources: ServedResources
     private let onClose: (VMConnection) -> Void
 
-    /// A new connection (`start` sends the handshake), or with `resuming`
-    /// one a previous server process of this VM served (`resume`).
-    init(socket: PeerSocket, resources: ServedResources, resuming: Bool = false, onClose: @escaping (VMConnection) -> Void) {
+    /// A new connection (`start` sends the handshake), or with `handedOver`
+    /// one a previous server process of this VM served (`takeOver`).
+    init(socket: PeerSocket, resources: ServedResources, handedOver: Bool = false, onClose: @escaping (VMConnection) -> Void) {
         self.socket = socket
         self.resources = resources
         self.onClose = onClose
-        state = resuming ? .attached : .handshaking
-        wasAttached = resuming
+        state = handedOver ? .attached : .handshaking
+        wasAttached = handedOver
         socket.delegate = self
     }
 
@@ -91,9 +91,9 @@ final class VMConnection: PeerSocketDelegate {
     /// Goes on with a VM whose handshake a previous server process of
     /// this VM sent: nothing is sent, QEMU sees no change. Its input is
     /// watched from now on, so a VM that leaves is seen at once.
-    func resume() {
-        precondition(state == .attached, "only a handed-back connection resumes")
-        resources.report(.vmResumed(peer: socket.peer))
+    func takeOver() {
+        precondition(state == .attached, "only a handed-over connection is taken over")
+        resources.report(.vmTakenOver(peer: socket.peer))
         socket.watchInput()
     }
 

@@ -17,11 +17,11 @@ public enum VSoCEvent: LogEvent {
     /// A peer on the QEMU socket was gone before its handshake went out:
     /// it never was the VM.
     case vmLeftBeforeHandshake(peer: PeerCredentials?, reason: String)
-    /// The VM's connection, handed back after a restart, is served on.
-    case vmResumed(peer: PeerCredentials?)
-    /// Start-up took over what a previous server process of this VM left
-    /// in the service manager's store, instead of creating anything.
-    case resumed(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
+    /// The VM's connection, handed over across a restart, is served on.
+    case vmTakenOver(peer: PeerCredentials?)
+    /// Start-up took over what a previous server process of this VM handed
+    /// over (the service manager's store, a re-exec) instead of making anything.
+    case tookOver(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
     /// The service manager did not take an fd for its store.
     case storeFailed(name: String)
     /// After a re-exec under `launch`: the VM started before is watched on.
@@ -46,7 +46,7 @@ public enum VSoCEvent: LogEvent {
 
     public var severity: Severity {
         switch self {
-        case .ready, .vmConnected, .vmDisconnected, .vmLeftBeforeHandshake, .vmResumed, .resumed, .vmWatched, .reexecuting, .clientServed, .vmLaunched, .vmSignalled, .vmExited: return .info
+        case .ready, .vmConnected, .vmDisconnected, .vmLeftBeforeHandshake, .vmTakenOver, .tookOver, .vmWatched, .reexecuting, .clientServed, .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmRefused, .vmVectorMismatch, .clientRefused, .vmKilled: return .warning
         case .signallingResetFailed, .storeFailed, .reexecFailed: return .error
         }
@@ -81,9 +81,9 @@ public enum VSoCEvent: LogEvent {
         case let .vmLeftBeforeHandshake(peer, reason):
             text.append("a peer ("); text.append(peer); text.append(") connected to the QEMU socket and was gone before its handshake went out (")
             text.append(reason); text.append("): it was not attached; waiting for a VM")
-        case let .vmResumed(peer):
+        case let .vmTakenOver(peer):
             text.append("VM still attached ("); text.append(peer); text.append("): serving it on without a new handshake")
-        case let .resumed(inode, eventFDs, listeners, vm):
+        case let .tookOver(inode, eventFDs, listeners, vm):
             text.append("resumed what the previous server process handed on: shared memory inode \(inode), \(eventFDs) eventfds, "
                 + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
         case let .storeFailed(name):

@@ -9,17 +9,17 @@ extension SharedMemoryFile {
     /// over through the service manager or a re-exec), if it is exactly
     /// `size` bytes and starts with `header`: what a VM already maps must
     /// not change under it.
-    static func takeOver(_ fd: OwnedFD, path: String, size: UInt64, header: [UInt8]) throws(ResumeError) -> SharedMemoryFile {
+    static func takeOver(_ fd: OwnedFD, path: String, size: UInt64, header: [UInt8]) throws(HandoverError) -> SharedMemoryFile {
         guard let info = try? Posix.status(fd), info.st_mode & S_IFMT == S_IFREG else {
-            throw ResumeError("the handed-back shared memory is not a regular file")
+            throw HandoverError("the handed-back shared memory is not a regular file")
         }
         // On hugetlbfs the file is the layout's size in whole huge pages.
         let expected = HugePages.pageSize(of: fd).map { HugePages.rounded(size, toPagesOf: $0) } ?? size
         guard UInt64(info.st_size) == expected else {
-            throw ResumeError("the handed-back shared memory is \(info.st_size) bytes, the layout needs \(expected)")
+            throw HandoverError("the handed-back shared memory is \(info.st_size) bytes, the layout needs \(expected)")
         }
         guard (try? Posix.read(fd, at: 0, count: header.count)) == header else {
-            throw ResumeError("the handed-back shared memory holds another layout header than the layout being served")
+            throw HandoverError("the handed-back shared memory holds another layout header than the layout being served")
         }
         let atPath = try? FileIdentity.at(path)
         let samePath = atPath == FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))

@@ -14,7 +14,7 @@ public final class RegionChannels {
     }
 
     /// The eventfds a previous server process of this VM made.
-    init(adopting guestToHost: OwnedFD, _ hostToGuest: OwnedFD) {
+    init(takingOver guestToHost: OwnedFD, _ hostToGuest: OwnedFD) {
         self.guestToHost = guestToHost
         self.hostToGuest = hostToGuest
     }

@@ -1,5 +1,13 @@
 import LinuxSystem
 
+/// The modes both servers give their files unless told otherwise.
+public enum AccessDefaults {
+    /// The socket files: the server's user and group.
+    public static let socketMode: UInt32 = 0o660
+    /// The memory: QEMU and clients get it as an fd, so they need no access to the path.
+    public static let sharedMemoryMode: UInt32 = 0o600
+}
+
 /// Who may use the sockets, checked with SO_PEERCRED on every connection
 /// (the socket file's mode is the first fence, this is the second). By
 /// default only root and the server's own user; `--allow-uid` and

@@ -1,3 +1,22 @@
+/// The shares of pending handshakes (see PendingShares).
+public struct PendingLimits: Equatable, Sendable {
+    public var perProcess: Int
+    public var perUser: Int
+    public var total: Int
+
+    public init(perProcess: Int, perUser: Int, total: Int) {
+        self.perProcess = perProcess
+        self.perUser = perUser
+        self.total = total
+    }
+}
+
+/// Whose share was full.
+public enum PendingCap: Equatable, Sendable {
+    case process, user, total
+}
+
+
 /// Who holds the host clients' pending (undecided) handshakes, and who
 /// makes room when there is none, so that one process or one user that
 /// opens connections and sends nothing cannot lock every other client out,
@@ -20,45 +39,29 @@
 ///    is closed to make room for it.
 /// So a connection closed always belongs to whoever holds the most, and a
 /// newcomer within its share is always let in.
-public struct PendingShares {
-    public struct Limits: Equatable, Sendable {
-        public var perProcess: Int
-        public var perUser: Int
-        public var total: Int
-
-        public init(perProcess: Int, perUser: Int, total: Int) {
-            self.perProcess = perProcess
-            self.perUser = perUser
-            self.total = total
-        }
-    }
-
-    /// Whose share was full.
-    public enum Cap: Equatable, Sendable {
-        case process, user, total
-    }
-
+public struct PendingShares<ID: Equatable> {
     package enum Admission: Equatable {
         case admit
         /// Keep the new connection waiting until there is room: its process
         /// (`cap` .process) or its user (.user) is over its share and the
         /// server is full.
-        case hold(cap: Cap)
+        case hold(cap: PendingCap)
         /// Close the pending connection `victim` (of process `pid`, user
         /// `uid`), then admit: the server is full, and `cap` says whose
         /// share the victim's owner is over (.total: nobody's, it holds the most).
-        case admitAfterClosing(victim: Int, pid: Int32, uid: UInt32, cap: Cap)
+        case admitAfterClosing(victim: ID, pid: Int32, uid: UInt32, cap: PendingCap)
     }
 
-    package let limits: Limits
-    /// Each process's pending connections, oldest first (ids the caller chooses).
-    private var byProcess: [Int32: [Int]] = [:]
+    package let limits: PendingLimits
+    /// Each process's pending connections, oldest first (what the caller
+    /// knows them by: the connections themselves, in the server).
+    private var byProcess: [Int32: [ID]] = [:]
     /// Each process's user.
     private var userOfProcess: [Int32: UInt32] = [:]
     private var byUser: [UInt32: Int] = [:]
     package private(set) var total = 0
 
-    package init(limits: Limits) {
+    package init(limits: PendingLimits) {
         precondition(limits.perProcess >= 1 && limits.perUser >= 1 && limits.total >= 1)
         self.limits = limits
     }
@@ -95,8 +98,8 @@ public struct PendingShares {
     /// The process holding the most pending connections among those that
     /// `include`, and its oldest; the lowest pid on a tie, so the choice
     /// does not depend on the dictionary's order.
-    private func busiestProcess(where include: (Int32) -> Bool) -> (pid: Int32, oldest: Int)? {
-        var best: (pid: Int32, connections: [Int])?
+    private func busiestProcess(where include: (Int32) -> Bool) -> (pid: Int32, oldest: ID)? {
+        var best: (pid: Int32, connections: [ID])?
         for (pid, connections) in byProcess where include(pid) {
             if let current = best, connections.count < current.connections.count
                 || (connections.count == current.connections.count && pid > current.pid) { continue }
@@ -114,7 +117,7 @@ public struct PendingShares {
         return best?.uid
     }
 
-    package mutating func add(_ id: Int, pid: Int32, uid: UInt32) {
+    package mutating func add(_ id: ID, pid: Int32, uid: UInt32) {
         byProcess[pid, default: []].append(id)
         userOfProcess[pid] = uid
         byUser[uid, default: 0] += 1
@@ -123,7 +126,7 @@ public struct PendingShares {
 
     /// Forgets `id` (decided or closed); false when it was not pending.
     @discardableResult
-    package mutating func remove(_ id: Int, pid: Int32) -> Bool {
+    package mutating func remove(_ id: ID, pid: Int32) -> Bool {
         guard var own = byProcess[pid], let index = own.firstIndex(of: id), let uid = userOfProcess[pid] else { return false }
         own.remove(at: index)
         if own.isEmpty {

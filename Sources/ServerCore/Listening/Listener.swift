@@ -2,84 +2,39 @@ import EventLoop
 import Glibc
 import LinuxSystem
 
-/// A listening UNIX socket, watched through the readiness set like every
-/// other socket. Accepts in batches and hands each new connection
-/// (non-blocking, close-on-exec) to `onAccept`.
-package final class Listener: ReadinessTarget {
+/// A listening UNIX socket and its file, made (or taken over) while a
+/// server starts, before any loop exists.
+package final class ListeningSocket {
     package let path: String
+    package let fd: OwnedFD
+    /// The socket file, removed at close while it is still this one.
     package let file: CreatedFile
-    private let fd: OwnedFD
-    private let readiness: ReadinessSet
-    private var token: UInt64 = 0
-    private let onAccept: (OwnedFD) -> Void
-    private let onError: (SystemError) -> Void
-    /// A spare descriptor to give up when the process runs out, so a pending
-    /// connection can still be accepted and closed instead of spinning on a
-    /// listener that stays readable.
-    private var reserve: OwnedFD?
 
-    /// At most this many accepts per wakeup, so one busy socket cannot starve
-    /// the other or the connections already open.
-    package static let acceptBatch = 64
-
-    /// Listens on `path`, a new socket file with `mode` and `group`.
-    package convenience init(readiness: ReadinessSet, path: String, mode: UInt32, group: UInt32?,
-                     onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
-        let fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
-        let file: CreatedFile
-        do {
-            file = try CreatedFile(path: path)
-        } catch {
-            _ = unlink(path)
-            throw error
-        }
-        try self.init(readiness: readiness, listening: fd, path: path, file: file, onAccept: onAccept, onError: onError)
-    }
-
-    /// Goes on with a socket a previous server process of this VM listened
-    /// on (handed back by the service manager); its file is still at `path`
-    /// and gets today's `mode` and `group`.
-    package convenience init(readiness: ReadinessSet, adopting fd: OwnedFD, path: String, mode: UInt32, group: UInt32?,
-                     onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
-        _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
-        try UnixSocket.setFileAccess(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
-        try self.init(readiness: readiness, listening: fd, path: path, file: try CreatedFile(path: path), onAccept: onAccept, onError: onError)
-    }
-
-    /// Watches a socket that already listens at `path` (its file `file`).
-    package init(readiness: ReadinessSet, listening fd: OwnedFD, path: String, file: CreatedFile,
-                 onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws {
+    private init(path: String, fd: OwnedFD, file: CreatedFile) {
         self.path = path
-        self.onAccept = onAccept
-        self.onError = onError
         self.fd = fd
         self.file = file
-        self.readiness = readiness
-        token = readiness.register(fd: fd.rawValue, target: self)
+    }
+
+    /// Listens on `path`, a new socket file with exactly `mode` and `group`.
+    package static func make(path: String, mode: UInt32, group: UInt32?) throws(SystemError) -> ListeningSocket {
+        let fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
         do {
-            try readiness.watch(token: token, writable: false, add: true)
+            return ListeningSocket(path: path, fd: fd, file: try CreatedFile(path: path))
         } catch {
-            readiness.forget(token: token)
-            file.remove()
+            // Ours, just made: nothing else can be at the path.
+            _ = try? Posix.retrying(.unlink, nil, path) { unlink(path) }
             throw error
         }
-        reserve = Self.openReserve()
     }
 
-    package func close() {
-        guard fd.isOpen else { return }
-        readiness.forget(token: token)
-        fd.close()
+    /// Goes on with a socket a previous server process listened on (handed
+    /// over); its file is still at `path` and gets today's `mode` and `group`.
+    package static func takeOver(_ fd: OwnedFD, path: String, mode: UInt32, group: UInt32?) throws(SystemError) -> ListeningSocket {
+        try Posix.setNonBlocking(fd)
+        try UnixSocket.setFileAccess(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
+        return ListeningSocket(path: path, fd: fd, file: try CreatedFile(path: path))
     }
-
-    /// Readable: connections wait (or a pending error, which accept returns).
-    package func ready(_ readiness: Readiness) {
-        guard fd.isOpen else { return }
-        acceptPending()
-    }
-
-    /// The listening socket's fd, for the service manager's store.
-    package var rawFD: Int32 { fd.rawValue }
 
     /// Clears the way for a socket at `path`: a socket file nobody listens
     /// on (left by a server that died) is removed; a live listener or any
@@ -98,11 +53,59 @@ package final class Listener: ReadinessTarget {
             throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a socket")
         }
     }
+}
 
-    private func acceptPending() {
+/// A listening socket watched through the readiness set like every other
+/// socket while the server serves. Accepts in batches and hands each new
+/// connection (non-blocking, close-on-exec) to `onAccept`.
+package final class Listener: ReadinessTarget {
+    package let socket: ListeningSocket
+    private let readiness: ReadinessSet
+    private var token: UInt64 = 0
+    private let onAccept: (OwnedFD) -> Void
+    private let onError: (SystemError) -> Void
+    /// A spare descriptor to give up when the process runs out, so a pending
+    /// connection can still be accepted and closed instead of spinning on a
+    /// listener that stays readable.
+    private var reserve: OwnedFD?
+
+    /// At most this many accepts per wakeup, so one busy socket cannot starve
+    /// the other or the connections already open.
+    package static let acceptBatch = 64
+
+    package init(_ socket: ListeningSocket, readiness: ReadinessSet,
+                 onAccept: @escaping (OwnedFD) -> Void, onError: @escaping (SystemError) -> Void) throws(SystemError) {
+        self.socket = socket
+        self.onAccept = onAccept
+        self.onError = onError
+        self.readiness = readiness
+        token = readiness.register(fd: socket.fd.rawValue, target: self)
+        do {
+            try readiness.watch(token: token, writable: false, add: true)
+        } catch {
+            readiness.forget(token: token)
+            throw error
+        }
+        reserve = Self.openReserve()
+    }
+
+    package var path: String { socket.path }
+
+    /// Stops accepting and closes the listening socket (its file stays
+    /// until the server's close, or for the next server process).
+    package func close() {
+        guard socket.fd.isOpen else { return }
+        readiness.forget(token: token)
+        socket.fd.close()
+        reserve?.close()
+    }
+
+    /// Readable: connections wait (or a pending error, which accept returns).
+    package func ready(_ readiness: Readiness) {
+        guard socket.fd.isOpen else { return }
         for _ in 0..<Self.acceptBatch {
             do {
-                switch try UnixSocket.accept(fd) {
+                switch try UnixSocket.accept(socket.fd) {
                 case let .accepted(connection): onAccept(connection)
                 case .wouldBlock: return
                 case .retry: continue
@@ -119,12 +122,11 @@ package final class Listener: ReadinessTarget {
 
     private func shedOneConnection() {
         reserve?.close()
-        if case let .accepted(connection)? = try? UnixSocket.accept(fd) { connection.close() }
+        if case let .accepted(connection)? = try? UnixSocket.accept(socket.fd) { connection.close() }
         reserve = Self.openReserve()
     }
 
     private static func openReserve() -> OwnedFD? {
-        let raw = open("/dev/null", O_RDONLY | O_CLOEXEC)
-        return raw >= 0 ? OwnedFD(taking: raw) : nil
+        (try? Posix.retrying(.open, nil, "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) }).map(OwnedFD.init(taking:))
     }
 }

@@ -18,7 +18,7 @@ public enum CoreEvent: LogEvent {
     /// Process `pid` (of `uid`) is over its share of pending handshakes
     /// (`cap` was full): its oldest pending connections are closed to make
     /// room for newcomers. Logged once until it holds none.
-    case pendingShareExceeded(pid: Int32, uid: UInt32, cap: PendingShares.Cap, waiting: Bool, limits: PendingShares.Limits)
+    case pendingShareExceeded(pid: Int32, uid: UInt32, cap: PendingCap, waiting: Bool, limits: PendingLimits)
     /// Process `pid` holds no pending handshake any more; `closed` of its
     /// connections were held or closed meanwhile.
     case pendingShareCleared(pid: Int32, served: Int, held: Int, closed: Int)

@@ -151,7 +151,7 @@ final class FakeServiceManager {
 
     /// A stored name without what follows its kind ("ivs-qemu-listen@8.17" is "ivs-qemu-listen").
     static func kind(_ name: String) -> String {
-        StoredName.parseListener(name)?.base ?? name
+        HandoverName.parseListener(name)?.base ?? name
     }
 
     /// What a restart hands to the new process: the whole store, newest first.

@@ -26,10 +26,13 @@ public struct PeerServerConfiguration: Sendable {
     public var vectors = defaultVectors
     public var maximumPeers = defaultMaximumPeers
     public var maximumQueuedMessages = defaultMaximumQueuedMessages
-    public var socketMode: UInt32 = ServerConfiguration.defaultSocketMode
+    public var socketMode: UInt32 = AccessDefaults.socketMode
     public var socketGroup: UInt32?
-    public var sharedMemoryMode: UInt32 = ServerConfiguration.defaultSharedMemoryMode
+    public var sharedMemoryMode: UInt32 = AccessDefaults.sharedMemoryMode
     public var accessPolicy: AccessPolicy
+    /// How many peer IDs the server hands out before its counter wraps:
+    /// all 65,536, or fewer in tests that meet a reused ID.
+    package var peerIDCount = 1 << 16
 
     public init(accessPolicy: AccessPolicy) {
         self.accessPolicy = accessPolicy

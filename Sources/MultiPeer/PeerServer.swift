@@ -5,42 +5,44 @@ import Glibc
 import LinuxSystem
 
 /// The multi-peer server (QEMU's ivshmem-server protocol): one shared
-/// memory, N eventfds per peer, every peer told of every other. Split as
-/// QEMU's contrib server is: `start` creates the memory and the listening
-/// socket (no loop yet, so a caller may daemonize in between), `serve`
-/// runs the loop until `stop` or a stop signal, `close` removes what
-/// `start` created. One thread: the caller's.
-public final class PeerServer {
+/// memory, N eventfds per peer, every peer told of every other. Its
+/// lifecycle is ServerCore's (`Servable`), the vSoC server's too: `init`
+/// has no side effects, `start` makes the memory and the listening socket
+/// (no loop yet, so the service may go to the background in between),
+/// `serve` runs the loop until `stop` or `requestStop`, `close` removes
+/// what `start` made.
+public final class PeerServer: Servable {
     public let configuration: PeerServerConfiguration
     private let events: EventSink
+    private var lifecycle = Lifecycle(of: "multi-peer server")
+    private let stopSwitch = StopSwitch()
 
-    // From `start`.
+    // Made by `start`.
     private var lock: InstanceLock?
     private var memory: SharedMemoryFile?
-    private var listeningFD: OwnedFD?
-    private var socketFile: CreatedFile?
+    private var listening: ListeningSocket?
+    /// Room for this many connections within the open-file limit.
+    private var peerCapacity = 0
 
     // While serving.
-    private var loop: EventLoop?
-    private var readiness: ReadinessSet?
+    private var serving: ServingLoop?
     private var listener: Listener?
-    private var signals: [SignalHandle] = []
-    private var beforeWaiting: PrepareHandle?
-    private var ids = PeerIDAllocator()
+    private let gate: Gate
+    private var ids: PeerIDAllocator
     /// Every open connection (greeting or joined), by ID.
     private var connections: [PeerProtocol.PeerID: PeerConnection] = [:]
     /// Joined peers in the order they joined: a newcomer's greeting lists
     /// them in this order, as QEMU's server does.
     private var joinOrder: [PeerProtocol.PeerID] = []
     private var vectorLookup: DoorbellVectorLookup
-    /// Room for this many connections within the open-file limit.
-    private var peerCapacity = 0
-    private var peersRefused = 0
+    private var peersRejected = 0
     private var peersServed = 0
 
     public init(configuration: PeerServerConfiguration, events: EventSink) {
         self.configuration = configuration
         self.events = events
+        gate = Gate(policy: configuration.accessPolicy, events: events)
+        ids = PeerIDAllocator(count: configuration.peerIDCount)
         vectorLookup = DoorbellVectorLookup(socketPath: configuration.socketPath)
     }
 
@@ -52,7 +54,7 @@ public final class PeerServer {
     /// Takes the lock, makes the memory and listens on the socket. Throws
     /// (StartupError, SystemError) with nothing left behind.
     public func start() throws {
-        precondition(memory == nil, "started twice")
+        precondition(lifecycle.state == .created, "started twice")
         do {
             if let lockPath = configuration.lockPath { lock = try InstanceLock.acquire(path: lockPath) }
             let (memory, origin) = try SharedMemoryFile.createPlain(
@@ -61,99 +63,114 @@ public final class PeerServer {
             if case let .reused(holders) = origin {
                 report(.peerMemoryReused(path: configuration.memory.description, size: memory.size, holders: holders))
             }
-            if try Listener.removeLeftover(path: configuration.socketPath) {
+            if try ListeningSocket.removeLeftover(path: configuration.socketPath) {
                 report(.leftoverRemoved(path: configuration.socketPath, what: "a socket nobody listened on"))
             }
-            let fd = try UnixSocket.listen(path: configuration.socketPath, mode: mode_t(configuration.socketMode),
-                                           group: configuration.socketGroup.map { gid_t($0) })
-            listeningFD = fd
-            socketFile = try CreatedFile(path: configuration.socketPath)
+            listening = try ListeningSocket.make(path: configuration.socketPath, mode: configuration.socketMode,
+                                                 group: configuration.socketGroup)
         } catch {
             close()
             throw error
         }
         // Each peer holds its socket and N eventfds; keep 64 for the rest.
-        let limit = ProcessLimits.raiseOpenFileLimit()
-        peerCapacity = max(0, (limit - 64) / (configuration.vectors + 1))
+        let (capacity, limit) = OpenFiles.capacity(reserving: 64, perConnection: configuration.vectors + 1)
+        peerCapacity = capacity
         if peerCapacity < configuration.maximumPeers {
             report(.peerCapacityLimited(maximumPeers: configuration.maximumPeers, capacity: peerCapacity,
                                         openFileLimit: limit, vectors: configuration.vectors))
         }
+        lifecycle.move(to: .started)
     }
 
     /// The memory's size as made (whole huge pages on hugetlbfs).
     public var memorySize: UInt64? { memory?.size }
 
-    /// Serves until `stop` or, when `stopSignals` is not empty, one of them;
-    /// `onReady` runs once it accepts peers (the executable tells its
-    /// waiting parent and the service manager there).
-    public func serve(stopSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP], onReady: () -> Void = {}) throws {
-        guard let memory, let listeningFD, let socketFile else { preconditionFailure("serve before start") }
-        let loop = try EventLoop()
-        self.loop = loop
-        defer {
-            stop()
-            loop.close()
-            self.loop = nil
-        }
-        let readiness = try ReadinessSet(loop: loop)
-        self.readiness = readiness
-        listener = try Listener(readiness: readiness, listening: listeningFD, path: configuration.socketPath, file: socketFile,
+    /// Serves until `stop` or `requestStop`; `whenReady` runs once the loop
+    /// exists, before the `ready` line.
+    public func serve(whenReady: (ServingLoop) throws -> Void = { _ in }) throws {
+        precondition(lifecycle.state == .started, "serve before start, or twice")
+        guard let memory, let listening else { preconditionFailure("started without memory or socket") }
+        let serving = try ServingLoop(events: events)
+        self.serving = serving
+        listener = try Listener(listening, readiness: serving.readiness,
                                 onAccept: { [unowned self] fd in self.accept(fd) },
                                 onError: { [unowned self] error in
                                     self.report(.acceptFailed(socket: self.configuration.socketPath, error: "\(error)")) })
-        self.listeningFD = nil  // the listener owns it now
-        beforeWaiting = try PrepareHandle(loop: loop) { [unowned self] in self.events.flush() }
-        for signal in stopSignals {
-            signals.append(try SignalHandle(loop: loop, signal: signal) { [unowned self] signal in
-                self.report(.stopping(signal: signal, handingOver: false))
-                self.stop()
-            })
+        try stopSwitch.arm(on: serving.loop) { [unowned self] in
+            self.report(.stopping(signal: 0, handingOver: false))
+            self.stop()
         }
-        signals.append(try SignalHandle(loop: loop, signal: SIGUSR1) { [unowned self] _ in
-            for line in self.stateLines() { self.report(.state(line)) }
-        })
+        try whenReady(serving)
         report(.peerServerReady(configuration, size: memory.size))
-        onReady()
-        loop.run()
+        lifecycle.move(to: .serving)
+        serving.run()
+    }
+
+    /// Any thread: stops the server as SIGTERM would (`serve` then
+    /// returns); asked before it serves, it stops as soon as it does.
+    public func requestStop() {
+        stopSwitch.request()
     }
 
     /// Closes the listener and every connection; `serve` then returns.
     /// Loop thread only.
     public func stop() {
+        guard lifecycle.state == .serving else { return }
+        lifecycle.move(to: .stopped)
+        closeConnectionsAndHandles()
+    }
+
+    /// What stop closes, also when `serve` failed before it served.
+    private func closeConnectionsAndHandles() {
         listener?.close()
-        listener = nil
         for connection in Array(connections.values) { connection.close(reason: "the server is stopping") }
-        signals.forEach { $0.close() }
-        signals = []
-        beforeWaiting?.close()
-        beforeWaiting = nil
-        readiness?.close()
-        readiness = nil
+        stopSwitch.disarm()
+        serving?.closeHandles()
     }
 
     /// Removes the socket and the memory's name, and releases the lock.
     public func close() {
-        listeningFD?.close()
-        listeningFD = nil
-        socketFile?.remove()
-        socketFile = nil
+        guard lifecycle.state != .closed else { return }
+        if lifecycle.state == .serving { stop() }
+        if let serving {
+            closeConnectionsAndHandles()
+            serving.close()
+            self.serving = nil
+        }
+        listener = nil
+        listening?.fd.close()
+        listening?.file.remove()
+        listening = nil
         memory?.file?.remove()
         memory = nil
         lock?.release()
         lock = nil
+        lifecycle.move(to: .closed)
         events.flush()
+    }
+
+    // MARK: what operators see
+
+    /// What `systemctl status` shows: peers joined, served, refused.
+    public struct Status: Equatable {
+        var joined: Int
+        var served: Int
+        var refused: Int
+    }
+
+    public var status: Status {
+        Status(joined: joinOrder.count, served: peersServed, refused: peersRejected + gate.refused)
+    }
+
+    /// "3 peers joined; 5 served, 0 refused"
+    public func statusLine(_ status: Status) -> String {
+        "\(status.joined) peers joined; \(status.served) served, \(status.refused) refused"
     }
 
     // MARK: peers
 
     private func accept(_ fd: OwnedFD) {
-        let (peer, allowed) = configuration.accessPolicy.check(fd)
-        guard allowed, let readiness, let memory else {
-            peersRefused += 1
-            report(.peerRefused(socket: configuration.socketPath, peer: peer))
-            return refuse(fd)
-        }
+        guard let peer = gate.admit(fd, on: configuration.socketPath, refusing: true), let serving, let memory else { return }
         guard connections.count < min(configuration.maximumPeers, peerCapacity) else {
             return reject(fd, peer: peer, reason: connections.count >= configuration.maximumPeers
                 ? "\(connections.count) peers are connected (--max-peers \(configuration.maximumPeers))"
@@ -166,8 +183,8 @@ public final class PeerServer {
             return reject(fd, peer: peer, reason: "cannot make its eventfds: \(error)")
         }
         guard let id = ids.allocate() else { return reject(fd, peer: peer, reason: "no peer ID is free") }
-        let kept = peer.flatMap { vectorLookup.vectors(ofProcess: $0.pid) }.flatMap { $0 < configuration.vectors ? $0 : nil }
-        let connection = PeerConnection(id: id, socket: PeerSocket(readiness: readiness, fd: fd, peer: peer, readSize: 64),
+        let kept = vectorLookup.vectors(ofProcess: peer.pid).flatMap { $0 < configuration.vectors ? $0 : nil }
+        let connection = PeerConnection(id: id, socket: PeerSocket(readiness: serving.readiness, fd: fd, peer: peer, readSize: 64),
                                         vectors: vectors, kept: kept, owner: self)
         connections[id] = connection
         if let kept {
@@ -183,15 +200,9 @@ public final class PeerServer {
     /// Turned away before it has an ID: told so (version -1: QEMU then
     /// fails at once instead of waiting) and closed.
     private func reject(_ fd: OwnedFD, peer: PeerCredentials?, reason: String) {
-        peersRefused += 1
+        peersRejected += 1
         report(.peerRejected(peer: peer, reason: reason))
-        refuse(fd)
-    }
-
-    private func refuse(_ fd: OwnedFD) {
-        // 8 bytes into a fresh socket's empty buffer cannot block.
-        _ = try? UnixSocket.send(fd, PeerProtocol.Message(value: PeerProtocol.refusalVersion).payload[...])
-        fd.close()
+        Refusal.refuse(fd)
     }
 
     /// Messages as they go out, each with its fd; the peers whose
@@ -233,10 +244,10 @@ public final class PeerServer {
         }
     }
 
-    private func stateLines() -> [String] {
+    public func stateLines() -> [String] {
         var lines = ["shared memory \(configuration.memory) (\(memorySize ?? 0) bytes), \(configuration.vectors) vectors per peer; "
             + "socket \(configuration.socketPath); \(joinOrder.count) peers joined, \(connections.count - joinOrder.count) mid-greeting; "
-            + "\(peersServed) served, \(peersRefused) refused"]
+            + "\(peersServed) served, \(peersRejected + gate.refused) refused"]
         for id in joinOrder {
             guard let connection = connections[id] else { continue }
             lines.append("peer \(id): \(connection.peer.map(\.description) ?? "unknown process"), \(connection.unsentMessages) messages unsent"
@@ -260,7 +271,7 @@ extension PeerServer: PeerConnectionOwner {
         ids.release(connection.id)
         if wasJoined, let index = joinOrder.firstIndex(of: connection.id) { joinOrder.remove(at: index) }
         report(.peerLeft(id: connection.id, peer: connection.peer, reason: reason, announced: wasJoined, peers: joinOrder.count))
-        if wasJoined && listener != nil {
+        if wasJoined && lifecycle.state == .serving {
             broadcast(except: connection.id) { _ in [PeerProtocol.departure(of: connection.id)] }
         }
     }
