@@ -276,3 +276,8 @@ extension PeerServer: PeerConnectionOwner {
         }
     }
 }
+
+// Everything runs on the loop's thread, which is the thread that calls
+// `serve`; `requestStop` alone may come from any other (it only wakes the
+// loop through uv_async, under a lock).
+extension PeerServer: @unchecked Sendable {}

@@ -15,54 +15,69 @@ final class RecordedEvents: EventSink, Sendable {
     func contains(_ text: String) -> Bool { all.contains { $0.contains(text) } }
 }
 
-/// The vSoC server run in the test's own process, on a thread of its own:
+/// A server run in the test's own process, on a thread of its own:
 /// started, served and stopped through its API (no binary, no signals).
-final class InProcessServer {
-    let directory = TemporaryDirectory()
-    let events = RecordedEvents()
+final class InProcess<Server: Servable & Sendable> {
+    let directory: TemporaryDirectory
+    let events: RecordedEvents
     let server: Server
-    /// How `run` ended, once it has.
+    /// How the server's life ended, once it has.
     private final class Outcome: Sendable {
         let value = Mutex<Result<Void, any Error>?>(nil)
     }
     private let outcome = Outcome()
     private let thread: TestThread
 
-    var clientSocketPath: String { directory.path + "/client.sock" }
-
-    init() {
-        let configuration = ServerConfiguration(
-            layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
-            qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
-            accessPolicy: AccessPolicy(serverUID: getuid()))
-        let server = Server(configuration: configuration, events: events)
+    /// With `faults`, the server's thread meets the faults a test scripts
+    /// (InjectedFaults); other in-process servers' threads never do.
+    init(faults: Bool = false, _ make: (TemporaryDirectory, RecordedEvents) -> Server) {
+        let directory = TemporaryDirectory()
+        let events = RecordedEvents()
+        self.directory = directory
+        self.events = events
+        let server = make(directory, events)
         self.server = server
         let outcome = self.outcome
         thread = TestThread {
             // Faults a test scripts are met by the server's calls only.
-            InjectedFaults.enrollCurrentThread()
-            let result = Result { () throws -> Void in try server.run() }
+            if faults { InjectedFaults.enrollCurrentThread() }
+            let result = Result { () throws -> Void in
+                try server.start()
+                defer { server.close() }
+                try server.serve(whenReady: { _ in })
+            }
             outcome.value.withLock { $0 = result }
         }
     }
 
-    /// Waits until the server is ready (true) or `run` ended (false).
+    /// Waits until the server is ready (true) or its life ended (false).
     func waitUntilReady() -> Bool {
         eventually(seconds: 10) { events.contains("ready:") || outcome.value.withLock { $0 != nil } } && events.contains("ready:")
     }
 
-    /// How `run` ended, once it has.
+    /// How the server's life ended, once it has; with `stopping`, after
+    /// asking it to stop (once: a request before it serves is kept).
     func finish(stopping: Bool = true) -> Result<Void, any Error>? {
-        if stopping {
-            // Until the loop is up, a request finds nothing to wake: ask again.
-            _ = eventually(seconds: 10) {
-                server.requestStop()
-                return outcome.value.withLock { $0 != nil }
-            }
-        }
+        if stopping { server.requestStop() }
         thread.join()
         return outcome.value.withLock { $0 }
     }
+}
+
+/// The vSoC server in-process, on the default layout.
+typealias InProcessServer = InProcess<IVServer.Server>
+
+extension InProcess where Server == IVServer.Server {
+    convenience init(faults: Bool = false) {
+        self.init(faults: faults) { directory, events in
+            IVServer.Server(configuration: ServerConfiguration(
+                layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
+                qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
+                accessPolicy: AccessPolicy(serverUID: getuid())), events: events)
+        }
+    }
+
+    var clientSocketPath: String { directory.path + "/client.sock" }
 }
 
 @Suite("The server in-process, with failures injected into its system calls", .serialized)
@@ -84,7 +99,7 @@ struct InProcessServerTests {
     func noSpaceForTheMemory() throws {
         InjectedFaults.fail(.ftruncate, with: ENOSPC)
         defer { InjectedFaults.clear() }
-        let instance = InProcessServer()
+        let instance = InProcessServer(faults: true)
         let result = instance.finish(stopping: false)
         guard case let .failure(error as SystemError)? = result else {
             Issue.record("run did not fail with a SystemError: \(String(describing: result))")
@@ -97,7 +112,7 @@ struct InProcessServerTests {
 
     @Test("EMFILE on accept: the waiting connection is shed (not spun on), the error logged, the next client served")
     func outOfDescriptorsOnAccept() throws {
-        let instance = InProcessServer()
+        let instance = InProcessServer(faults: true)
         #expect(instance.waitUntilReady())
         InjectedFaults.fail(.accept, with: EMFILE)
         defer { InjectedFaults.clear() }
@@ -113,7 +128,7 @@ struct InProcessServerTests {
 
     @Test("EAGAIN on send: the greeting and then the grant each find the socket full, wait for room and go out whole")
     func socketFullOnSend() throws {
-        let instance = InProcessServer()
+        let instance = InProcessServer(faults: true)
         #expect(instance.waitUntilReady())
         // The server's sends, one by one: the greeting is refused twice, then
         // goes; the grant is refused twice, then goes.
