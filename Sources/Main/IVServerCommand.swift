@@ -58,14 +58,8 @@ struct IVServerCommand: ParsableCommand {
 
 /// Where the layout comes from (shared by every subcommand).
 struct LayoutOptions: ParsableArguments {
-    @Option(name: .customLong("layout"), help: ArgumentHelp(
-        "Layout JSON file. Without it the built-in default layout (identical to conf/vsoc_mem.json) is used.",
-        valueName: "file"))
+    @Option(name: ServeFlag.layout.argumentName, help: ServeFlag.layout.argumentHelp)
     var layoutPath: String?
-
-    func validate() throws {
-        if let layoutPath, layoutPath.isEmpty { throw ValidationError("--layout must not be empty") }
-    }
 
     #if IVSERVER_PACKAGED
     /// The packaged binary's default layout: the conffile, when present.
@@ -89,7 +83,7 @@ struct LayoutOptions: ParsableArguments {
             if let path = layoutPath ?? defaultLayoutPath { return (try LayoutLoader.load(path: path), path) }
             return (LayoutLoader.loadDefault(), DefaultLayout.sourceName)
         } catch {
-            writeToStandardError("ivserver: \(error)\n")
+            StandardStream.error.write("ivserver: \(error)\n")
             throw ExitCode(2)
         }
     }
@@ -97,86 +91,102 @@ struct LayoutOptions: ParsableArguments {
 
 /// Who may reach the server, in both modes: the socket files' mode and
 /// group, the memory's mode, and who besides root and the server's user
-/// is served.
+/// is served. Names, help and parsing are ServeFlag's.
 struct AccessOptions: ParsableArguments {
-    @Option(name: .customLong("socket-mode"), help: ArgumentHelp("Mode of the socket files, in octal.", valueName: "mode"))
-    var socketMode = FileMode(ServerConfiguration.defaultSocketMode)
+    @Option(name: ServeFlag.socketMode.argumentName, help: ServeFlag.socketMode.argumentHelp)
+    var socketMode: String?
 
-    @Option(name: .customLong("socket-group"), help: ArgumentHelp(
-        "Group of the socket files (name or number); default: the server's group.", valueName: "group"))
-    var socketGroup: GroupArgument?
+    @Option(name: ServeFlag.socketGroup.argumentName, help: ServeFlag.socketGroup.argumentHelp)
+    var socketGroup: String?
 
-    @Option(name: .customLong("shm-mode"), help: ArgumentHelp("Mode of the shared-memory file, in octal.", valueName: "mode"))
-    var sharedMemoryMode = FileMode(ServerConfiguration.defaultSharedMemoryMode)
+    @Option(name: ServeFlag.sharedMemoryMode.argumentName, help: ServeFlag.sharedMemoryMode.argumentHelp)
+    var sharedMemoryMode: String?
 
-    @Option(name: .customLong("allow-uid"), help: ArgumentHelp(
-        "Also serve peers with this user id (repeatable). Root and the server's own user are always served.", valueName: "uid"))
-    var allowedUIDs: [UInt32] = []
+    @Option(name: ServeFlag.allowUID.argumentName, help: ServeFlag.allowUID.argumentHelp)
+    var allowedUIDs: [String] = []
 
-    @Option(name: .customLong("allow-gid"), help: ArgumentHelp(
-        "Also serve peers in this group, primary or supplementary (repeatable; name or number).", valueName: "group"))
-    var allowedGroups: [GroupArgument] = []
-}
+    @Option(name: ServeFlag.allowGID.argumentName, help: ServeFlag.allowGID.argumentHelp)
+    var allowedGroups: [String] = []
 
-/// Everything `serve` and `launch` share.
-struct ServerOptions: ParsableArguments {
-    @OptionGroup var layout: LayoutOptions
+    func apply(to settings: inout ServeSettings) throws {
+        try ServeFlag.socketMode.apply(socketMode.list, to: &settings)
+        try ServeFlag.socketGroup.apply(socketGroup.list, to: &settings)
+        try ServeFlag.sharedMemoryMode.apply(sharedMemoryMode.list, to: &settings)
+        try ServeFlag.allowUID.apply(allowedUIDs, to: &settings)
+        try ServeFlag.allowGID.apply(allowedGroups, to: &settings)
+    }
 
-    @Option(name: .customLong("shm-path"), help: ArgumentHelp(
-        "Shared-memory file to create (one left by a killed ivserver is replaced); <path>.lock keeps a second server off these paths.",
-        valueName: "path"))
-    var sharedMemoryPath = ServerConfiguration.defaultSharedMemoryPath
-
-    @Option(name: .customLong("qemu-sock"), help: ArgumentHelp("UNIX socket QEMU's ivshmem-doorbell connects to.", valueName: "path"))
-    var qemuSocketPath = ServerConfiguration.defaultQemuSocketPath
-
-    @Option(name: .customLong("client-sock"), help: ArgumentHelp("UNIX socket host clients connect to.", valueName: "path"))
-    var clientSocketPath = ServerConfiguration.defaultClientSocketPath
-
-    @Option(name: .customLong("log-level"), help: ArgumentHelp("trace, debug, info, warning or error.", valueName: "level"))
-    var logLevel: LogLevelArgument = .info
-
-    @OptionGroup var access: AccessOptions
-
-    @Option(name: .customLong("handshake-timeout"), help: ArgumentHelp(
-        "Seconds a host client has to finish its handshake.", valueName: "seconds"))
-    var handshakeTimeout: Double = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
-
-    @Option(name: .customLong("max-pending"), help: ArgumentHelp(
-        "Host clients mid-handshake at once, in all; below it every connection is greeted at once, at it the shares decide who waits and who makes room.", valueName: "count"))
-    var maximumPending = ServerConfiguration.defaultMaximumPending
-
-    @Option(name: .customLong("max-pending-per-process"), help: ArgumentHelp(
-        "A process's share when the server is full: at it, its new connections wait for room; over it, it makes room for newcomers within their share.", valueName: "count"))
-    var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
-
-    @Option(name: .customLong("max-pending-per-user"), help: ArgumentHelp(
-        "A user's share when the server is full: at it, the user's busiest process makes room for its other processes, and waits itself.", valueName: "count"))
-    var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
-
-    @Flag(name: .customLong("replace-held-memory"), help: ArgumentHelp(
-        "Replace a shared-memory file left by a server that did not stop cleanly even while a process (its VM) still holds it; that VM then loses its host clients."))
-    var replaceHeldMemory = false
-
-    /// The parsed values, for the checks and the configuration they share
-    /// with QuickServe.
-    var settings: ServeSettings {
-        ServeSettings(
-            layoutPath: layout.layoutPath, sharedMemoryPath: sharedMemoryPath, qemuSocketPath: qemuSocketPath,
-            clientSocketPath: clientSocketPath, logLevel: logLevel, socketMode: access.socketMode.value,
-            socketGroup: access.socketGroup?.gid, sharedMemoryMode: access.sharedMemoryMode.value, allowedUIDs: access.allowedUIDs,
-            allowedGIDs: access.allowedGroups.map(\.gid), handshakeTimeout: handshakeTimeout, maximumPending: maximumPending,
-            maximumPendingPerProcess: maximumPendingPerProcess, maximumPendingPerUser: maximumPendingPerUser,
-            replaceHeldMemory: replaceHeldMemory)
+    func values() throws -> AccessValues {
+        var settings = ServeSettings()
+        try apply(to: &settings)
+        return settings.access
     }
 
     func validate() throws {
-        if let problem = settings.problem { throw ValidationError(problem) }
+        _ = try values()
+    }
+}
+
+/// Everything `serve` and `launch` share. Names, help and parsing are
+/// ServeFlag's; these declarations give ArgumentParser its help and errors.
+struct ServerOptions: ParsableArguments {
+    @OptionGroup var layout: LayoutOptions
+
+    @Option(name: ServeFlag.sharedMemoryPath.argumentName, help: ServeFlag.sharedMemoryPath.argumentHelp)
+    var sharedMemoryPath: String?
+
+    @Option(name: ServeFlag.qemuSocketPath.argumentName, help: ServeFlag.qemuSocketPath.argumentHelp)
+    var qemuSocketPath: String?
+
+    @Option(name: ServeFlag.clientSocketPath.argumentName, help: ServeFlag.clientSocketPath.argumentHelp)
+    var clientSocketPath: String?
+
+    @Option(name: ServeFlag.logLevel.argumentName, help: ServeFlag.logLevel.argumentHelp)
+    var logLevel: String?
+
+    @OptionGroup var access: AccessOptions
+
+    @Option(name: ServeFlag.handshakeTimeout.argumentName, help: ServeFlag.handshakeTimeout.argumentHelp)
+    var handshakeTimeout: String?
+
+    @Option(name: ServeFlag.maximumPending.argumentName, help: ServeFlag.maximumPending.argumentHelp)
+    var maximumPending: String?
+
+    @Option(name: ServeFlag.maximumPendingPerProcess.argumentName, help: ServeFlag.maximumPendingPerProcess.argumentHelp)
+    var maximumPendingPerProcess: String?
+
+    @Option(name: ServeFlag.maximumPendingPerUser.argumentName, help: ServeFlag.maximumPendingPerUser.argumentHelp)
+    var maximumPendingPerUser: String?
+
+    @Flag(name: ServeFlag.replaceHeldMemory.argumentName, help: ServeFlag.replaceHeldMemory.argumentHelp)
+    var replaceHeldMemory = false
+
+    /// The values given, through ServeFlag's table: what QuickServe makes
+    /// of the same command line.
+    func settings() throws -> ServeSettings {
+        var settings = ServeSettings()
+        try ServeFlag.layout.apply(layout.layoutPath.list, to: &settings)
+        try ServeFlag.sharedMemoryPath.apply(sharedMemoryPath.list, to: &settings)
+        try ServeFlag.qemuSocketPath.apply(qemuSocketPath.list, to: &settings)
+        try ServeFlag.clientSocketPath.apply(clientSocketPath.list, to: &settings)
+        try ServeFlag.logLevel.apply(logLevel.list, to: &settings)
+        try access.apply(to: &settings)
+        try ServeFlag.handshakeTimeout.apply(handshakeTimeout.list, to: &settings)
+        try ServeFlag.maximumPending.apply(maximumPending.list, to: &settings)
+        try ServeFlag.maximumPendingPerProcess.apply(maximumPendingPerProcess.list, to: &settings)
+        try ServeFlag.maximumPendingPerUser.apply(maximumPendingPerUser.list, to: &settings)
+        try ServeFlag.replaceHeldMemory.apply(replaceHeldMemory ? [""] : [], to: &settings)
+        return settings
     }
 
-    func start() throws -> (ServerConfiguration, EventLog) {
-        try settings.start()
+    func validate() throws {
+        if let problem = try settings().problem { throw ValidationError(problem) }
     }
+}
+
+extension Optional where Wrapped == String {
+    /// The one value given, or none.
+    var list: [String] { map { [$0] } ?? [] }
 }
 
 struct Serve: ParsableCommand {
@@ -185,7 +195,7 @@ struct Serve: ParsableCommand {
     @OptionGroup var options: ServerOptions
 
     func run() throws {
-        try Self.serve(options.settings)
+        try Self.serve(options.settings())
     }
 
     static func serve(_ settings: ServeSettings) throws {
@@ -248,11 +258,11 @@ struct Launch: ParsableCommand {
                 launch.arguments = [config.binary] + config.arguments
                 launch.environment = config.environment.isEmpty ? nil : config.environment(overriding: ProcessEnvironment.current)
             } catch {
-                writeToStandardError("ivserver: \(error)\n")
+                StandardStream.error.write("ivserver: \(error)\n")
                 throw ExitCode(2)
             }
         }
-        let (configuration, log) = try options.start()
+        let (configuration, log) = try options.settings().start()
         let service = ServerService(configuration: configuration, events: log)
         let termination: Termination?
         do {
@@ -290,7 +300,7 @@ struct QemuArgs: ParsableCommand {
     func run() throws {
         let (plan, source) = try options.layout.load()
         let configuration = ServerConfiguration(
-            layout: plan, layoutSource: source, qemuSocketPath: options.qemuSocketPath,
+            layout: plan, layoutSource: source, qemuSocketPath: try options.settings().qemuSocketPath,
             accessPolicy: AccessPolicy(serverUID: Users.currentUID))
         let arguments = configuration.qemuArguments
         print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
@@ -362,6 +372,4 @@ enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
-func writeToStandardError(_ text: String) {
-    StandardStream.error.write(text)
-}
+

@@ -55,8 +55,9 @@ struct MultiPeerOptions: ParsableArguments {
     @OptionGroup var access: AccessOptions
 
     var configuration: PeerServerConfiguration {
-        var configuration = PeerServerConfiguration(accessPolicy: AccessPolicy(
-            serverUID: Users.currentUID, allowedUIDs: Set(access.allowedUIDs), allowedGIDs: Set(access.allowedGroups.map(\.gid))))
+        // (AccessOptions.validate checked the values already.)
+        let access = (try? access.values()) ?? AccessValues()
+        var configuration = PeerServerConfiguration(accessPolicy: access.policy)
         configuration.socketPath = socketPath
         if let sharedMemoryDirectory {
             configuration.memory = .directory(sharedMemoryDirectory)
@@ -67,9 +68,9 @@ struct MultiPeerOptions: ParsableArguments {
         configuration.vectors = vectors
         configuration.maximumPeers = maximumPeers
         configuration.maximumQueuedMessages = maximumQueuedMessages
-        configuration.socketMode = access.socketMode.value
-        configuration.socketGroup = access.socketGroup?.gid
-        configuration.sharedMemoryMode = access.sharedMemoryMode.value
+        configuration.socketMode = access.socketMode
+        configuration.socketGroup = access.socketGroup
+        configuration.sharedMemoryMode = access.sharedMemoryMode
         return configuration
     }
 

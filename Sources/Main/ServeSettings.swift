@@ -1,21 +1,32 @@
 import ServerCore
 import IVServer
+import LinuxSystem
+
+/// Who may reach a server, as its flags say (`serve` and `multi-peer`
+/// share these): the files' modes and group, and who besides root and the
+/// server's user is served.
+struct AccessValues: Equatable {
+    var socketMode = AccessDefaults.socketMode
+    var socketGroup: UInt32?
+    var sharedMemoryMode = AccessDefaults.sharedMemoryMode
+    var allowedUIDs: [UInt32] = []
+    var allowedGIDs: [UInt32] = []
+
+    var policy: AccessPolicy {
+        AccessPolicy(serverUID: Users.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGIDs))
+    }
+}
 
 /// The values of the server's flags as plain data, and the one place that
-/// checks them and turns them into a configuration. ArgumentParser fills
-/// them through `ServerOptions`; `QuickServe` fills them for a plain
-/// `serve` command line without ArgumentParser's start-up cost.
+/// checks them and turns them into a configuration. ServeFlag's table sets
+/// them, from ArgumentParser's declarations or from `QuickServe`.
 struct ServeSettings: Equatable {
     var layoutPath: String?
     var sharedMemoryPath = ServerConfiguration.defaultSharedMemoryPath
     var qemuSocketPath = ServerConfiguration.defaultQemuSocketPath
     var clientSocketPath = ServerConfiguration.defaultClientSocketPath
     var logLevel = LogLevelArgument.info
-    var socketMode = ServerConfiguration.defaultSocketMode
-    var socketGroup: UInt32?
-    var sharedMemoryMode = ServerConfiguration.defaultSharedMemoryMode
-    var allowedUIDs: [UInt32] = []
-    var allowedGIDs: [UInt32] = []
+    var access = AccessValues()
     var handshakeTimeout = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
     var maximumPending = ServerConfiguration.defaultMaximumPending
     var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
@@ -50,12 +61,10 @@ struct ServeSettings: Equatable {
         ProcessLimits.ignoreBrokenPipes()
         var configuration = ServerConfiguration(
             layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
-            qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath,
-            accessPolicy: AccessPolicy(
-                serverUID: Users.currentUID, allowedUIDs: Set(allowedUIDs), allowedGIDs: Set(allowedGIDs)))
-        configuration.socketMode = socketMode
-        configuration.socketGroup = socketGroup
-        configuration.sharedMemoryMode = sharedMemoryMode
+            qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath, accessPolicy: access.policy)
+        configuration.socketMode = access.socketMode
+        configuration.socketGroup = access.socketGroup
+        configuration.sharedMemoryMode = access.sharedMemoryMode
         configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
         configuration.maximumPending = maximumPending
         configuration.maximumPendingPerProcess = maximumPendingPerProcess
@@ -65,66 +74,16 @@ struct ServeSettings: Equatable {
     }
 }
 
-/// `ivserver [serve] --flag value ...` read by hand when every argument is
-/// a server flag with a value it accepts. swift-argument-parser finds a
-/// command's options by reflection, which in a static binary costs most of
-/// the start-up time (callgrind: about 78%); a server started by a launcher
-/// should be ready sooner than that. Anything else — help, --version,
-/// another subcommand, an unknown or repeated flag, a value the flag would
-/// reject, values that fail validation — returns nil and goes to
-/// ArgumentParser, so every message and exit code stays its. A test checks
-/// that both readings agree.
+/// `ivserver [serve] --flag value ...` read by hand, with ServeFlag's
+/// table, when every argument is a server flag with a value it accepts.
+/// swift-argument-parser finds a command's options by reflection, which in
+/// a static binary costs most of the start-up time (callgrind: about 78%);
+/// a server started by a launcher should be ready sooner than that.
+/// Anything else — help, --version, another subcommand, an unknown or
+/// repeated flag, a value the flag would reject, values that fail
+/// validation — returns nil and goes to ArgumentParser, so every message
+/// and exit code stays its. A test checks that both readings agree.
 enum QuickServe {
-    /// Applies one flag's value: nil for a flag this path does not know,
-    /// false for a value the flag rejects. A switch, not a table: building
-    /// a dictionary of closures costs more at start-up than it saves.
-    private static func apply(_ flag: String, _ value: String, to settings: inout ServeSettings) -> Bool? {
-        switch flag {
-        case "--layout": settings.layoutPath = value
-        case "--shm-path": settings.sharedMemoryPath = value
-        case "--qemu-sock": settings.qemuSocketPath = value
-        case "--client-sock": settings.clientSocketPath = value
-        case "--log-level":
-            guard let level = LogLevelArgument(rawValue: value) else { return false }
-            settings.logLevel = level
-        case "--socket-mode":
-            guard let mode = FileMode(argument: value) else { return false }
-            settings.socketMode = mode.value
-        case "--socket-group":
-            guard let group = GroupArgument(argument: value) else { return false }
-            settings.socketGroup = group.gid
-        case "--shm-mode":
-            guard let mode = FileMode(argument: value) else { return false }
-            settings.sharedMemoryMode = mode.value
-        case "--handshake-timeout":
-            guard let seconds = Double(value) else { return false }
-            settings.handshakeTimeout = seconds
-        case "--max-pending":
-            guard let count = Int(value) else { return false }
-            settings.maximumPending = count
-        case "--max-pending-per-process":
-            guard let count = Int(value) else { return false }
-            settings.maximumPendingPerProcess = count
-        case "--max-pending-per-user":
-            guard let count = Int(value) else { return false }
-            settings.maximumPendingPerUser = count
-        case "--allow-uid":
-            guard let uid = UInt32(value) else { return false }
-            settings.allowedUIDs.append(uid)
-        case "--allow-gid":
-            guard let group = GroupArgument(argument: value) else { return false }
-            settings.allowedGIDs.append(group.gid)
-        default:
-            return nil
-        }
-        return true
-    }
-
-    /// The flags that may be given more than once.
-    private static func isRepeatable(_ flag: String) -> Bool {
-        flag == "--allow-uid" || flag == "--allow-gid"
-    }
-
     static func settings(_ arguments: [String]) -> ServeSettings? {
         var rest = arguments[...]
         if rest.first == "serve" { rest = rest.dropFirst() }
@@ -132,20 +91,26 @@ enum QuickServe {
         var seen: [String] = []
         while let token = rest.popFirst() {
             guard token.hasPrefix("--") else { return nil }
-            let flag: String
-            let value: String
+            let name: Substring
+            var value: Substring?
             if let equals = token.firstIndex(of: "=") {
-                flag = String(token[..<equals])
-                value = String(token[token.index(after: equals)...])
+                name = token[..<equals]
+                value = token[token.index(after: equals)...]
             } else {
-                guard let next = rest.popFirst() else { return nil }
-                flag = token
-                value = next
+                name = token[...]
             }
-            guard !value.hasPrefix("-"), isRepeatable(flag) || !seen.contains(flag),
-                  apply(flag, value, to: &settings) == true
+            // A linear search of 15 entries: a dictionary would cost more
+            // to build at start-up than it saves.
+            guard let flag = ServeFlag.all.first(where: { $0.name == name }), flag.repeatable || !seen.contains(flag.name) else { return nil }
+            if flag.valueName == nil {
+                guard value == nil else { return nil }
+            } else if value == nil {
+                value = rest.popFirst()?[...]
+            }
+            guard let text = value.map(String.init) ?? (flag.valueName == nil ? "" : nil), !text.hasPrefix("-"),
+                  flag.apply(text, &settings)
             else { return nil }
-            seen.append(flag)
+            seen.append(flag.name)
         }
         return settings.problem == nil ? settings : nil
     }

@@ -10,7 +10,7 @@ struct QuickServeTests {
     /// What the real command line parser makes of `arguments`, if it runs serve.
     func viaArgumentParser(_ arguments: [String]) -> ServeSettings? {
         guard let command = try? IVServerCommand.parseAsRoot(arguments) else { return nil }
-        return (command as? Serve)?.options.settings
+        return try? (command as? Serve)?.options.settings()
     }
 
     @Test("plain serve command lines are read the same way", arguments: [
@@ -23,6 +23,7 @@ struct QuickServeTests {
         ["--socket-group", "root", "--handshake-timeout", "0.25", "--max-pending", "20000"],
         ["--handshake-timeout=86400", "--max-pending=1", "--log-level", "trace"],
         ["--max-pending-per-process", "8", "--max-pending-per-user=100", "--max-pending", "300"],
+        ["--replace-held-memory", "--shm-path", "/dev/shm/y"],
     ])
     func agrees(_ arguments: [String]) {
         let quick = QuickServe.settings(arguments)
@@ -41,6 +42,21 @@ struct QuickServeTests {
     ])
     func defers(_ arguments: [String]) {
         #expect(QuickServe.settings(arguments) == nil)
+    }
+
+    @Test("every flag of the table is declared for ArgumentParser, with the table's help, and nothing else is")
+    func oneTable() {
+        let help = Serve.helpMessage(columns: 1000)
+        for flag in ServeFlag.all {
+            #expect(help.contains(flag.name), "serve --help lists \(flag.name)")
+            #expect(help.contains(flag.help), "with the table's words for \(flag.name)")
+        }
+        let declared = help.split(separator: "\n").compactMap { line -> String? in
+            let words = line.split(separator: " ")
+            return words.first.flatMap { $0.hasPrefix("--") ? String($0) : nil }
+        }
+        let known = Set(ServeFlag.all.map(\.name) + ["--help", "--version"])
+        #expect(declared.allSatisfy { known.contains($0) }, "declared but not in the table: \(declared.filter { !known.contains($0) })")
     }
 
     @Test("random command lines: wherever the quick path answers, ArgumentParser answers the same")
