@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "ivserver",
-    platforms: [.macOS(.v13)],
     products: [
         .executable(name: "ivserver", targets: ["Main"]),
         .executable(name: "ivctl", targets: ["IVCtl"]),

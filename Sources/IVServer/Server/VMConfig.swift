@@ -1,3 +1,5 @@
+import LinuxSystem
+
 /// `ivserver launch --vm-config FILE`: the VM's settings kept apart from the
 /// memory layout (the original project's TODO). Format:
 ///
@@ -70,5 +72,19 @@ public struct VMConfig: Equatable, Sendable {
             return environment[String(name)] == nil
         }
         return kept + environment.keys.sorted().map { "\($0)=\(environment[$0]!)" }
+    }
+}
+
+extension VMConfig {
+    /// Reads and checks a VM configuration file.
+    public static func load(path: String) throws(LayoutError) -> VMConfig {
+        let contents: [UInt8]
+        do {
+            contents = try FileContents.read(path: path)
+        } catch {
+            throw LayoutError(source: path, problems: [LayoutProblem(subject: nil, message: "cannot read \(path): \(error.errnoText)")],
+                              kind: "VM configuration")
+        }
+        return try parse(json: contents, source: path)
     }
 }

@@ -7,11 +7,11 @@ import Glibc
 /// script that starts the server knows whether it runs.
 public enum Daemon {
     /// Forks. In the parent this never returns: it exits 0 once the child
-    /// calls `Readiness.ready()`, or with the child's status if the child
+    /// calls `WaitingParent.ready()`, or with the child's status if the child
     /// ends first. The child (a new session, standard input /dev/null,
-    /// standard output and error kept) gets the `Readiness` to signal with.
+    /// standard output and error kept) gets the `WaitingParent` to signal with.
     /// Call it before any thread or libuv loop exists.
-    public static func detach() throws(SystemError) -> Readiness {
+    public static func detach() throws(SystemError) -> WaitingParent {
         var ends: [Int32] = [-1, -1]
         try Posix.retrying(.pipe) { ivs_pipe_cloexec(&ends) }
         let reader = OwnedFD(taking: ends[0])
@@ -32,11 +32,11 @@ public enum Daemon {
         _ = setsid()
         let null = OwnedFD(taking: try Posix.retrying(.open, nil, "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) })
         try Posix.retrying(.fcntl, "dup2 /dev/null to standard input") { dup2(null.rawValue, 0) }
-        return Readiness(writer)
+        return WaitingParent(writer)
     }
 
     /// The child's end: tells the waiting parent that start-up succeeded.
-    public final class Readiness {
+    public final class WaitingParent {
         private let fd: OwnedFD
         init(_ fd: OwnedFD) { self.fd = fd }
 

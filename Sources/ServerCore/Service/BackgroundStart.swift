@@ -5,20 +5,20 @@ import LinuxSystem
 /// starting process waits until the background one serves (exit 0) or
 /// has failed (its status).
 public final class BackgroundStart {
-    private let readiness: Daemon.Readiness?
+    private let parent: Daemon.WaitingParent?
     private var pidFile: PidFile?
 
     /// Forks, unless `detaching` is false (the foreground); in the child
     /// (or the foreground process) writes `pidFile`. Call it after the
     /// files are made and before any loop or thread exists.
     public init(detaching: Bool, pidFile path: String?) throws {
-        readiness = detaching ? try Daemon.detach() : nil
+        parent = detaching ? try Daemon.detach() : nil
         pidFile = try path.map(PidFile.init(path:))
     }
 
     /// Serving: the starting process may exit 0.
     public func ready() {
-        readiness?.ready()
+        parent?.ready()
     }
 
     /// Stopped: the pid file goes (while it still names us).
