@@ -14,8 +14,7 @@ import LinuxSystem
 public final class PeerServer: Servable {
     public let configuration: PeerServerConfiguration
     private let events: EventSink
-    private var lifecycle = Lifecycle(of: "multi-peer server")
-    private let stopSwitch = StopSwitch()
+    private let control = ServingControl(of: "multi-peer server")
 
     // Made by `start`.
     private var lock: InstanceLock?
@@ -25,7 +24,7 @@ public final class PeerServer: Servable {
     private var peerCapacity = 0
 
     // While serving.
-    private var serving: ServingLoop?
+    private var serving: ServingLoop? { control.serving }
     private var listener: Listener?
     private let gate: Gate
     private var ids: PeerIDAllocator
@@ -54,7 +53,7 @@ public final class PeerServer: Servable {
     /// Takes the lock, makes the memory and listens on the socket. Throws
     /// (StartupError, SystemError) with nothing left behind.
     public func start() throws {
-        precondition(lifecycle.state == .created, "started twice")
+        precondition(control.state == .created, "started twice")
         do {
             if let lockPath = configuration.lockPath { lock = try InstanceLock.acquire(path: lockPath) }
             let (memory, origin) = try SharedMemoryFile.createPlain(
@@ -79,7 +78,7 @@ public final class PeerServer: Servable {
             report(.peerCapacityLimited(maximumPeers: configuration.maximumPeers, capacity: peerCapacity,
                                         openFileLimit: limit, vectors: configuration.vectors))
         }
-        lifecycle.move(to: .started)
+        control.started()
     }
 
     /// The memory's size as made (whole huge pages on hugetlbfs).
@@ -88,55 +87,36 @@ public final class PeerServer: Servable {
     /// Serves until `stop` or `requestStop`; `whenReady` runs once the loop
     /// exists, before the `ready` line.
     public func serve(whenReady: (ServingLoop) throws -> Void = { _ in }) throws {
-        precondition(lifecycle.state == .started, "serve before start, or twice")
-        guard let memory, let listening else { preconditionFailure("started without memory or socket") }
-        let serving = try ServingLoop(events: events)
-        self.serving = serving
+        guard let memory, let listening else { preconditionFailure("serve before start") }
+        let serving = try control.beginServing(events: events, closeConnections: { [unowned self] in
+            self.listener?.close()
+            for connection in Array(self.connections.values) { connection.close(reason: "the server is stopping") }
+        }, stopRequested: { [unowned self] in
+            self.report(.stopping(signal: 0, handingOver: false))
+            self.stop()
+        })
         listener = try Listener(listening, readiness: serving.readiness,
                                 onAccept: { [unowned self] fd in self.accept(fd) },
                                 onError: { [unowned self] error in
                                     self.report(.acceptFailed(socket: self.configuration.socketPath, error: "\(error)")) })
-        try stopSwitch.arm(on: serving.loop) { [unowned self] in
-            self.report(.stopping(signal: 0, handingOver: false))
-            self.stop()
-        }
-        try whenReady(serving)
-        report(.peerServerReady(configuration, size: memory.size))
-        lifecycle.move(to: .serving)
-        serving.run()
+        try control.run(whenReady: whenReady) { report(.peerServerReady(configuration, size: memory.size)) }
     }
 
     /// Any thread: stops the server as SIGTERM would (`serve` then
     /// returns); asked before it serves, it stops as soon as it does.
     public func requestStop() {
-        stopSwitch.request()
+        control.requestStop()
     }
 
     /// Closes the listener and every connection; `serve` then returns.
     /// Loop thread only.
     public func stop() {
-        guard lifecycle.state == .serving else { return }
-        lifecycle.move(to: .stopped)
-        closeConnectionsAndHandles()
-    }
-
-    /// What stop closes, also when `serve` failed before it served.
-    private func closeConnectionsAndHandles() {
-        listener?.close()
-        for connection in Array(connections.values) { connection.close(reason: "the server is stopping") }
-        stopSwitch.disarm()
-        serving?.closeHandles()
+        control.stop()
     }
 
     /// Removes the socket and the memory's name, and releases the lock.
     public func close() {
-        guard lifecycle.state != .closed else { return }
-        if lifecycle.state == .serving { stop() }
-        if let serving {
-            closeConnectionsAndHandles()
-            serving.close()
-            self.serving = nil
-        }
+        guard control.beginClosing() else { return }
         listener = nil
         listening?.fd.close()
         listening?.file.remove()
@@ -145,7 +125,7 @@ public final class PeerServer: Servable {
         memory = nil
         lock?.release()
         lock = nil
-        lifecycle.move(to: .closed)
+        control.closed()
         events.flush()
     }
 
@@ -271,7 +251,7 @@ extension PeerServer: PeerConnectionOwner {
         ids.release(connection.id)
         if wasJoined, let index = joinOrder.firstIndex(of: connection.id) { joinOrder.remove(at: index) }
         report(.peerLeft(id: connection.id, peer: connection.peer, reason: reason, announced: wasJoined, peers: joinOrder.count))
-        if wasJoined && lifecycle.state == .serving {
+        if wasJoined && control.state == .serving {
             broadcast(except: connection.id) { _ in [PeerProtocol.departure(of: connection.id)] }
         }
     }

@@ -25,8 +25,7 @@ public final class Server: Servable {
     public let configuration: ServerConfiguration
     let events: EventSink
     private let handoverSource: HandoverSource
-    private var lifecycle = Lifecycle(of: "vSoC server")
-    private let stopSwitch = StopSwitch()
+    private let control = ServingControl(of: "vSoC server")
 
     // Made by `start`.
     private var lock: InstanceLock?
@@ -43,7 +42,7 @@ public final class Server: Servable {
     public private(set) var handsOverFiles = false
 
     // While serving.
-    private var serving: ServingLoop?
+    private var serving: ServingLoop? { control.serving }
     private var listeners: [Listener] = []
     private var gate: Gate
     private var clients: ClientAdmission?
@@ -69,7 +68,7 @@ public final class Server: Servable {
     /// SystemError, HandoverError) with whatever it made removed again; a
     /// server that finds another one running changes nothing at all.
     public func start() throws {
-        precondition(lifecycle.state == .created, "started twice")
+        precondition(control.state == .created, "started twice")
         do {
             lock = try InstanceLock.acquire(path: configuration.lockPath)
             let handover: Handover?
@@ -88,7 +87,7 @@ public final class Server: Servable {
             close()
             throw error
         }
-        lifecycle.move(to: .started)
+        control.started()
     }
 
     private func makeOrTakeOver(_ handover: Handover?) throws {
@@ -139,10 +138,15 @@ public final class Server: Servable {
 
     /// Serves until `stop`: every connection is handled on this thread.
     public func serve(whenReady: (ServingLoop) throws -> Void = { _ in }) throws {
-        precondition(lifecycle.state == .started, "serve before start, or twice")
-        guard let resources else { preconditionFailure("started without resources") }
-        let serving = try ServingLoop(events: events)
-        self.serving = serving
+        guard let resources else { preconditionFailure("serve before start") }
+        let serving = try control.beginServing(events: events, closeConnections: { [unowned self] in
+            self.listeners.forEach { $0.close() }
+            self.vm?.closeSilently()
+            self.clients?.closeAll()
+        }, stopRequested: { [unowned self] in
+            self.report(.stopping(signal: 0, handingOver: self.handsOverFiles))
+            self.stop()
+        })
         listeners = try zip(listening, [acceptVM, acceptClient]).map { served, accept throws(SystemError) in
             let path = served.socket.path
             return try Listener(served.socket, readiness: serving.readiness, onAccept: accept,
@@ -150,10 +154,6 @@ public final class Server: Servable {
         }
         clients = try ClientAdmission(configuration: configuration, resources: resources, serving: serving, events: events,
                                       answers: { [unowned self] query in self.answer(query) })
-        try stopSwitch.arm(on: serving.loop) { [unowned self] in
-            self.report(.stopping(signal: 0, handingOver: self.handsOverFiles))
-            self.stop()
-        }
         if let handover {
             if let fd = handover.vm { takeOverVM(fd) }
             report(.tookOver(sharedMemoryInode: resources.sharedMemory.inode, eventFDs: 2 * handover.channels.count,
@@ -161,10 +161,7 @@ public final class Server: Servable {
             self.handover = nil
         }
         if handoverSource == .serviceManager && ServiceManager.isPresent { storeWithServiceManager() }
-        try whenReady(serving)
-        report(.ready(configuration))
-        lifecycle.move(to: .serving)
-        serving.run()
+        try control.run(whenReady: whenReady) { report(.ready(configuration)) }
     }
 
     /// Starts, serves until `stop` or `requestStop`, and closes.
@@ -177,24 +174,13 @@ public final class Server: Servable {
     /// Any thread: stops the server as SIGTERM would (`serve` then
     /// returns); asked before it serves, it stops as soon as it does.
     public func requestStop() {
-        stopSwitch.request()
+        control.requestStop()
     }
 
     /// Closes the listeners, the connections and the handles; the loop
     /// then runs out of work and `serve` returns. Loop thread only.
     public func stop() {
-        guard lifecycle.state == .serving else { return }
-        lifecycle.move(to: .stopped)
-        closeConnectionsAndHandles()
-    }
-
-    /// What stop closes, also when `serve` failed before it served.
-    private func closeConnectionsAndHandles() {
-        listeners.forEach { $0.close() }
-        vm?.closeSilently()
-        clients?.closeAll()
-        stopSwitch.disarm()
-        serving?.closeHandles()
+        control.stop()
     }
 
     /// After `serve` (or a failed `start`): removes the files `start`
@@ -202,13 +188,7 @@ public final class Server: Servable {
     /// fds for the next server process of this VM), releases the lock and
     /// closes the loop.
     public func close() {
-        guard lifecycle.state != .closed else { return }
-        if lifecycle.state == .serving { stop() }
-        if let serving {
-            closeConnectionsAndHandles()
-            serving.close()
-            self.serving = nil
-        }
+        guard control.beginClosing() else { return }
         listeners = []
         clients = nil
         listening.forEach { $0.socket.fd.close() }
@@ -219,7 +199,7 @@ public final class Server: Servable {
         handover = nil
         lock?.release()
         lock = nil
-        lifecycle.move(to: .closed)
+        control.closed()
         events.flush()
     }
 
@@ -258,7 +238,7 @@ public final class Server: Servable {
             self.vm = nil
             // The VM left. (When the server stops, its connection stays
             // stored for the next server process of this VM.)
-            if self.lifecycle.state == .serving && closed.wasAttached && self.storesVM {
+            if self.control.state == .serving && closed.wasAttached && self.storesVM {
                 ServiceManager.removeStored(name: HandoverName.vm)
             }
         }

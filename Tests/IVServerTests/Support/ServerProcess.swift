@@ -39,14 +39,7 @@ final class TemporaryDirectory {
 
 /// The names in a directory, sorted, without "." and "..".
 func directoryEntries(_ path: String) -> [String] {
-    guard let directory = opendir(path) else { return [] }
-    defer { closedir(directory) }
-    var names: [String] = []
-    while let entry = readdir(directory) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-        if name != "." && name != ".." { names.append(name) }
-    }
-    return names.sorted()
+    ProcFS.entries(of: path).sorted()
 }
 
 func fileExists(_ path: String) -> Bool {
