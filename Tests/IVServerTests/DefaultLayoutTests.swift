@@ -1,4 +1,5 @@
 @testable import ServerCore
+import WireFormat
 import Glibc
 import Testing
 @testable import IVServer

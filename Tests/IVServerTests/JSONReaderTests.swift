@@ -1,4 +1,5 @@
 @testable import ServerCore
+@testable import WireFormat
 import Testing
 @testable import IVServer
 

@@ -1,3 +1,4 @@
+import WireFormat
 /// Turns layout JSON into a `LayoutSpec`, checking presence, type and range
 /// of every field. Semantic rules (sizes, names, managed_by) belong to
 /// `LayoutPlanner`; `LayoutLoader` runs both so one pass reports everything.

@@ -1,4 +1,3 @@
-import ServerCore
 import WireFormat
 
 /// The binary vSoC 2.0 header for a plan. The byte format itself lives in

@@ -1,4 +1,4 @@
-import LinuxSystem
+import WireFormat
 /// Reads a layout from JSON text and plans it, reporting every problem of
 /// the file at once.
 public enum LayoutLoader {
@@ -30,19 +30,5 @@ public enum LayoutLoader {
             // A test proves the built-in text is valid; this cannot happen.
             fatalError("built-in layout is invalid: \(error)")
         }
-    }
-}
-
-extension LayoutLoader {
-    /// Reads and plans the layout at `path`. A file that cannot be read is
-    /// reported as a layout problem naming the path and the cause.
-    public static func load(path: String) throws(LayoutError) -> LayoutPlan {
-        let contents: [UInt8]
-        do {
-            contents = try FileContents.read(path: path)
-        } catch {
-            throw LayoutError(source: path, problems: [LayoutProblem(subject: nil, message: "cannot read \(path): \(error.errnoText)")])
-        }
-        return try load(json: contents, source: path)
     }
 }

@@ -1,4 +1,3 @@
-import ServerCore
 import WireFormat
 
 /// A region with every offset computed: its spec and the descriptor the

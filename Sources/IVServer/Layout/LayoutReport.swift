@@ -1,4 +1,3 @@
-import ServerCore
 import WireFormat
 
 /// What `ivserver layout` prints: the computed plan as a table for people

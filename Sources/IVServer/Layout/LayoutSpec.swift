@@ -1,3 +1,4 @@
+import WireFormat
 /// One region as the layout file describes it (see docs/layout.md).
 public struct RegionSpec: Equatable, Sendable {
     public var name: String

@@ -1,3 +1,4 @@
+import WireFormat
 import LinuxSystem
 
 /// `ivserver launch --vm-config FILE`: the VM's settings kept apart from the

@@ -14,7 +14,7 @@ public enum EventFD {
     /// write would block) means a wake-up is pending anyway.
     public static func signal(_ fd: OwnedFD, value: UInt64 = 1) throws(SystemError) {
         var value = value
-        try Posix.retryingUnlessWouldBlock(.write, "write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
+        _ = try Posix.retryingUnlessWouldBlock(.write, "write eventfd") { () -> Int in Glibc.write(fd.rawValue, &value, 8) }
     }
 
     /// Reads and resets the counter with one read, no poll first: nil when

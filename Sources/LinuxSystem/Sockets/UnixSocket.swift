@@ -45,7 +45,7 @@ public enum UnixSocket {
             try Posix.retrying(.bind, nil, path) { address.withSocketAddress { bind(socket.rawValue, $0, $1) } }
         }
         umask(previousMask)
-        try bound.get()
+        _ = try bound.get()
         do {
             if let group { try setFileAccess(path: path, mode: mode, group: group) }
             try Posix.retrying(.listen, nil, path) { Glibc.listen(socket.rawValue, backlog) }

@@ -1,5 +1,3 @@
-import ServerCore
-import WireFormat
 
 /// A parsed JSON document, kept close to the text: numbers stay as their
 /// literal (so the layout validator can range-check them exactly) and object
