@@ -23,7 +23,7 @@ struct IVCtl: ParsableCommand {
                   ivctl peer: no peer of that ID (the message lists the peers)
               64  bad command line (also: --offset/--length outside the region)
             """,
-        subcommands: [Regions.self, Dump.self, Signal.self, Wait.self, Watch.self, Status.self, PeerCommand.self]
+        subcommands: [Regions.self, Dump.self, Write.self, Signal.self, Wait.self, Watch.self, Status.self, PeerCommand.self]
     )
 }
 

@@ -6,14 +6,14 @@ import IVClient
 struct PeerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "peer",
-        abstract: "Join a multi-peer ivshmem server (ivserver multi-peer, ivshmem-server) as a peer: list, ring, wait, watch, dump.",
+        abstract: "Join a multi-peer ivshmem server (ivserver multi-peer, ivshmem-server) as a peer: list, ring, wait, watch, dump, write.",
         discussion: """
             Each command connects as a new peer (it gets an ID of its own, which the \
             other peers are told of, and leaves when it ends). A peer rings peer P's \
             vector V as a guest does by writing (P << 16) | V to its Doorbell. Exit \
             codes as for the other commands; 3 is a peer ID that is not connected.
             """,
-        subcommands: [PeerList.self, PeerRing.self, PeerWait.self, PeerWatch.self, PeerDump.self])
+        subcommands: [PeerList.self, PeerRing.self, PeerWait.self, PeerWatch.self, PeerDump.self, PeerWrite.self])
 }
 
 struct PeerServerOptions: ParsableArguments {

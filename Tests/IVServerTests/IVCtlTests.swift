@@ -70,6 +70,30 @@ struct IVCtlTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("write puts text, hex or standard input at an offset of a region, bounds-checked like dump")
+    func write() throws {
+        let server = try ServerProcess()
+        let connection = try RegionConnection.open(region: "e2e_primary", socket: server.clientSocketPath)
+        let text = try ivctl(["write", "e2e_primary", "--offset", "0x18", "hello"], server: server)
+        #expect(text.status == 0 && text.output == "wrote 5 bytes at offset 24 of region 'e2e_primary'\n", "\(text)")
+        #expect(try connection.memory.read(offset: 24, count: 5) == Array("hello".utf8))
+        let hex = try ivctl(["write", "e2e_primary", "--offset", "40", "--hex", "de ad be ef"], server: server)
+        #expect(hex.status == 0)
+        #expect(try connection.memory.read(offset: 40, count: 4) == [0xde, 0xad, 0xbe, 0xef])
+        let piped = try runTool(["/bin/sh", "-c", "printf 'from\\000stdin' | \"$0\" write e2e_primary --offset 64 --client-sock \"$1\"",
+                                 ivctlBinary, server.clientSocketPath])
+        #expect(piped.status == 0, "\(piped)")
+        #expect(try connection.memory.read(offset: 64, count: 10) == Array("from\0stdin".utf8))
+        let outside = try ivctl(["write", "e2e_primary", "--offset", "0x3ffe", "abc"], server: server)
+        #expect(outside.status == 64)
+        #expect(outside.errors == "ivctl: bytes 16382..<16385 are outside region 'e2e_primary' (16384 bytes)\n")
+        let badHex = try ivctl(["write", "e2e_primary", "--hex", "xyz"], server: server)
+        #expect(badHex.status == 64 && badHex.errors.contains("--hex wants pairs of hex digits"), "\(badHex)")
+        let unknown = try ivctl(["write", "no_such_region", "x"], server: server)
+        #expect(unknown.status == 3)
+        #expect(server.stop() == 0)
+    }
+
     @Test("signal interrupts the guest on the region's vector, or queues an offset first")
     func signal() throws {
         let server = try ServerProcess()

@@ -6,18 +6,24 @@ package enum FileContents {
     package static let maximumSize = 16 << 20
 
     /// The file at `path`. The first read takes up to `firstRead` bytes
-    /// into uninitialized memory; a read that does not fill it ends the
-    /// file for procfs, which answers one read with everything that fits,
-    /// so a /proc entry costs one open, one read and one close.
+    /// into uninitialized memory; for a /proc entry a read that does not
+    /// fill it is the whole entry (procfs answers one read with everything
+    /// that fits), so an entry costs one open, one read and one close.
     package static func read(path: String, firstRead: Int = 16 << 10) throws(SystemError) -> [UInt8] {
         let fd = OwnedFD(taking: try Posix.retrying(.open, nil, path) { open(path, O_RDONLY | O_CLOEXEC) })
-        var contents = try chunk(fd, path, count: firstRead)
-        if contents.count < firstRead && path.hasPrefix("/proc/") { return contents }
+        return try read(fd: fd.rawValue, name: path, firstRead: firstRead, shortReadEnds: path.hasPrefix("/proc/"))
+    }
+
+    /// Everything `fd` has to its end (standard input, a pipe), naming
+    /// `name` in errors. The caller keeps the fd.
+    package static func read(fd: Int32, name: String, firstRead: Int = 64 << 10, shortReadEnds: Bool = false) throws(SystemError) -> [UInt8] {
+        var contents = try chunk(fd, name, count: firstRead)
+        if shortReadEnds && contents.count < firstRead { return contents }
         while true {
-            let more = try chunk(fd, path, count: 64 << 10)
+            let more = try chunk(fd, name, count: 64 << 10)
             if more.isEmpty { return contents }
             contents += more
-            if contents.count > maximumSize { throw SystemError(.read, nil, "\(path) (larger than 16 MiB)", errno: EFBIG) }
+            if contents.count > maximumSize { throw SystemError(.read, nil, "\(name) (larger than 16 MiB)", errno: EFBIG) }
         }
     }
 
@@ -27,11 +33,11 @@ package enum FileContents {
         try? read(path: path)
     }
 
-    private static func chunk(_ fd: OwnedFD, _ path: String, count: Int) throws(SystemError) -> [UInt8] {
+    private static func chunk(_ fd: Int32, _ name: String, count: Int) throws(SystemError) -> [UInt8] {
         var failure: SystemError?
         let bytes = [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             let outcome = Result { () throws(SystemError) -> Int in
-                try Posix.retrying(.read, nil, path) { Glibc.read(fd.rawValue, buffer.baseAddress, count) }
+                try Posix.retrying(.read, nil, name) { Glibc.read(fd, buffer.baseAddress, count) }
             }
             switch outcome {
             case let .success(read): initialized = read

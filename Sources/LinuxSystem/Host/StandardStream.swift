@@ -25,4 +25,9 @@ public enum StandardStream: Int32, Sendable {
     public func write(_ text: String) {
         write(Array(text.utf8))
     }
+
+    /// All of standard input, to its end.
+    public static func readInput() throws(SystemError) -> [UInt8] {
+        try FileContents.read(fd: 0, name: "standard input")
+    }
 }
