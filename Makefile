@@ -11,7 +11,7 @@ LOG_LEVEL  ?= info
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build install run test version deb deb-test bench sanitize sanitize-address sanitize-thread fuzz fuzz-replay deps qemu-deps default-layout clean
+.PHONY: all build install run test test-repeat test-repeat-fast version deb deb-test libvirt-test bench sanitize sanitize-address sanitize-thread fuzz fuzz-replay deps qemu-deps default-layout clean
 
 all: build
 
@@ -60,6 +60,23 @@ qemu-deps:
 test: deps qemu-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
+
+# The tests RUNS times (20 unless given), to catch one that fails now and
+# then: `make test-repeat RUNS=300 SUITES='InProcess|Signal'` runs the
+# suites matching SUITES (swift test's --filter), BUSY=1 with the cores kept
+# busy. Failed runs' logs stay in .build/test-repeat/.
+RUNS   ?= 20
+SUITES ?=
+test-repeat: deps qemu-deps
+	$(SWIFT) build --build-tests
+	scripts/test-repeat.sh $(RUNS) '$(SUITES)'
+
+# A few minutes of the fast suites whose tests race threads, processes and
+# the event loop against each other (CI runs this after `make test`).
+REPEAT_SUITES = InProcess|PendingShares|Fairness|SignalTable|GuestSignalling|HostilePeer|PeerSocket|FDTable|RestartUnderLoad
+test-repeat-fast: deps qemu-deps
+	$(SWIFT) build --build-tests
+	scripts/test-repeat.sh $(RUNS) '$(REPEAT_SUITES)'
 
 # The whole test suite under the address sanitizer (CI runs this one) and,
 # with `make sanitize`, the thread sanitizer too. Separate build folders,
@@ -117,15 +134,20 @@ deb: deps
 	scripts/build-deb.sh
 
 # Builds the .deb, checks it with lintian, installs, runs and purges it, then
-# runs the units under a real systemd in a container (needs root).
+# runs the units under a real systemd in a container, and domains of a real
+# libvirtd there (docs/libvirt.md). Needs root.
 deb-test: deps
 	@command -v lintian >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends lintian; } \
 		|| { echo "lintian is missing: sudo apt-get install lintian" >&2; exit 1; }
-	@for tool in systemd-nspawn:systemd-container strace:strace; do \
+	@for tool in systemd-nspawn:systemd-container strace:strace libvirtd:libvirt-daemon-system apparmor_parser:apparmor qemu-system-x86_64:qemu-system-x86; do \
 		command -v $${tool%%:*} >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends $${tool#*:}; } \
 		|| { echo "$${tool%%:*} is missing: sudo apt-get install $${tool#*:}" >&2; exit 1; }; \
 	done
 	scripts/deb-test.sh
+
+# Only the libvirt part of deb-test (docs/libvirt.md), on a freshly built .deb.
+libvirt-test: deps
+	scripts/libvirt-test.sh "$$(scripts/build-deb.sh | tail -1)"
 
 # Benchmarks (not part of `make test`): ivserver against a bare C server,
 # side by side; writes bench/results.md. BENCH_SECONDS and BENCH_ROUNDS tune it.
