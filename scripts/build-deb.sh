@@ -22,6 +22,9 @@ for tool in ivserver ivctl; do
     strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/$tool"
 done
 install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
+# libvirt's QEMU may map the units' shared memory (AppArmor; see postinst).
+install -d -m 0755 "$root/etc/apparmor.d/abstractions"
+install -m 0644 packaging/apparmor-ivserver-qemu "$root/etc/apparmor.d/abstractions/ivserver-qemu"
 # QEMU's server's name for the multi-peer mode: the same binary.
 ln -s ivserver "$root/usr/bin/ivshmem-server"
 install -m 0644 packaging/ivserver.service packaging/ivserver@.service packaging/ivshmem-server@.service "$root/lib/systemd/system/"
@@ -50,7 +53,8 @@ ln -s ivserver.1.gz "$root/usr/share/man/man1/ivshmem-server.1.gz"
 install -d -m 0755 "$root/usr/share/lintian/overrides"
 install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ivserver"
 install -m 0755 packaging/postinst packaging/prerm packaging/postrm "$root/DEBIAN/"
-echo /etc/ivserver/vsoc_mem.json > "$root/DEBIAN/conffiles"
+install -m 0644 packaging/triggers "$root/DEBIAN/triggers"
+printf '%s\n' /etc/ivserver/vsoc_mem.json /etc/apparmor.d/abstractions/ivserver-qemu > "$root/DEBIAN/conffiles"
 
 # Shared-library dependencies, as dpkg-shlibdeps computes them.
 workdir=$(mktemp -d)
@@ -63,7 +67,7 @@ size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" \
     packaging/control.in > "$root/DEBIAN/control"
 (cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
-chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles"
+chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles" "$root/DEBIAN/triggers"
 
 mkdir -p build
 dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null

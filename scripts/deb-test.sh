@@ -81,6 +81,9 @@ serve "$extracted" "$work/x"
 check "the extracted binary serves a real handshake" test "$(handshake "$work/x/c.sock" e2e_primary)" = "fds 3 bytes 8"
 stop; check "and stops cleanly, leaving nothing" test -z "$(ls "$work/x" | grep -v '^log$')"
 
+# libvirt's local AppArmor file, which postinst adds a line to when it exists.
+libvirt_local=/etc/apparmor.d/local/abstractions/libvirt-qemu
+libvirt_local_before=$(cat "$libvirt_local" 2>/dev/null || echo absent)
 dpkg -i "$deb" >/dev/null
 check "installed: the ivshmem group exists" getent group ivshmem
 check "systemd-analyze verify passes on the three units" \
@@ -107,9 +110,14 @@ check "purged: no conffile or /etc/ivserver" test ! -e /etc/ivserver
 check "purged: no units" test -z "$(ls /lib/systemd/system/ivserver* /lib/systemd/system/ivshmem-server* 2>/dev/null)"
 check "purged: no group" bash -c '! getent group ivshmem'
 check "purged: no docs" test ! -e /usr/share/doc/ivserver
+check "purged: libvirt's local AppArmor file as it was" test "$(cat "$libvirt_local" 2>/dev/null || echo absent)" = "$libvirt_local_before"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
 
-# The units themselves, under a real systemd in a container.
-scripts/systemd-test.sh "$deb"
+# The units themselves, under a real systemd in a container; then with a
+# real libvirtd there (docs/libvirt.md). Both run, whatever the first says.
+status=0
+scripts/systemd-test.sh "$deb" || status=1
+scripts/libvirt-test.sh "$deb" || status=1
+exit $status

@@ -287,9 +287,10 @@ struct QemuArgs: ParsableCommand {
         commandName: "qemu-args",
         abstract: "Print the QEMU options that attach a VM to these sockets and this layout.",
         discussion: """
-            One per line, or shell-quoted on one line with --shell, for launchers that start QEMU themselves. \
-            Every server option is accepted (those other than --layout and --qemu-sock are checked and \
-            ignored), so a launcher can pass the argument list it gives `serve`.
+            One per line, or shell-quoted on one line with --shell, for launchers that start QEMU themselves; \
+            with --libvirt, the <shmem> element of a libvirt domain instead. Every server option is accepted \
+            (those other than --layout and --qemu-sock are checked and ignored), so a launcher can pass the \
+            argument list it gives `serve`.
             """)
 
     @OptionGroup var options: ServerOptions
@@ -297,13 +298,24 @@ struct QemuArgs: ParsableCommand {
     @Flag(name: .customLong("shell"), help: "Print one shell-quoted line.")
     var shell = false
 
+    @Flag(name: .customLong("libvirt"), help: "Print the <shmem> device of a libvirt domain (docs/libvirt.md).")
+    var libvirt = false
+
+    func validate() throws {
+        if shell && libvirt { throw ValidationError("give --shell or --libvirt, not both") }
+    }
+
     func run() throws {
         let (plan, source) = try options.layout.load()
         let configuration = ServerConfiguration(
             layout: plan, layoutSource: source, qemuSocketPath: try options.settings().qemuSocketPath,
             accessPolicy: AccessPolicy(serverUID: Users.currentUID))
         let arguments = configuration.qemuArguments
-        print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
+        if libvirt {
+            print(configuration.libvirtDevice)
+        } else {
+            print(shell ? arguments.map(ShellQuoting.quote).joined(separator: " ") : arguments.joined(separator: "\n"))
+        }
     }
 }
 

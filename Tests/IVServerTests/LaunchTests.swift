@@ -245,6 +245,27 @@ struct LaunchTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("qemu-args --libvirt prints a domain's <shmem> device, its path escaped for XML")
+    func qemuArgsLibvirt() throws {
+        let directory = TemporaryDirectory()
+        let element = try runIVServer(["qemu-args", "--libvirt", "--qemu-sock", "/run/ivserver/vm1/qemu.sock"], in: directory)
+        #expect(element.status == 0)
+        #expect(element.output == """
+            <shmem name='ivserver'>
+              <model type='ivshmem-doorbell'/>
+              <server path='/run/ivserver/vm1/qemu.sock'/>
+              <msi vectors='8' ioeventfd='on'/>
+            </shmem>
+
+            """)
+        let odd = try runIVServer(["qemu-args", "--libvirt", "--qemu-sock", "/run/a'b&<c/q.sock"], in: directory)
+        #expect(odd.output.contains("<server path='/run/a&apos;b&amp;&lt;c/q.sock'/>"), "\(odd.output)")
+        let both = try runIVServer(["qemu-args", "--libvirt", "--shell"], in: directory)
+        #expect(both.status == 64)
+        #expect(both.output.contains("give --shell or --libvirt, not both"), "\(both.output)")
+        #expect(directory.entries() == [])
+    }
+
     @Test("layout prints the worked example's numbers, as a table and as JSON")
     func layoutTable() throws {
         let directory = TemporaryDirectory()

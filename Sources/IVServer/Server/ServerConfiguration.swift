@@ -72,4 +72,10 @@ public struct ServerConfiguration: Sendable {
             "-device", "ivshmem-doorbell,chardev=ivsh,vectors=\(layout.regionCount)",
         ]
     }
+
+    /// The same for a libvirt domain: its <shmem> device (docs/libvirt.md).
+    /// libvirt takes no <size> for this model: the memory is the server's.
+    public var libvirtDevice: String {
+        LibvirtShmem.element(name: "ivserver", socketPath: qemuSocketPath, vectors: layout.regionCount)
+    }
 }
