@@ -25,6 +25,8 @@ install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
 # libvirt's QEMU may map the units' shared memory (AppArmor; see postinst).
 install -d -m 0755 "$root/etc/apparmor.d/abstractions"
 install -m 0644 packaging/apparmor-ivserver-qemu "$root/etc/apparmor.d/abstractions/ivserver-qemu"
+install -d -m 0755 "$root/etc/apparmor.d/abstractions/libvirt-qemu.d"
+install -m 0644 packaging/apparmor-libvirt-qemu.d "$root/etc/apparmor.d/abstractions/libvirt-qemu.d/ivserver"
 # QEMU's server's name for the multi-peer mode: the same binary.
 ln -s ivserver "$root/usr/bin/ivshmem-server"
 install -m 0644 packaging/ivserver.service packaging/ivserver@.service packaging/ivshmem-server@.service "$root/lib/systemd/system/"
@@ -54,7 +56,8 @@ install -d -m 0755 "$root/usr/share/lintian/overrides"
 install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/ivserver"
 install -m 0755 packaging/postinst packaging/prerm packaging/postrm "$root/DEBIAN/"
 install -m 0644 packaging/triggers "$root/DEBIAN/triggers"
-printf '%s\n' /etc/ivserver/vsoc_mem.json /etc/apparmor.d/abstractions/ivserver-qemu > "$root/DEBIAN/conffiles"
+printf '%s\n' /etc/ivserver/vsoc_mem.json /etc/apparmor.d/abstractions/ivserver-qemu \
+    /etc/apparmor.d/abstractions/libvirt-qemu.d/ivserver > "$root/DEBIAN/conffiles"
 
 # Shared-library dependencies, as dpkg-shlibdeps computes them.
 workdir=$(mktemp -d)

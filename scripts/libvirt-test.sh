@@ -207,9 +207,29 @@ check "libvirt's abstraction changing triggers ivserver's postinst" \
     quietly inside sh -c 'dpkg-trigger --no-await /etc/apparmor.d/abstractions/libvirt-qemu && dpkg --triggers-only --pending'
 check "which puts libvirt-qemu in ivshmem again" grep -qw ivshmem <(inside id -nG libvirt-qemu)
 check "and the include back, once" test "$(inside grep -c 'include <abstractions/ivserver-qemu>' "$local_abstraction")" = 1
+# A newer libvirt, whose abstraction includes abstractions/libvirt-qemu.d/
+# (and the local file no more): the file the package ships there grants
+# the same, and the trigger takes the local include out again.
+inside sed -i 's|^ *#*include <local/abstractions/libvirt-qemu>|  include if exists <abstractions/libvirt-qemu.d>|' /etc/apparmor.d/abstractions/libvirt-qemu
+check "with a libvirt-qemu.d abstraction, the trigger drops the local include" \
+    quietly inside sh -c 'dpkg-trigger --no-await /etc/apparmor.d/abstractions/libvirt-qemu && dpkg --triggers-only --pending \
+        && ! grep -q ivserver /etc/apparmor.d/local/abstractions/libvirt-qemu'
+profile=$(inside apparmor_parser -p /var/lib/ivs-test/domain-profile 2>&1 || true)
+check "and the shipped libvirt-qemu.d/ivserver grants the units' files" \
+    test "$(grep -c '/run/ivserver/\*/shm rwm,\|/{dev,run}/shm/ivshmem-\* rwm,' <<<"$profile")" = 2
 check "dpkg -r ivserver" quietly inside dpkg -r ivserver
-check "removes the include from libvirt's local abstraction" bash -c "! grep -q ivserver $base/root$local_abstraction"
-check "and libvirt's QEMU profile still compiles" quietly inside apparmor_parser -Q -K /var/lib/ivs-test/domain-profile
+check "leaves libvirt's local abstraction without ivserver" bash -c "! grep -q ivserver $base/root$local_abstraction"
+check "and libvirt's QEMU profile still compiles (the conffiles stay until purge)" \
+    quietly inside apparmor_parser -Q -K /var/lib/ivs-test/domain-profile
+check "dpkg --purge ivserver" quietly inside dpkg --purge ivserver
+check "takes the abstractions away, and the profile compiles without them" \
+    quietly inside sh -c '! ls /etc/apparmor.d/abstractions/ivserver-qemu /etc/apparmor.d/abstractions/libvirt-qemu.d/ivserver 2>/dev/null \
+        && apparmor_parser -Q -K /var/lib/ivs-test/domain-profile'
+
+# Back to Debian 12's libvirt and a fresh install: the local include again.
+inside sed -i 's|^ *include if exists <abstractions/libvirt-qemu.d>|  #include <local/abstractions/libvirt-qemu>|' /etc/apparmor.d/abstractions/libvirt-qemu
+check "a second install (after purge) works" quietly inside dpkg -i /var/lib/ivs-test/ivserver.deb
+check "and includes ivserver's abstraction once" test "$(inside grep -c 'include <abstractions/ivserver-qemu>' "$local_abstraction")" = 1
 
 echo "libvirt: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
