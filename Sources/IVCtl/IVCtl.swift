@@ -77,8 +77,13 @@ func report<Result>(_ body: () throws(IVClientError) -> Result) throws -> Result
 }
 
 /// A byte offset or length: decimal or 0x-prefixed hex.
-struct ByteValue: ExpressibleByArgument {
+struct ByteValue: ExpressibleByArgument, CustomStringConvertible {
     var value: Int
+
+    init(_ value: Int) { self.value = value }
+
+    /// How --help shows a default: as it would be typed.
+    var description: String { String(value) }
 
     init?(argument: String) {
         let parsed = argument.lowercased().hasPrefix("0x") ? Int(argument.dropFirst(2), radix: 16) : Int(argument)
@@ -118,7 +123,7 @@ struct Dump: ParsableCommand {
     var region: String
 
     @Option(help: ArgumentHelp("First byte, relative to the region's begin.", valueName: "n"))
-    var offset = ByteValue(argument: "0")!
+    var offset = ByteValue(0)
 
     @Option(help: ArgumentHelp("How many bytes (default: to the region's end).", valueName: "n"))
     var length: ByteValue?

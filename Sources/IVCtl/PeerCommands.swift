@@ -175,7 +175,7 @@ struct PeerDump: ParsableCommand {
     @OptionGroup var server: PeerServerOptions
 
     @Option(help: ArgumentHelp("First byte.", valueName: "n"))
-    var offset = ByteValue(argument: "0")!
+    var offset = ByteValue(0)
 
     @Option(help: ArgumentHelp("How many bytes (default: to the end).", valueName: "n"))
     var length: ByteValue?

@@ -6,7 +6,7 @@ import IVClient
 /// no argument.
 struct WriteInput: ParsableArguments {
     @Option(help: ArgumentHelp("First byte to write (relative to the region's begin for ivctl write).", valueName: "n"))
-    var offset = ByteValue(argument: "0")!
+    var offset = ByteValue(0)
 
     @Flag(help: "DATA (or standard input) is hex digits, two a byte; spaces and newlines between bytes are ignored.")
     var hex = false

@@ -179,5 +179,12 @@ struct IVCtlTests {
         for line in ["0   success", "1   the server could not be reached", "2   wait, peer wait: the timeout passed", "3   no region of that name", "64  bad command line"] {
             #expect(help.output.contains(line), "--help documents exit code line '\(line)'")
         }
+        // An offset's default is shown as it is typed, not as a Swift value.
+        for command in [["dump"], ["write"], ["peer", "dump"], ["peer", "write"]] {
+            let usage = try ivctl(["help"] + command)
+            #expect(usage.status == 0)
+            let words = usage.output.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            #expect(words.contains("(default: 0)") && !words.contains("ByteValue"), "\(command): \(usage.output)")
+        }
     }
 }
