@@ -24,14 +24,14 @@ for unit in ivserver.service ivserver@vm1.service; do
     journal "$unit" | grep -q 'ready: 8 regions' || { journal "$unit"; false; }
 done
 
-# --- the sandbox's rating (README: 0.5 SAFE for both) -----------------------------
+# --- the sandbox's rating (docs/package.md: 0.5 SAFE for both) -----------------------------
 for unit in ivserver.service ivserver@vm1.service; do
     exposure=$(inside systemd-analyze security --no-pager "$unit" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\) .*/\1/p')
     echo "  systemd-analyze security $unit: $exposure"
     check "$unit's exposure is at most 0.5" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 0.5) }'
 done
 
-# --- the files under /run/ivserver/vm1 (README, "The Debian package") -----------
+# --- the files under /run/ivserver/vm1 (docs/package.md) -----------
 check "qemu.sock is srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/qemu.sock)" = "srw-rw---- ivshmem"
 check "client.sock is srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/client.sock)" = "srw-rw---- ivshmem"
 check "shm is -rw------- (QEMU and clients get it as an fd)" test "$(file_mode /run/ivserver/vm1/shm | cut -d' ' -f1)" = "-rw-------"

@@ -228,7 +228,7 @@ struct Launch: ParsableCommand {
     @OptionGroup var options: ServerOptions
 
     @Option(name: .customLong("vm-config"), help: ArgumentHelp(
-        "JSON file with the VM's binary, arguments and environment (see the README).", valueName: "file"))
+        "JSON file with the VM's binary, arguments and environment (see docs/running.md).", valueName: "file"))
     var vmConfigPath: String?
 
     @Option(name: .customLong("vm-stop-timeout"), help: ArgumentHelp(

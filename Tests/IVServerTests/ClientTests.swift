@@ -202,11 +202,11 @@ struct ClientTests {
         #expect(server.stop() == 0)
     }
 
-    @Test("the README's example runs as written")
+    @Test("the IVClient example of docs/clients.md runs as written")
     func readmeExample() throws {
         let server = try ServerProcess()
         let vm = try FakeVM(server: server, regionCount: plan.regionCount)
-        // from README.md, "IVClient", with the socket path of this server
+        // from docs/clients.md, "IVClient", with the socket path of this server
         let region = try RegionConnection.open(region: "e2e_primary",
                                                socket: server.clientSocketPath)
         let data = Int(region.descriptor.dataOffset)

@@ -3,7 +3,7 @@ import LinuxSystem
 /// Builds log text as UTF-8 bytes: integers without the generic
 /// `description` machinery, strings without intermediate copies. Log lines
 /// are built this way because formatting was a measurable share of a
-/// handshake's cost (README, Performance).
+/// handshake's cost (docs/performance.md).
 public struct LogText {
     public private(set) var bytes: [UInt8] = []
 
