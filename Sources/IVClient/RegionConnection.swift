@@ -208,19 +208,24 @@ public final class RegionConnection: Sendable {
     /// that only writes the Doorbell) counts too, and the word is cleared
     /// either way. Returns the number of rings taken (at least 1: rings
     /// coalesce), or nil on timeout. Another client of the region may take
-    /// an interrupt first; this one then waits on. A ring that arrives just
-    /// after its word was taken is seen by the next call as one more wake-up.
+    /// an interrupt first; this one then waits on. An interrupt whose word
+    /// is taken before its ring arrives (the guest sets the word, then
+    /// rings) is seen by the next call as one more wake-up.
     public func waitForGuest(timeout: Duration?) throws(IVClientError) -> UInt64? {
         let deadline = timeout.map { ContinuousClock.now + $0 }
         let table = SignalTable(layout: descriptor.guestToHost)
         while true {
-            let flagged = table.takeSignalWord(memory)
+            // The rings first, then the word: while the word is set the
+            // guest does not ring, so no ring of a later interrupt can be
+            // drained here with this one's (and its word, set again after
+            // the take, counted once more by the next call).
             let drained: UInt64?
             do {
                 drained = try EventFD.take(guestToHost)
             } catch {
                 throw self.error(error, "read of the guest_to_host eventfd")
             }
+            let flagged = table.takeSignalWord(memory)
             if flagged || drained != nil { return max(drained ?? 0, 1) }
             let ready: Bool
             do {
