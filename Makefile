@@ -150,7 +150,8 @@ libvirt-test: deps
 	scripts/libvirt-test.sh "$$(scripts/build-deb.sh | tail -1)"
 
 # Benchmarks (not part of `make test`): ivserver against a bare C server,
-# side by side; writes bench/results.md. BENCH_SECONDS and BENCH_ROUNDS tune it.
+# side by side; writes bench/results.md. BENCH_SECONDS and BENCH_ROUNDS tune
+# it; BASELINE=<commit> also measures that commit's build beside this one.
 bench: deps
 	$(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath --scratch-path .build-bench
 	@mkdir -p .build-bench
@@ -158,7 +159,14 @@ bench: deps
 	$(CC) -O2 -Wall -pthread -o .build-bench/loadgen Benchmarks/loadgen.c
 	$(CC) -O2 -Wall -pthread -o .build-bench/peerload Benchmarks/peerload.c
 	$(SWIFT)c -O -static-stdlib -o .build-bench/hello Benchmarks/hello.swift
-	python3 Benchmarks/run.py
+	@if [ -n "$(BASELINE)" ]; then \
+		rm -rf .build-bench/baseline-src && mkdir -p .build-bench/baseline-src && \
+		git archive "$(BASELINE)" | tar -x -C .build-bench/baseline-src && \
+		$(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath \
+			--package-path .build-bench/baseline-src --scratch-path .build-bench/baseline; \
+	fi
+	BENCH_BASELINE=$(if $(BASELINE),$(CURDIR)/.build-bench/baseline/release/ivserver) BENCH_BASELINE_NAME="$(BASELINE)" \
+		python3 Benchmarks/run.py
 
 # Installs ivserver, ivctl and the ivshmem-server link under PREFIX
 # (/usr/local; DESTDIR for staging). The .deb is the packaged way.

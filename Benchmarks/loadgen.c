@@ -4,18 +4,22 @@
 //   loadgen qemu  SOCK REGIONS SECONDS SERVER_PID
 //   loadgen ready SOCK REGION TIMEOUT_MS -- COMMAND...   (start-up to first handshake)
 //   loadgen exit -- COMMAND...                           (spawn to exit: the floor)
+//   loadgen hog   SOCK COUNT SECONDS SERVER_PID            (the server's CPU under a hog)
 //
 // hald: CLIENTS threads do full HALD handshakes (receive the 3 fds, close
 // them) for SECONDS, while another process (forked) holds SILENT idle
 // connections, opening each one again as soon as the server closes it.
 // qemu: one client at a time connects, reads all 3+2N messages and fds,
-// closes. Latency is connect to last fd. Server CPU comes from
+// closes. Latency is connect to last fd. hog: the silent process alone,
+// COUNT connections (every one the server closes opened again); the
+// server's CPU over SECONDS once they are open, and how many were reopened. Server CPU comes from
 // /proc/PID/schedstat (ns on CPU). Output: one line of key=value.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +141,8 @@ static void report(const char *mode, int clients, struct samples *all, double el
 // The silent process: `count` connections that never send a byte; each
 // one the server closes is opened again. Writes one byte to `ready` once
 // all are open, then runs until it is killed.
+static volatile uint64_t *reopened;  // shared with the parent (hog)
+
 static void hold_silent(int count, int ready) {
     int epoll = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; i < count + 1; i++) {
@@ -156,6 +162,7 @@ static void hold_silent(int count, int ready) {
             if (got > 0 || (got < 0 && errno == EAGAIN)) continue;
             close(fd);
             int again = connect_to(sock_path);
+            if (reopened) __atomic_add_fetch(reopened, 1, __ATOMIC_RELAXED);
             if (again < 0) continue;
             struct epoll_event e = { .events = EPOLLIN, .data.fd = again };
             epoll_ctl(epoll, EPOLL_CTL_ADD, again, &e);
@@ -259,6 +266,28 @@ int main(int argc, char **argv) {
         waitpid(child, NULL, 0);
         if (!ok) { fprintf(stderr, "no handshake within %d ms\n", timeout_ms); return 1; }
         printf("mode=ready us=%.1f rss_kb=%ld\n", elapsed / 1e3, rss);
+        return 0;
+    }
+    if (argc == 6 && !strcmp(argv[1], "hog")) {
+        sock_path = argv[2]; int count = atoi(argv[3]); seconds = atoi(argv[4]); int pid = atoi(argv[5]);
+        reopened = mmap(NULL, sizeof *reopened, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        if (reopened == MAP_FAILED) return 1;
+        int ready[2];
+        if (pipe(ready) != 0) return 1;
+        pid_t holder = fork();
+        if (holder == 0) { close(ready[0]); hold_silent(count, ready[1]); _exit(0); }
+        close(ready[1]);
+        char byte;
+        if (read(ready[0], &byte, 1) != 1) { fprintf(stderr, "the silent process failed\n"); return 1; }
+        sleep(1);  // let the server take them in
+        uint64_t cpu0 = cpu_ns(pid), reopened0 = *reopened, t0 = now_ns();
+        sleep(seconds);
+        uint64_t cpu = cpu_ns(pid) - cpu0, again = *reopened - reopened0;
+        double elapsed = (now_ns() - t0) / 1e9;
+        kill(holder, SIGKILL);
+        waitpid(holder, NULL, 0);
+        printf("mode=hog connections=%d cpu_ms=%.1f cpu_percent=%.2f reopened=%llu\n",
+               count, cpu / 1e6, cpu / 1e7 / elapsed, (unsigned long long)again);
         return 0;
     }
     if (argc >= 4 && !strcmp(argv[1], "exit") && !strcmp(argv[2], "--")) {

@@ -11,6 +11,9 @@ LIMIT = os.path.join(OUT, "limit-server")
 LOADGEN = os.path.join(OUT, "loadgen")
 PEERLOAD = os.path.join(OUT, "peerload")
 HELLO = os.path.join(OUT, "hello")
+# An earlier ivserver binary to measure side by side with this one
+# (`make bench BASELINE=<commit>` builds it).
+BASELINE = os.environ.get("BENCH_BASELINE", "")
 SECONDS = int(os.environ.get("BENCH_SECONDS", "5"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 REGIONS = ["hwcomposer", "fb_broadcast", "gralloc_manager", "gralloc_memory",
@@ -34,14 +37,15 @@ def parse(line):
 
 
 class Server:
-    """One server on fresh paths; `kind` is "limit" or "ivserver"."""
+    """One server on fresh paths; `kind` is "limit", "ivserver" or
+    "baseline" (the BASELINE binary)."""
     def __init__(self, kind, extra=()):
         self.dir = tempfile.mkdtemp(prefix="ivs-bench-")
         self.qemu, self.client = self.dir + "/q.sock", self.dir + "/c.sock"
         if kind == "limit":
             cmd = [LIMIT, self.qemu, self.client] + REGIONS
         else:
-            cmd = [IVSERVER, "--shm-path", shm_path(self.dir), "--qemu-sock", self.qemu,
+            cmd = [BASELINE if kind == "baseline" else IVSERVER, "--shm-path", shm_path(self.dir), "--qemu-sock", self.qemu,
                    "--client-sock", self.client] + list(extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
@@ -98,12 +102,15 @@ def hald_fds(path, region="e2e_primary"):
         s.close()
 
 
-def restart_times(count=20):
+def restart_times(count=20, load=False):
     """Kill -9 to the first host client served again with the same memory,
     with a manager emulated here: it keeps what the server stores
     (FDSTORE=1) and starts the next server at once with LISTEN_FDS, as
-    systemd does with RestartSec=0. A VM (this process) stays attached."""
-    import array, socket
+    systemd does with RestartSec=0. A VM (this process) stays attached.
+    With `load`, 16 clients make handshakes all along (retrying through
+    the restarts) and each kill comes at a random moment, 0 to 200 ms after
+    the server served again."""
+    import array, random, socket
     d = tempfile.mkdtemp(prefix="ivs-bench-")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(d + "/notify.sock")
@@ -159,7 +166,14 @@ def restart_times(count=20):
         pass
     memory = os.fstat(store["ivs-shm"][0]).st_ino
     times = []
+    clients = None
+    if load:
+        clients = subprocess.Popen([LOADGEN, "hald", d + "/c.sock", "e2e_primary", "16", "3600", str(server.pid)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
     for _ in range(count):
+        if load:
+            time.sleep(random.uniform(0, 0.2))
         server.kill(); server.wait()
         t0 = time.perf_counter()
         server = start(sorted(store.items()))
@@ -176,6 +190,8 @@ def restart_times(count=20):
             drain(until_ready=False)
         except socket.timeout:
             pass
+    if clients:
+        clients.kill(); clients.wait()
     server.terminate(); server.wait()
     vm.close()
     subprocess.run(["rm", "-rf", d, shm_path(d), shm_path(d) + ".lock"])
@@ -276,28 +292,63 @@ time.sleep(30)
         holder.kill(); holder.wait()
         server.stop()
 
+    print("a hog: 10,000 silent connections from one process, each reopened as closed; the server's CPU", flush=True)
+    hog = {}
+    for kind in ("limit", "ivserver"):
+        server = Server(kind)
+        hog[kind] = parse(run(LOADGEN, "hog", server.client, "10000", "10", str(server.proc.pid)))
+        server.stop()
+        print(f"  {kind}: {hog[kind]['cpu_percent']} % of a core, {hog[kind]['reopened']:.0f} reopened", flush=True)
+
     print("restart: kill -9 to the first host client served with the same memory", flush=True)
     restarts = restart_times()
+    print("restart under load: 16 clients all along, 40 kills at random moments", flush=True)
+    loaded_restarts = restart_times(count=40, load=True)
 
     print("multi-peer: a peer's join with 0, 100 and 1,000 peers attached (4 vectors)", flush=True)
     peers = multi_peer()
 
-    write_report(results, startup, memory, per_pending, restarts, peers)
+    baseline = compare_baseline() if BASELINE else None
+    write_report(results, startup, memory, per_pending, restarts, peers, hog, loaded_restarts, baseline)
 
 
-def multi_peer(vectors=4, joins=200):
+def compare_baseline():
+    """This ivserver against BASELINE, an earlier build, interleaved in the
+    same run: the HALD and QEMU scenarios and a multi-peer join."""
+    results = {"baseline": {}, "ivserver": {}}
+    print(f"side by side with the baseline {BASELINE}: {ROUNDS} rounds, interleaved", flush=True)
+    for round_ in range(ROUNDS):
+        for kind in ("baseline", "ivserver"):
+            server = Server(kind)
+            h = hald(server)
+            q = qemu(server)
+            server.stop()
+            for key in ("rate", "p99_us", "cpu_ns_per"):
+                results[kind].setdefault("hald_" + key, []).append(h[key])
+            for key in ("p50_us", "p99_us", "cpu_ns_per"):
+                results[kind].setdefault("qemu_" + key, []).append(q[key])
+            print(f"  round {round_ + 1} {kind}: hald {h['rate']:.0f}/s, qemu p50 {q['p50_us']} us", flush=True)
+    joined, _ = multi_peer(attached_counts=(100,), kinds=("baseline", "ivserver"))
+    for kind in ("baseline", "ivserver"):
+        for key in ("p50_us", "p99_us"):
+            results[kind]["join100_" + key] = [r[key] for r in joined[(kind, 100)]]
+    return results
+
+
+def multi_peer(vectors=4, joins=200, attached_counts=(0, 100, 1000), kinds=("limit", "ivserver")):
     """Join latency (connect -> own eventfds received) with N peers attached,
-    limit and ivserver interleaved; and server RSS per attached peer."""
+    servers of `kinds` interleaved; and server RSS per attached peer."""
     joined, rss = {}, {}
     for round_ in range(ROUNDS):
-        for attached in (0, 100, 1000):
-            for kind in ("limit", "ivserver"):
+        for attached in attached_counts:
+            for kind in kinds:
                 d = tempfile.mkdtemp(prefix="ivs-bench-peers-")
                 sock = d + "/peers.sock"
                 if kind == "limit":
                     cmd = [LIMIT, "--peers", sock, str(vectors)]
                 else:
-                    cmd = [IVSERVER, "multi-peer", "-F", "-S", sock, "-M", os.path.basename(d), "-n", str(vectors)]
+                    binary = BASELINE if kind == "baseline" else IVSERVER
+                    cmd = [binary, "multi-peer", "-F", "-S", sock, "-M", os.path.basename(d), "-n", str(vectors)]
                 server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 deadline = time.time() + 10
                 while not os.path.exists(sock) and time.time() < deadline:
@@ -320,7 +371,7 @@ def multi_peer(vectors=4, joins=200):
     return joined, rss
 
 
-def write_report(results, startup, memory, per_pending, restarts, peers):
+def write_report(results, startup, memory, per_pending, restarts, peers, hog, loaded_restarts, baseline):
     def row(label, key, target, better="lower"):
         l, i = median(results["limit"][key]), median(results["ivserver"][key])
         return f"| {label} | {l:,.1f} | {i:,.1f} | {i / l:.2f}× | {target} |"
@@ -362,6 +413,11 @@ def write_report(results, startup, memory, per_pending, restarts, peers):
         f"| memory per pending connection beyond the kernel's (bytes) | {per_pending['limit']:.0f} | {per_pending['ivserver']:.0f} | ≤ 1 KiB |",
         f"| kill -9 to a host client served the same memory, emulated manager (ms, median of {len(restarts)}; "
         f"min {min(restarts):.2f}, max {max(restarts):.2f}) | – | {median(restarts):.2f} | ≤ 20 ms |",
+        f"| the same with 16 clients making handshakes all along, {len(loaded_restarts)} kills at random moments "
+        f"(ms, median; worst {max(loaded_restarts):.2f}) | – | {median(loaded_restarts):.2f} | – |",
+        f"| server CPU while one process holds 10,000 silent connections and reopens each one closed, "
+        f"default options, 10 s (% of a core; reopened: limit {hog['limit']['reopened']:.0f}, ivserver {hog['ivserver']['reopened']:.0f}) "
+        f"| {hog['limit']['cpu_percent']:.2f} | {hog['ivserver']['cpu_percent']:.2f} | < 10 % |",
         "",
     ]
     joined, rss = peers
@@ -385,6 +441,26 @@ def write_report(results, startup, memory, per_pending, restarts, peers):
         f"| server RSS per attached peer (bytes) | {per_peer('limit'):,.0f} | {per_peer('ivserver'):,.0f} | – |",
         "",
     ]
+    if baseline:
+        def base_row(label, key):
+            b, i = median(baseline["baseline"][key]), median(baseline["ivserver"][key])
+            return f"| {label} | {b:,.1f} | {i:,.1f} | {i / b:.2f}× |"
+        lines += [
+            f"This build against an earlier one, `{os.path.relpath(BASELINE, ROOT)}` "
+            f"({os.environ.get('BENCH_BASELINE_NAME', 'baseline')}), interleaved in this run:",
+            "",
+            "| measure | baseline | this build | ratio |",
+            "|---|---|---|---|",
+            base_row("HALD handshakes/s, 16 clients", "hald_rate"),
+            base_row("HALD server CPU per handshake (ns)", "hald_cpu_ns_per"),
+            base_row("HALD p99 latency (µs)", "hald_p99_us"),
+            base_row("QEMU handshake p50 latency (µs)", "qemu_p50_us"),
+            base_row("QEMU handshake p99 latency (µs)", "qemu_p99_us"),
+            base_row("QEMU server CPU per handshake (ns)", "qemu_cpu_ns_per"),
+            base_row("multi-peer join with 100 peers attached, p50 (µs)", "join100_p50_us"),
+            base_row("multi-peer join with 100 peers attached, p99 (µs)", "join100_p99_us"),
+            "",
+        ]
     text = "\n".join(lines)
     os.makedirs(os.path.join(ROOT, "bench"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
