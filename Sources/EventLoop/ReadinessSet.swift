@@ -68,7 +68,10 @@ package final class ReadinessSet {
     /// Watches the socket of `token` for input, and for room to write when
     /// `writable` (level-triggered); `add` the first time.
     package func watch(token: UInt64, writable: Bool, add: Bool) throws(SystemError) {
-        let events: Epoll.Events = writable ? [.input, .output] : .input
+        // Raw bits, not an array literal: that goes through SetAlgebra's
+        // generic init, unspecialized across the module boundary (5,000
+        // instructions per handshake).
+        let events = writable ? Epoll.Events(rawValue: Epoll.Events.input.rawValue | Epoll.Events.output.rawValue) : .input
         if add {
             try epoll.add(Self.fd(of: token), events: events, token: token)
         } else {
@@ -105,10 +108,12 @@ package final class ReadinessSet {
     /// epoll's bits in our terms: a hang-up is the end of the stream, which
     /// a read sees.
     package static func readiness(_ events: Epoll.Events) -> Readiness {
+        let bits = events.rawValue
+        let readable = Epoll.Events.input.rawValue | Epoll.Events.hangUp.rawValue | Epoll.Events.peerClosedWriting.rawValue
         var readiness: Readiness = []
-        if !events.isDisjoint(with: [.input, .hangUp, .peerClosedWriting]) { readiness.insert(.readable) }
-        if events.contains(.output) { readiness.insert(.writable) }
-        if events.contains(.error) { readiness.insert(.failed) }
+        if bits & readable != 0 { readiness.insert(.readable) }
+        if bits & Epoll.Events.output.rawValue != 0 { readiness.insert(.writable) }
+        if bits & Epoll.Events.error.rawValue != 0 { readiness.insert(.failed) }
         return readiness
     }
 

@@ -83,15 +83,15 @@ struct ClientHandshakeTests {
     @Test("names match byte for byte: no prefix, no extension, no Unicode equivalence")
     func byteExactNames() {
         let names = ClientHandshake.RegionNames(indexByName: ["caf\u{E9}": 1, "e2e": 2, "e2e_primary": 3])
-        #expect(names.index(of: Array("caf\u{E9}".utf8)) == 1)
+        #expect(names.index(of: Array("caf\u{E9}".utf8)[...]) == 1)
         // "e" + combining acute: equal as Swift Strings, different bytes
         #expect("cafe\u{301}" == "caf\u{E9}")
-        #expect(names.index(of: Array("cafe\u{301}".utf8)) == nil)
-        #expect(names.index(of: Array("e2e".utf8)) == 2)
-        #expect(names.index(of: Array("e2e_".utf8)) == nil)
-        #expect(names.index(of: Array("e2e_primary".utf8)) == 3)
-        #expect(names.index(of: Array("E2E".utf8)) == nil)
-        #expect(names.index(of: [UInt8]()) == nil)
+        #expect(names.index(of: Array("cafe\u{301}".utf8)[...]) == nil)
+        #expect(names.index(of: Array("e2e".utf8)[...]) == 2)
+        #expect(names.index(of: Array("e2e_".utf8)[...]) == nil)
+        #expect(names.index(of: Array("e2e_primary".utf8)[...]) == 3)
+        #expect(names.index(of: Array("E2E".utf8)[...]) == nil)
+        #expect(names.index(of: [UInt8]()[...]) == nil)
         var handshake = ClientHandshake(regions: names)
         #expect(handshake.receive([6, 0] + Array("cafe\u{301}".utf8)[...]) == .refuse(.unknownRegion("'cafe\\xcc\\x81'")))
     }

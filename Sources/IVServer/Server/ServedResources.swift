@@ -67,6 +67,14 @@ final class ServedResources {
     // MARK: a new VM's signalling state
 
     private lazy var signallingWords = SignallingReset.words(of: plan)
+    /// Every word the reset clears, as one list of offsets, and every
+    /// eventfd it drains (two per region): the reset runs on QEMU's path,
+    /// before its handshake, so its usual case (nothing left) allocates
+    /// nothing but the drain's counts.
+    private lazy var resetOffsets: [Int] = signallingWords.flatMap {
+        [$0.guestToHostSignalled, $0.hostToGuestSignalled] + $0.tableSlots
+    }
+    private lazy var resetEventFDs: [Int32] = channels.flatMap { [$0.guestToHost.rawValue, $0.hostToGuest.rawValue] }
     /// The memory up to the last region's end, mapped at the first new VM
     /// (only its signalling words are ever touched).
     private var signallingMapping: MappedMemory?
@@ -75,7 +83,7 @@ final class ServedResources {
 
     /// Gives every region the signalling state of a freshly started server
     /// (SignallingReset): the words cleared, the eventfds drained. Returns
-    /// what was left.
+    /// the regions where something was left (none: a clean start).
     func resetSignalling() throws(SystemError) -> [SignallingReset.Found] {
         let mapping: MappedMemory
         if let existing = signallingMapping {
@@ -84,18 +92,20 @@ final class ServedResources {
             mapping = try MappedMemory(sharedMemory.fd, offset: 0, count: Int(plan.allocatedSize))
             signallingMapping = mapping
         }
+        var wereSet: Set<Int> = []
+        for offset in resetOffsets where mapping.exchange(0, offset: offset) != 0 { wereSet.insert(offset) }
+        let rings = try EventFD.drain(all: resetEventFDs)
         var found: [SignallingReset.Found] = []
-        for words in signallingWords {
-            var region = SignallingReset.Found(index: words.index, name: words.name)
-            region.guestToHostSignalled = mapping.exchange(0, offset: words.guestToHostSignalled) != 0
-            region.hostToGuestSignalled = mapping.exchange(0, offset: words.hostToGuestSignalled) != 0
-            for slot in words.tableSlots where mapping.exchange(0, offset: slot) != 0 { region.queuedEntries += 1 }
-            found.append(region)
-        }
-        let rings = try EventFD.drain(all: channels.flatMap { [$0.guestToHost, $0.hostToGuest] })
-        for index in found.indices {
-            found[index].guestToHostRings = rings[2 * index]
-            found[index].hostToGuestRings = rings[2 * index + 1]
+        if !wereSet.isEmpty || rings.contains(where: { $0 != 0 }) {
+            for (position, words) in signallingWords.enumerated() {
+                var region = SignallingReset.Found(index: words.index, name: words.name)
+                region.guestToHostSignalled = wereSet.contains(words.guestToHostSignalled)
+                region.hostToGuestSignalled = wereSet.contains(words.hostToGuestSignalled)
+                region.queuedEntries = words.tableSlots.count { wereSet.contains($0) }
+                region.guestToHostRings = rings[2 * position]
+                region.hostToGuestRings = rings[2 * position + 1]
+                if !region.isClean { found.append(region) }
+            }
         }
         lastReset = found
         return found

@@ -38,8 +38,8 @@ extension EventFD {
     /// Reads and resets every counter of `fds` that is not 0, asking which
     /// with one poll for all (none of them blocks, whatever its mode); the
     /// counts, 0 for each that was 0.
-    public static func drain(all fds: [OwnedFD]) throws(SystemError) -> [UInt64] {
-        var entries = fds.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
+    public static func drain(all fds: [Int32]) throws(SystemError) -> [UInt64] {
+        var entries = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
         let ready = try Posix.retrying(.poll, "poll eventfds") { poll(&entries, nfds_t(entries.count), 0) }
         var counts = [UInt64](repeating: 0, count: fds.count)
         guard ready > 0 else { return counts }

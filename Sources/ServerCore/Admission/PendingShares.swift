@@ -39,8 +39,12 @@ public enum PendingCap: Equatable, Sendable {
 ///    is closed to make room for it.
 /// So a connection closed always belongs to whoever holds the most, and a
 /// newcomer within its share is always let in.
+///
+/// Its methods are `@inlinable`: a generic type of this module would
+/// otherwise run unspecialized in the server's (a module boundary), at
+/// thousands of instructions per connection.
 public struct PendingShares<ID: Equatable> {
-    package enum Admission: Equatable {
+    @usableFromInline package enum Admission: Equatable {
         case admit
         /// Keep the new connection waiting until there is room: its process
         /// (`cap` .process) or its user (.user) is over its share and the
@@ -52,28 +56,28 @@ public struct PendingShares<ID: Equatable> {
         case admitAfterClosing(victim: ID, pid: Int32, uid: UInt32, cap: PendingCap)
     }
 
-    package let limits: PendingLimits
+    @usableFromInline package let limits: PendingLimits
     /// Each process's pending connections, oldest first (what the caller
     /// knows them by: the connections themselves, in the server).
-    private var byProcess: [Int32: [ID]] = [:]
+    @usableFromInline var byProcess: [Int32: [ID]] = [:]
     /// Each process's user.
-    private var userOfProcess: [Int32: UInt32] = [:]
-    private var byUser: [UInt32: Int] = [:]
-    package private(set) var total = 0
+    @usableFromInline var userOfProcess: [Int32: UInt32] = [:]
+    @usableFromInline var byUser: [UInt32: Int] = [:]
+    @usableFromInline package internal(set) var total = 0
 
     package init(limits: PendingLimits) {
         precondition(limits.perProcess >= 1 && limits.perUser >= 1 && limits.total >= 1)
         self.limits = limits
     }
 
-    package func count(process pid: Int32) -> Int { byProcess[pid]?.count ?? 0 }
-    package func count(user uid: UInt32) -> Int { byUser[uid] ?? 0 }
+    @inlinable package func count(process pid: Int32) -> Int { byProcess[pid]?.count ?? 0 }
+    @inlinable package func count(user uid: UInt32) -> Int { byUser[uid] ?? 0 }
 
     /// Whether a connection could be admitted without anyone making room.
-    package var hasRoom: Bool { total < limits.total }
+    @inlinable package var hasRoom: Bool { total < limits.total }
 
     /// What to do with a new connection from `pid` of `uid`.
-    package func admit(pid: Int32, uid: UInt32) -> Admission {
+    @inlinable package func admit(pid: Int32, uid: UInt32) -> Admission {
         if hasRoom { return .admit }
         if count(process: pid) >= limits.perProcess { return .hold(cap: .process) }
         if count(user: uid) >= limits.perUser {
@@ -98,7 +102,7 @@ public struct PendingShares<ID: Equatable> {
     /// The process holding the most pending connections among those that
     /// `include`, and its oldest; the lowest pid on a tie, so the choice
     /// does not depend on the dictionary's order.
-    private func busiestProcess(where include: (Int32) -> Bool) -> (pid: Int32, oldest: ID)? {
+    @inlinable func busiestProcess(where include: (Int32) -> Bool) -> (pid: Int32, oldest: ID)? {
         var best: (pid: Int32, connections: [ID])?
         for (pid, connections) in byProcess where include(pid) {
             if let current = best, connections.count < current.connections.count
@@ -108,7 +112,7 @@ public struct PendingShares<ID: Equatable> {
         return best.map { ($0.pid, $0.connections[0]) }
     }
 
-    private func busiestUser(where include: (UInt32) -> Bool) -> UInt32? {
+    @inlinable func busiestUser(where include: (UInt32) -> Bool) -> UInt32? {
         var best: (uid: UInt32, count: Int)?
         for (uid, count) in byUser where include(uid) {
             if let current = best, count < current.count || (count == current.count && uid > current.uid) { continue }
@@ -117,7 +121,7 @@ public struct PendingShares<ID: Equatable> {
         return best?.uid
     }
 
-    package mutating func add(_ id: ID, pid: Int32, uid: UInt32) {
+    @inlinable package mutating func add(_ id: ID, pid: Int32, uid: UInt32) {
         byProcess[pid, default: []].append(id)
         userOfProcess[pid] = uid
         byUser[uid, default: 0] += 1
@@ -126,14 +130,14 @@ public struct PendingShares<ID: Equatable> {
 
     /// Forgets `id` (decided or closed); false when it was not pending.
     @discardableResult
-    package mutating func remove(_ id: ID, pid: Int32) -> Bool {
-        guard var own = byProcess[pid], let index = own.firstIndex(of: id), let uid = userOfProcess[pid] else { return false }
-        own.remove(at: index)
-        if own.isEmpty {
+    @inlinable package mutating func remove(_ id: ID, pid: Int32) -> Bool {
+        guard let index = byProcess[pid]?.firstIndex(of: id), let uid = userOfProcess[pid] else { return false }
+        // In place: a copy of the process's list per removal made a burst
+        // of N connections cost N² to decide.
+        byProcess[pid]!.remove(at: index)
+        if byProcess[pid]!.isEmpty {
             byProcess[pid] = nil
             userOfProcess[pid] = nil
-        } else {
-            byProcess[pid] = own
         }
         byUser[uid]! -= 1
         if byUser[uid] == 0 { byUser[uid] = nil }

@@ -21,9 +21,16 @@ public struct LogText {
 
     public mutating func append(bytes more: [UInt8]) { bytes.append(contentsOf: more) }
 
+    /// Inlinable, so that it is specialized where it is called (another
+    /// module); the digits are written by one concrete function.
+    @inlinable
     public mutating func append<T: BinaryInteger>(_ value: T) {
-        if value < 0 { bytes.append(UInt8(ascii: "-")) }
-        let magnitude = UInt64(value.magnitude)
+        appendDecimal(negative: value < 0, magnitude: UInt64(value.magnitude))
+    }
+
+    @usableFromInline
+    mutating func appendDecimal(negative: Bool, magnitude: UInt64) {
+        if negative { bytes.append(UInt8(ascii: "-")) }
         var divisor: UInt64 = 1
         while divisor <= magnitude / 10 { divisor *= 10 }
         while divisor > 0 {
