@@ -75,8 +75,15 @@ struct FairnessTests {
         var served = 0
         for socket in sockets where try finishHandshake(socket) { served += 1 }
         #expect(served == 300)
-        #expect(server.waitForLog(containing: "host client process pid \(getpid()) has no pending or waiting connection now; "
-            + "meanwhile 300 of its connections were served, 200 waited for room, 0 were closed or refused"), "\(server.log)")
+        let summary = "host client process pid \(getpid()) has no pending or waiting connection now; meanwhile 300 of its connections were served, "
+        #expect(server.waitForLog(containing: summary), "\(server.log)")
+        // How many waited depends on how far the server had accepted when
+        // the first handshake finished (a connect returns once queued, so
+        // room can open before the last ones are accepted): 200 at most.
+        let rest = server.log.components(separatedBy: summary).last ?? ""
+        let waited = Int(rest.prefix { $0.isNumber }) ?? -1
+        #expect((1...200).contains(waited), "\(server.log)")
+        #expect(rest.contains(" waited for room, 0 were closed or refused"), "\(server.log)")
         #expect(server.stop() == 0)
     }
 }

@@ -119,6 +119,22 @@ struct PendingSharesTests {
         #expect(held.count == 1 && held.oldest?.payload == "d")
     }
 
+    @Test("waiting connections leave a reserve for newcomers: 1/16 of the total, at most a process's share")
+    func reserveForNewcomers() {
+        #expect(PendingShares<Int>(limits: PendingLimits(perProcess: 64, perUser: 256, total: 1024)).reserve == 64)
+        #expect(PendingShares<Int>(limits: PendingLimits(perProcess: 64, perUser: 256, total: 100)).reserve == 6)
+        #expect(PendingShares<Int>(limits: PendingLimits(perProcess: 2, perUser: 8, total: 100)).reserve == 2)
+        #expect(PendingShares<Int>(limits: PendingLimits(perProcess: 64, perUser: 256, total: 15)).reserve == 0, "none when small")
+        #expect(PendingShares<Int>(limits: PendingLimits(perProcess: 1, perUser: 1, total: 1)).hasRoomForWaiting, "never starved")
+        var shares = PendingShares<Int>(limits: PendingLimits(perProcess: 4, perUser: 8, total: 32))
+        #expect(shares.reserve == 2)
+        for id in 0..<29 { shares.add(id, pid: 10, uid: 1) }
+        #expect(shares.hasRoomForWaiting, "29 of 32: a waiting one may come in")
+        shares.add(29, pid: 10, uid: 1)
+        #expect(!shares.hasRoomForWaiting && shares.hasRoom, "30 of 32: the last two are kept for newcomers")
+        #expect(shares.admit(pid: 11, uid: 2) == .admit, "which a newcomer gets without anyone closed")
+    }
+
     @Test("a held connection is dropped only at its deadline, or when the queue is full (the oldest)")
     func heldExpiry() {
         let held = HeldConnections<Int>(capacity: 3)

@@ -132,7 +132,7 @@ final class ClientAdmission {
 
     private func greetHeld() {
         guard !held.isEmpty else { return }
-        held.greetInTurn(while: { shares.hasRoom }) { entry in greet(entry.payload.fd, peer: entry.payload.peer) }
+        held.greetInTurn(while: { shares.hasRoomForWaiting }) { entry in greet(entry.payload.fd, peer: entry.payload.peer) }
         if held.isEmpty { heldTimer.disarm() }
     }
 

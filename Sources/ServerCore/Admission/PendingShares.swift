@@ -28,8 +28,9 @@ public enum PendingCap: Equatable, Sendable {
 /// 1. fewer than `total` are pending: it is admitted, whatever P and U
 ///    hold (the server has room, so nobody waits for a share);
 /// 2. the server is full and P holds `perProcess` or more: it waits
-///    (`hold`), as P is over its share; it is greeted when room opens, in
-///    turn with every other connection that waits;
+///    (`hold`), as P is over its share; it is greeted when room opens
+///    beyond a small `reserve` kept for newcomers, in turn with every other
+///    connection that waits;
 /// 3. the server is full and U holds `perUser` or more: U's busiest
 ///    process gives up its oldest, unless that is P (or P holds as many):
 ///    then it waits likewise;
@@ -75,6 +76,16 @@ public struct PendingShares<ID: Equatable> {
 
     /// Whether a connection could be admitted without anyone making room.
     @inlinable package var hasRoom: Bool { total < limits.total }
+
+    /// Slots kept free for newcomers while connections wait: 1/16 of the
+    /// total, at most a process's share (none below 16 in all). A process
+    /// that reopens whatever is closed otherwise keeps the server full, so
+    /// that every newcomer within its share closes one of its connections,
+    /// and each greeted waiting one fills the server again.
+    @inlinable package var reserve: Int { min(limits.perProcess, limits.total / 16) }
+
+    /// Whether a waiting connection may be greeted now: room beyond the reserve.
+    @inlinable package var hasRoomForWaiting: Bool { total < limits.total - reserve }
 
     /// What to do with a new connection from `pid` of `uid`.
     @inlinable package func admit(pid: Int32, uid: UInt32) -> Admission {
