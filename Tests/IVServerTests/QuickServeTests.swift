@@ -7,10 +7,12 @@ import Testing
 /// everything else to it.
 @Suite("Quick serve arguments agree with ArgumentParser")
 struct QuickServeTests {
-    /// What the real command line parser makes of `arguments`, if it runs serve.
-    func viaArgumentParser(_ arguments: [String]) -> ServeSettings? {
-        guard let command = try? IVServerCommand.parseAsRoot(arguments) else { return nil }
-        return try? (command as? Serve)?.options.settings()
+    /// What the real command line parser makes of `arguments` (nil: it
+    /// runs another command); where it rejects them, its error, so that a
+    /// test that expected agreement fails with ArgumentParser's words.
+    func viaArgumentParser(_ arguments: [String]) throws -> ServeSettings? {
+        guard let serve = try IVServerCommand.parseAsRoot(arguments) as? Serve else { return nil }
+        return try serve.options.settings()
     }
 
     @Test("plain serve command lines are read the same way", arguments: [
@@ -25,10 +27,10 @@ struct QuickServeTests {
         ["--max-pending-per-process", "8", "--max-pending-per-user=100", "--max-pending", "300"],
         ["--replace-held-memory", "--shm-path", "/dev/shm/y"],
     ])
-    func agrees(_ arguments: [String]) {
+    func agrees(_ arguments: [String]) throws {
         let quick = QuickServe.settings(arguments)
         #expect(quick != nil, "\(arguments) should take the quick path")
-        #expect(quick == viaArgumentParser(arguments))
+        #expect(try quick == viaArgumentParser(arguments))
     }
 
     @Test("everything else goes to ArgumentParser", arguments: [
@@ -60,7 +62,7 @@ struct QuickServeTests {
     }
 
     @Test("random command lines: wherever the quick path answers, ArgumentParser answers the same")
-    func randomCommandLines() {
+    func randomCommandLines() throws {
         let flags = ["--layout", "--shm-path", "--qemu-sock", "--client-sock", "--log-level", "--socket-mode", "--socket-group",
                      "--shm-mode", "--allow-uid", "--allow-gid", "--handshake-timeout", "--max-pending", "--max-pending-per-process",
                      "--max-pending-per-user", "--bogus", "-h"]
@@ -77,7 +79,7 @@ struct QuickServeTests {
             }
             guard let quick = QuickServe.settings(arguments) else { continue }
             answered += 1
-            #expect(quick == viaArgumentParser(arguments), "\(arguments)")
+            #expect(try quick == viaArgumentParser(arguments), "\(arguments)")
         }
         #expect(answered > 25, "the generator must reach the quick path often enough to mean something")
     }
