@@ -39,6 +39,4 @@ public struct PeerIDAllocator: Sendable {
     public mutating func release(_ id: PeerProtocol.PeerID) {
         used.remove(id)
     }
-
-    public func isInUse(_ id: PeerProtocol.PeerID) -> Bool { used.contains(id) }
 }
