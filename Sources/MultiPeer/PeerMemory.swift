@@ -66,17 +66,17 @@ extension SharedMemoryFile {
         case .absent:
             return (try create(path: path, size: size, mode: mode), .created)
         case let .other(fileMode) where fileMode & S_IFMT == S_IFREG:
-            let fd = OwnedFD(taking: try Posix.retrying(.open, "open existing shared memory", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
-            let holders = ProcFS.holders(ofFileAt: path).filter { $0 != getpid() }
+            let fd = try Posix.openExisting(path, writable: true, "open existing shared memory")
+            let holders = ProcFS.holders(ofFileAt: path)
             let current = try SharedMemoryFile.size(of: fd, path)
             if current != size {
                 if let holder = holders.first {
                     throw StartupError(path: path, reason: "exists with \(current) bytes and process \(ProcFS.describe(holder)) maps or holds it: "
                         + "resizing it to \(size) would take memory from under that VM. Stop it, or pass -l \(current)")
                 }
-                try Posix.retrying(.ftruncate, "resize existing shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(size)) }
+                try Posix.resize(fd, to: size, "resize existing shared memory (ftruncate)", path)
             }
-            try Posix.retrying(.chmod, "chmod shared memory", path) { fchmod(fd.rawValue, mode) }
+            try Posix.setMode(fd, mode, "chmod shared memory", path)
             return (SharedMemoryFile(fd: fd, file: try CreatedFile(path: path), size: size), .reused(holders: holders))
         case let other:
             throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a shared-memory object")

@@ -43,7 +43,7 @@ extension SharedMemoryFile {
                 throw StartupError(path: path, reason: "exists and is \(existing.kindDescription), not a shared-memory file")
             }
         }
-        let fd = OwnedFD(taking: try Posix.retrying(.open, nil, path) { open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW) })
+        let fd = try Posix.openExisting(path, writable: false)
         let descriptor = try Posix.read(fd, at: 0, count: 16, path)
         let isLayout = descriptor.count == 16 && descriptor[0...3] == [2, 0, 0, 0] && descriptor[12...15] == [16, 0, 0, 0]
         guard isLayout else {
@@ -54,7 +54,7 @@ extension SharedMemoryFile {
                 + "still holds it: a new memory would split that VM from its host clients. Stop that VM first, or start "
                 + "with --replace-held-memory to replace it anyway")
         }
-        try Posix.retrying(.unlink, "remove leftover shared memory", path) { unlink(path) }
+        try Posix.removeName(path, "remove leftover shared memory")
         return true
     }
 }

@@ -60,7 +60,7 @@ public final class SharedMemoryFile {
         for _ in 0..<100 {
             let path = "\(directory)/ivshmem.\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
             guard let fd = try createExclusively(path, mode: mode, directory: directory) else { continue }
-            try Posix.retrying(.unlink, "unlink the new shared memory", path) { unlink(path) }
+            try Posix.removeName(path, "unlink the new shared memory")
             return SharedMemoryFile(fd: fd, file: nil, size: try shape(fd, size: size, mode: mode, path: directory))
         }
         throw StartupError(path: directory, reason: "could not find a free file name")
@@ -81,10 +81,10 @@ public final class SharedMemoryFile {
     /// hugetlbfs, every one taken from the pool now (a pool too small is a
     /// StartupError). The size made.
     package static func shape(_ fd: OwnedFD, size: UInt64, mode: mode_t, path: String) throws -> UInt64 {
-        try Posix.retrying(.chmod, "chmod shared memory", path) { fchmod(fd.rawValue, mode) }
+        try Posix.setMode(fd, mode, "chmod shared memory", path)
         let hugePage = HugePages.pageSize(of: fd)
         let fileSize = hugePage.map { HugePages.rounded(size, toPagesOf: $0) } ?? size
-        try Posix.retrying(.ftruncate, "size shared memory (ftruncate)", path) { ftruncate(fd.rawValue, off_t(fileSize)) }
+        try Posix.resize(fd, to: fileSize, "size shared memory (ftruncate)", path)
         if let hugePage { try HugePages.reserve(fd, size: fileSize, pageSize: hugePage, path: path) }
         return fileSize
     }

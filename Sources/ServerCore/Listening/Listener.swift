@@ -23,7 +23,7 @@ package final class ListeningSocket {
             return ListeningSocket(path: path, fd: fd, file: try CreatedFile(path: path))
         } catch {
             // Ours, just made: nothing else can be at the path.
-            _ = try? Posix.retrying(.unlink, nil, path) { unlink(path) }
+            _ = try? Posix.removeName(path)
             throw error
         }
     }
@@ -45,7 +45,7 @@ package final class ListeningSocket {
         case .absent:
             return false
         case .staleSocket:
-            try Posix.retrying(.unlink, "remove leftover socket", path) { unlink(path) }
+            try Posix.removeName(path, "remove leftover socket")
             return true
         case .listeningSocket:
             throw StartupError(path: path, reason: "another process is listening on this socket; nothing was changed")
@@ -127,6 +127,6 @@ package final class Listener: ReadinessTarget {
     }
 
     private static func openReserve() -> OwnedFD? {
-        (try? Posix.retrying(.open, nil, "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) }).map(OwnedFD.init(taking:))
+        try? Posix.openExisting("/dev/null", writable: false)
     }
 }
