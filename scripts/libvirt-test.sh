@@ -75,7 +75,7 @@ check "and pointed libvirt's local AppArmor abstraction at ivserver's" \
 inside sh -c 'sed "s/LIBVIRT_TEMPLATE/ivs-test-domain/" /etc/apparmor.d/libvirt/TEMPLATE.qemu > /var/lib/ivs-test/domain-profile'
 profile=$(inside apparmor_parser -p /var/lib/ivs-test/domain-profile 2>&1 || true)
 check "apparmor_parser reads a libvirt QEMU profile with ivserver's abstraction" grep -q '^profile ivs-test-domain' <<<"$profile"
-check "which grants the vSoC units' memory and socket" grep -q '/run/ivserver/\*/shm rwm,' <<<"$profile"
+check "which grants the vSoC units' memory and socket" grep -q '/{dev,run}/shm/ivserver-\* rwm,' <<<"$profile"
 check "and the multi-peer units' memory and socket" grep -q '/{dev,run}/shm/ivshmem-\* rwm,' <<<"$profile"
 check "the profile compiles (apparmor_parser -Q -K)" quietly inside apparmor_parser -Q -K /var/lib/ivs-test/domain-profile
 
@@ -216,7 +216,7 @@ check "with a libvirt-qemu.d abstraction, the trigger drops the local include" \
         && ! grep -q ivserver /etc/apparmor.d/local/abstractions/libvirt-qemu'
 profile=$(inside apparmor_parser -p /var/lib/ivs-test/domain-profile 2>&1 || true)
 check "and the shipped libvirt-qemu.d/ivserver grants the units' files" \
-    test "$(grep -c '/run/ivserver/\*/shm rwm,\|/{dev,run}/shm/ivshmem-\* rwm,' <<<"$profile")" = 2
+    test "$(grep -c '/{dev,run}/shm/ivserver-\* rwm,\|/{dev,run}/shm/ivshmem-\* rwm,' <<<"$profile")" = 2
 check "dpkg -r ivserver" quietly inside dpkg -r ivserver
 check "leaves libvirt's local abstraction without ivserver" bash -c "! grep -q ivserver $base/root$local_abstraction"
 check "and libvirt's QEMU profile still compiles (the conffiles stay until purge)" \

@@ -31,11 +31,26 @@ for unit in ivserver.service ivserver@vm1.service; do
     check "$unit's exposure is at most 0.5" awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 0.5) }'
 done
 
-# --- the files under /run/ivserver/vm1 (docs/package.md) -----------
+# --- the files under /run/ivserver/vm1 and /dev/shm (docs/package.md) -----------
 check "qemu.sock is srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/qemu.sock)" = "srw-rw---- ivshmem"
 check "client.sock is srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/client.sock)" = "srw-rw---- ivshmem"
-check "shm is -rw------- (QEMU and clients get it as an fd)" test "$(file_mode /run/ivserver/vm1/shm | cut -d' ' -f1)" = "-rw-------"
-check "shm is owned by the unit's dynamic user, not root" test "$(inside stat -c %U /run/ivserver/vm1/shm)" != root
+check "the memory /dev/shm/ivserver-vm1 is -rw------- group ivshmem (QEMU and clients get it as an fd)" \
+    test "$(file_mode /dev/shm/ivserver-vm1)" = "-rw------- ivshmem"
+check "it is owned by the unit's dynamic user, not root" test "$(inside stat -c %U /dev/shm/ivserver-vm1)" != root
+check "its lock is beside it" inside test -e /dev/shm/ivserver-vm1.lock
+check "nothing of the memory under /run (a small tmpfs every service shares)" test -z "$(inside find /run/ivserver -type f)"
+
+# --- the memory grows in /dev/shm, never in /run ---------------------------------
+used() { inside df --output=used -B1 "$1" | tail -1 | tr -d ' '; }
+run_before=$(used /run); shm_before=$(used /dev/shm)
+check "ivctl write puts 100 MiB into vm1's gralloc region" quietly inside sh -c \
+    "head -c 104857600 /dev/zero | tr '\\0' M | ivctl write --client-sock /run/ivserver/vm1/client.sock gralloc_memory"
+run_after=$(used /run); shm_after=$(used /dev/shm)
+echo "  /run used: $run_before -> $run_after bytes; /dev/shm used: $shm_before -> $shm_after bytes"
+check "/run's used space did not grow by it" test $((run_after - run_before)) -lt 10485760
+check "/dev/shm's did" test $((shm_after - shm_before)) -ge 104857600
+last_written() { inside ivctl dump --client-sock /run/ivserver/vm1/client.sock gralloc_memory --offset 104857584 --length 16 2>&1; }
+check "the bytes are in the region" grep -q 'MMMMMMMMMMMMMMMM' <(last_written)
 
 # --- who may connect ------------------------------------------------------------
 regions() { inside runuser -u "$1" -- ivctl regions --client-sock /run/ivserver/vm1/client.sock 2>&1; }
@@ -127,6 +142,8 @@ check "the upgrade restarted ivserver@vm1" restarted "$old"
 check "after the upgrade: the same memory and interrupts both ways (round 3)" round 3
 check "it resumed the same memory" resumed
 check "through all of it, the same QEMU process" test "$(inside pgrep -f qemu-system-x86)" = "$qemu_pid"
+check "and the 100 MiB written before the restarts are still in the memory" grep -q 'MMMMMMMMMMMMMMMM' <(last_written)
+check "still not in /run" test $(($(used /run) - run_before)) -lt 10485760
 echo quit >&9
 exec 9>&-
 wait "$holder" || true
@@ -155,11 +172,14 @@ inside rm /etc/ivserver/ivshmem-server-lab.conf  # the administrator's file, whi
 # --- stop, purge, install again -------------------------------------------------
 check "systemctl stop ivserver@vm1" inside systemctl stop ivserver@vm1.service
 check "stop leaves nothing in /run/ivserver/vm1" test -z "$(inside sh -c 'ls -A /run/ivserver/vm1 2>/dev/null')"
+check "nor the memory or its lock in /dev/shm" test -z "$(inside sh -c 'ls -A /dev/shm/ivserver-vm1* 2>/dev/null')"
+check "and the 100 MiB are given back to /dev/shm" test $(($(used /dev/shm) - shm_before)) -lt 10485760
 check "ivserver.service still runs" test "$(unit_state ivserver.service)" = "active running notify 0"
 check "apt-get purge (while ivserver.service runs)" quietly inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq ivserver
 check "purge stopped the running server" test "$(inside systemctl show -p ActiveState --value ivserver.service)" = inactive
 check "and the multi-peer one" test "$(inside systemctl show -p ActiveState --value ivshmem-server@lab.service)" = inactive
 check "purge removed /run/ivserver/default" test -z "$(inside sh -c 'ls -A /run/ivserver/default 2>/dev/null')"
+check "and /dev/shm/ivserver-default" test -z "$(inside sh -c 'ls -A /dev/shm/ivserver-default* 2>/dev/null')"
 check "purge removed the ivshmem group" bash -c "! nsenter -t $leader -a getent group ivshmem"
 check "purge removed the conffile and /etc/ivserver" bash -c "! nsenter -t $leader -a test -e /etc/ivserver"
 check "a second install after purge" quietly inside dpkg -i /var/lib/ivs-test/ivserver.deb

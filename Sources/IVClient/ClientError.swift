@@ -33,6 +33,10 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
         case signalTableFull(offset: UInt32)
         /// The server did not answer within the handshake timeout.
         case timedOut
+        /// The shared memory's filesystem (a tmpfs) has no page left for
+        /// bytes `offset..<offset+count` (`errno`: ENOSPC, or ENOMEM): what
+        /// touching them would have been a SIGBUS for.
+        case sharedMemoryFull(offset: Int, count: Int, errno: Int32)
         case system(operation: String, errno: Int32)
     }
 
@@ -77,6 +81,10 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
             return "\(subject): the host_to_guest signal table is full; offset \(offset) was not queued (the guest has been interrupted to drain it; retry)"
         case .timedOut:
             return "\(subject): the server did not answer in time"
+        case let .sharedMemoryFull(offset, count, code):
+            return "\(subject): the shared memory's filesystem is full (\(String(cString: strerror(code)))): it has no pages left for bytes "
+                + "\(offset)..<\(offset + count), and touching them would kill this process with SIGBUS; nothing was written. "
+                + "Free room there (a larger tmpfs), or have the server started with --prealloc"
         case let .system(operation, code):
             return "\(subject): \(operation) failed: \(String(cString: strerror(code))) (errno \(code))"
         }

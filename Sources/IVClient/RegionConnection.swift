@@ -161,19 +161,7 @@ public final class RegionConnection: Sendable {
     /// of the sparse file this way allocates nothing, where touching the
     /// mapping would fill it with zero pages. For dumping large regions.
     public func readFromFile(offset: Int, count: Int) throws(IVClientError) -> [UInt8] {
-        guard offset >= 0, count >= 0, offset <= memory.count, count <= memory.count - offset else {
-            throw error(.invalidArgument("bytes \(offset)..<\(offset + count) are outside the region's \(memory.count) bytes"))
-        }
-        let bytes: [UInt8]
-        do {
-            bytes = try Posix.read(sharedMemory, at: Int(descriptor.beginOffset) + offset, count: count)
-        } catch {
-            throw self.error(error, "pread of the shared memory")
-        }
-        guard bytes.count == count else {
-            throw error(.system(operation: "pread of the shared memory (the file is shorter than its layout)", errno: EIO))
-        }
-        return bytes
+        try memory.readFromFile(offset: offset, count: count)
     }
 
     // MARK: interrupts

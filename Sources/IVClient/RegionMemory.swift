@@ -1,3 +1,4 @@
+import Glibc
 import LinuxSystem
 
 /// What a futex wait ended with (LinuxSystem's, for IVClient's users).
@@ -10,6 +11,9 @@ public typealias FutexWaitResult = LinuxSystem.FutexWaitResult
 /// at any time, so use the atomic accessors for words that are shared.
 public final class RegionMemory: Sendable {
     private let mapping: MappedMemory
+    /// The shared-memory file and where this mapping starts in it (nil for
+    /// anonymous memory).
+    private let file: (fd: OwnedFD, offset: UInt64)?
     /// The region's size in bytes.
     public var count: Int { mapping.count }
     let errorContext: ErrorContext
@@ -22,6 +26,7 @@ public final class RegionMemory: Sendable {
     /// Maps `count` bytes of `fd` from `offset`.
     init(fd: OwnedFD, offset: UInt64, count: Int, socketPath: String, region: String?) throws(IVClientError) {
         errorContext = ErrorContext(socketPath: socketPath, region: region)
+        file = (fd, offset)
         do {
             mapping = try MappedMemory(fd, offset: offset, count: count)
         } catch {
@@ -35,6 +40,7 @@ public final class RegionMemory: Sendable {
     init(anonymousBytes count: Int) {
         errorContext = ErrorContext(socketPath: "(anonymous memory)", region: "test")
         mapping = MappedMemory(anonymousBytes: count)
+        file = nil
     }
 
     private func invalid(_ what: String) -> IVClientError {
@@ -55,6 +61,50 @@ public final class RegionMemory: Sendable {
     private func systemError(_ error: SystemError) -> IVClientError {
         IVClientError(.system(operation: "\(error.operation)\(error.subject.map { " \($0)" } ?? "")", errno: error.errno),
                       socketPath: errorContext.socketPath, region: errorContext.region)
+    }
+
+    // MARK: pages taken ahead of time
+
+    /// Takes the pages under `offset..<offset+length` from the shared
+    /// memory's filesystem now, so that touching them (reads included: a
+    /// read of a page never touched takes one too) cannot fault. The memory
+    /// is a sparse file; when its filesystem (a tmpfs such as /dev/shm) is
+    /// full, touching a page it cannot give kills this process with SIGBUS,
+    /// where this throws `.sharedMemoryFull` (carrying ENOSPC) instead.
+    /// Pages that hold data keep it; anyone may be writing them meanwhile.
+    public func reserve(offset: Int, count length: Int) throws(IVClientError) {
+        try checkRange(offset, length)
+        guard let file, length > 0 else { return }
+        let start = file.offset + UInt64(offset)
+        do {
+            try MemoryPages.reserve(file.fd, MemoryPages.wholePages(start..<(start + UInt64(length))), "fallocate of the shared memory", nil)
+        } catch where error.errno == ENOSPC || error.errno == ENOMEM {
+            throw IVClientError(.sharedMemoryFull(offset: offset, count: length, errno: error.errno),
+                                socketPath: errorContext.socketPath, region: errorContext.region)
+        } catch where error.errno == EOPNOTSUPP {
+            // Not a tmpfs: the filesystem gives its blocks another way.
+        } catch {
+            throw systemError(error)
+        }
+    }
+
+    /// A copy of `length` bytes at `offset`, read with pread from the file
+    /// rather than through the mapping: a hole of the sparse file reads as
+    /// zeros and takes no page (for dumping large, mostly untouched memory).
+    public func readFromFile(offset: Int, count length: Int) throws(IVClientError) -> [UInt8] {
+        try checkRange(offset, length)
+        guard let file else { return mapping.read(offset: offset, count: length) }
+        let bytes: [UInt8]
+        do {
+            bytes = try Posix.read(file.fd, at: Int(file.offset) + offset, count: length)
+        } catch {
+            throw systemError(error)
+        }
+        guard bytes.count == length else {
+            throw IVClientError(.system(operation: "pread of the shared memory (the file is shorter than its layout)", errno: EIO),
+                                socketPath: errorContext.socketPath, region: errorContext.region)
+        }
+        return bytes
     }
 
     // MARK: bytes

@@ -193,7 +193,7 @@ struct PeerDump: ParsableCommand {
         var position = 0
         while position < count {
             let wanted = min(1 << 20, count - position)
-            let chunk = try reportPeer { () throws(IVClientError) in try peer.memory.read(offset: start + position, count: wanted) }
+            let chunk = try reportPeer { () throws(IVClientError) in try peer.memory.readFromFile(offset: start + position, count: wanted) }
             Output.text(dump.feed(chunk))
             position += wanted
         }

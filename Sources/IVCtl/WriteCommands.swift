@@ -79,7 +79,11 @@ struct Write: ParsableCommand {
         let connection = try server.open(region)
         let bytes = try input.bytes()
         let start = try input.range(count: bytes.count, in: Int(connection.descriptor.size), what: "region '\(region)'")
-        try report { () throws(IVClientError) in try connection.memory.write(bytes, offset: start) }
+        try report { () throws(IVClientError) in
+            // Pages first: on a full filesystem, an error rather than a SIGBUS mid-write.
+            try connection.memory.reserve(offset: start, count: bytes.count)
+            try connection.memory.write(bytes, offset: start)
+        }
         Output.lines(["wrote \(bytes.count) bytes at offset \(start) of region '\(region)'"])
     }
 }
@@ -98,7 +102,10 @@ struct PeerWrite: ParsableCommand {
         let peer = try server.join()
         let bytes = try input.bytes()
         let start = try input.range(count: bytes.count, in: peer.memory.count, what: "the shared memory")
-        try reportPeer { () throws(IVClientError) in try peer.memory.write(bytes, offset: start) }
+        try reportPeer { () throws(IVClientError) in
+            try peer.memory.reserve(offset: start, count: bytes.count)
+            try peer.memory.write(bytes, offset: start)
+        }
         Output.lines(["wrote \(bytes.count) bytes at offset \(start) of the shared memory"])
     }
 }

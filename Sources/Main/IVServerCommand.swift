@@ -161,6 +161,9 @@ struct ServerOptions: ParsableArguments {
     @Flag(name: ServeFlag.replaceHeldMemory.argumentName, help: ServeFlag.replaceHeldMemory.argumentHelp)
     var replaceHeldMemory = false
 
+    @Flag(name: ServeFlag.preallocate.argumentName, help: ServeFlag.preallocate.argumentHelp)
+    var preallocate = false
+
     /// The values given, through ServeFlag's table: what QuickServe makes
     /// of the same command line.
     func settings() throws -> ServeSettings {
@@ -176,6 +179,7 @@ struct ServerOptions: ParsableArguments {
         try ServeFlag.maximumPendingPerProcess.apply(maximumPendingPerProcess.list, to: &settings)
         try ServeFlag.maximumPendingPerUser.apply(maximumPendingPerUser.list, to: &settings)
         try ServeFlag.replaceHeldMemory.apply(replaceHeldMemory ? [""] : [], to: &settings)
+        try ServeFlag.preallocate.apply(preallocate ? [""] : [], to: &settings)
         return settings
     }
 

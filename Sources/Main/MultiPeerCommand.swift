@@ -52,6 +52,9 @@ struct MultiPeerOptions: ParsableArguments {
         "Messages waiting for a peer that does not read; beyond it that peer is dropped.", valueName: "count"))
     var maximumQueuedMessages = PeerServerConfiguration.defaultMaximumQueuedMessages
 
+    @Flag(name: .customLong("prealloc"), help: "Take every page of the shared memory from its filesystem at start (as QEMU's prealloc=on), so that no peer can die of SIGBUS when the filesystem is full later; a filesystem without the room refuses the start (exit 1).")
+    var preallocate = false
+
     @OptionGroup var access: AccessOptions
 
     var configuration: PeerServerConfiguration {
@@ -68,6 +71,7 @@ struct MultiPeerOptions: ParsableArguments {
         configuration.vectors = vectors
         configuration.maximumPeers = maximumPeers
         configuration.maximumQueuedMessages = maximumQueuedMessages
+        configuration.preallocate = preallocate
         configuration.socketMode = access.socketMode
         configuration.socketGroup = access.socketGroup
         configuration.sharedMemoryMode = access.sharedMemoryMode

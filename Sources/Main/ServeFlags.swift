@@ -126,10 +126,18 @@ extension ServeFlag {
         $1.replaceHeldMemory = true
         return true
     }
+    static let preallocate = ServeFlag("prealloc", value: nil, help:
+        "Take every page of the shared memory from its filesystem at start (as QEMU's prealloc=on), so that no guest or host "
+        + "client can die of SIGBUS when the filesystem is full later; a filesystem without the room refuses the start (exit 1).") {
+        guard $0.isEmpty else { return false }
+        $1.preallocate = true
+        return true
+    }
 
     /// Every flag of `serve` (and of `launch`, `qemu-args`, `layout`).
     static let all: [ServeFlag] = [
         layout, sharedMemoryPath, qemuSocketPath, clientSocketPath, logLevel, socketMode, socketGroup, sharedMemoryMode,
         allowUID, allowGID, handshakeTimeout, maximumPending, maximumPendingPerProcess, maximumPendingPerUser, replaceHeldMemory,
+        preallocate,
     ]
 }

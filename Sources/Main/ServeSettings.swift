@@ -32,6 +32,7 @@ struct ServeSettings: Equatable {
     var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
     var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
     var replaceHeldMemory = false
+    var preallocate = false
 
     /// What is wrong with these values, in the words of the usage error.
     var problem: String? {
@@ -70,6 +71,7 @@ struct ServeSettings: Equatable {
         configuration.maximumPendingPerProcess = maximumPendingPerProcess
         configuration.maximumPendingPerUser = maximumPendingPerUser
         configuration.replaceHeldMemory = replaceHeldMemory
+        configuration.preallocate = preallocate
         return (configuration, log)
     }
 }

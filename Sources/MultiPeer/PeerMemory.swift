@@ -52,19 +52,25 @@ extension SharedMemoryFile {
     /// Makes (or, for a POSIX name that exists, takes over) `size` bytes of
     /// shared memory at `location`. On hugetlbfs the size is rounded up to
     /// whole huge pages and every page is taken from the pool now.
-    static func createPlain(at location: MemoryLocation, size: UInt64, mode: mode_t) throws -> (SharedMemoryFile, Origin) {
+    /// With `preallocate`, every page is taken from the filesystem now, or
+    /// the start is refused (a memory made now is removed again).
+    static func createPlain(at location: MemoryLocation, size: UInt64, mode: mode_t,
+                            preallocate: Bool = false) throws -> (SharedMemoryFile, Origin) {
         switch location {
         case let .directory(directory):
-            return (try createUnlinked(in: directory, size: size, mode: mode), .created)
+            return (try createUnlinked(in: directory, size: size, mode: mode, preallocate: preallocate), .created)
         case .posixName:
-            return try openPosixObject(path: location.path!, size: size, mode: mode)
+            let (memory, origin) = try openPosixObject(path: location.path!, size: size, mode: mode, preallocate: preallocate)
+            if preallocate, origin != .created { try memory.takePages([0..<memory.size], whole: true, path: location.path!) }
+            return (memory, origin)
         }
     }
 
-    private static func openPosixObject(path: String, size: UInt64, mode: mode_t) throws -> (SharedMemoryFile, Origin) {
+    private static func openPosixObject(path: String, size: UInt64, mode: mode_t,
+                                        preallocate: Bool) throws -> (SharedMemoryFile, Origin) {
         switch try ExistingPath.inspect(path) {
         case .absent:
-            return (try create(path: path, size: size, mode: mode), .created)
+            return (try create(path: path, size: size, mode: mode, preallocate: preallocate), .created)
         case let .other(fileMode) where fileMode & S_IFMT == S_IFREG:
             let fd = try Posix.openExisting(path, writable: true, "open existing shared memory")
             let holders = ProcFS.holders(ofFileAt: path)

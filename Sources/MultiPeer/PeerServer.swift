@@ -36,6 +36,8 @@ public final class PeerServer: Servable {
     private var vectorLookup: DoorbellVectorLookup
     private var peersRejected = 0
     private var peersServed = 0
+    /// The memory's room on its filesystem.
+    private var room: MemoryRoom?
 
     public init(configuration: PeerServerConfiguration, events: EventSink) {
         self.configuration = configuration
@@ -57,8 +59,14 @@ public final class PeerServer: Servable {
         do {
             if let lockPath = configuration.lockPath { lock = try InstanceLock.acquire(path: lockPath) }
             let (memory, origin) = try SharedMemoryFile.createPlain(
-                at: configuration.memory, size: configuration.size, mode: mode_t(configuration.sharedMemoryMode))
+                at: configuration.memory, size: configuration.size, mode: mode_t(configuration.sharedMemoryMode),
+                preallocate: configuration.preallocate)
             self.memory = memory
+            var directory: String? { if case let .directory(path) = configuration.memory { path } else { nil } }
+            var room = MemoryRoom(memory: memory, touchable: [0..<memory.size], path: configuration.memory.path ?? directory,
+                                  elsewhere: "another -M name or -m directory")
+            room.checkAtStart(events: events)
+            self.room = room
             if case let .reused(holders) = origin {
                 report(.peerMemoryReused(path: configuration.memory.description, size: memory.size, holders: holders))
             }
@@ -136,15 +144,17 @@ public final class PeerServer: Servable {
         var joined: Int
         var served: Int
         var refused: Int
+        var memoryShort = false
     }
 
     public var status: Status {
-        Status(joined: joinOrder.count, served: peersServed, refused: peersRejected + gate.refused)
+        Status(joined: joinOrder.count, served: peersServed, refused: peersRejected + gate.refused,
+               memoryShort: room?.shortfallAtStart != nil)
     }
 
     /// "3 peers joined; 5 served, 0 refused"
     public func statusLine(_ status: Status) -> String {
-        "\(status.joined) peers joined; \(status.served) served, \(status.refused) refused"
+        "\(status.joined) peers joined; \(status.served) served, \(status.refused) refused" + (room?.statusFragment.map { "; " + $0 } ?? "")
     }
 
     // MARK: peers
@@ -228,6 +238,7 @@ public final class PeerServer: Servable {
         var lines = ["shared memory \(configuration.memory) (\(memorySize ?? 0) bytes), \(configuration.vectors) vectors per peer; "
             + "socket \(configuration.socketPath); \(joinOrder.count) peers joined, \(connections.count - joinOrder.count) mid-greeting; "
             + "\(peersServed) served, \(peersRejected + gate.refused) refused"]
+        if let room { lines.append(room.stateLine()) }
         for id in joinOrder {
             guard let connection = connections[id] else { continue }
             lines.append("peer \(id): \(connection.peer.map(\.description) ?? "unknown process"), \(connection.unsentMessages) messages unsent"

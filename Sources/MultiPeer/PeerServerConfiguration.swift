@@ -30,6 +30,9 @@ public struct PeerServerConfiguration: Sendable {
     public var socketGroup: UInt32?
     public var sharedMemoryMode: UInt32 = AccessDefaults.sharedMemoryMode
     public var accessPolicy: AccessPolicy
+    /// Take every page of the memory at start (--prealloc); a filesystem
+    /// without the room refuses the start.
+    public var preallocate = false
     /// How many peer IDs the server hands out before its counter wraps:
     /// all 65,536, or fewer in tests that meet a reused ID.
     package var peerIDCount = 1 << 16

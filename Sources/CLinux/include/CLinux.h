@@ -32,9 +32,11 @@
 
 static inline int ivs_pipe_cloexec(int fds[2]) { return (int)syscall(SYS_pipe2, fds, O_CLOEXEC); }
 
-// Allocates (and zeroes) the first `length` bytes of `fd` now.
-static inline int ivs_fallocate(int fd, long long length) {
-    return (int)syscall(SYS_fallocate, fd, 0, (off_t)0, (off_t)length);
+// Allocates `length` bytes of `fd` from `offset` now (holes become zeroed
+// pages, data is kept): fallocate(2) itself, never glibc's emulation, which
+// writes zeros over bytes another process may be writing.
+static inline int ivs_fallocate(int fd, long long offset, long long length) {
+    return (int)syscall(SYS_fallocate, fd, 0, (off_t)offset, (off_t)length);
 }
 
 // The huge page size when `fd` is on hugetlbfs, 0 when it is not, -1 on error.

@@ -32,6 +32,8 @@ public final class Server: Servable {
     /// What `start` made, to remove at `close`.
     private var created: [CreatedFile] = []
     private(set) var resources: ServedResources?
+    /// The memory's room on its filesystem.
+    private var room: MemoryRoom?
     /// The QEMU socket's, then the client socket's.
     private var listening: [ServedListener] = []
     /// What a previous server process handed over, until `serve` has
@@ -92,11 +94,22 @@ public final class Server: Servable {
 
     private func makeOrTakeOver(_ handover: Handover?) throws {
         let plan = configuration.layout
+        let header = LayoutEncoder.encode(plan)
+        let signalling = SignallingReset.signallingRanges(of: plan)
+        let path = configuration.sharedMemoryPath
         let sharedMemory: SharedMemoryFile
         let channels: [RegionChannels]
         if let handover {
             sharedMemory = handover.sharedMemory
             channels = handover.channels
+            // Taken when it was made (by an older version, perhaps not):
+            // a VM maps it, so a failure is told, not fatal.
+            do {
+                try sharedMemory.takePages(signalling, whole: false, path: path)
+                if configuration.preallocate { try sharedMemory.takePages([0..<sharedMemory.size], whole: true, path: path) }
+            } catch {
+                report(.memoryPagesNotTaken(reason: "\(error)"))
+            }
         } else {
             // We hold the lock, so nothing at our paths belongs to a live ivserver.
             if try SharedMemoryFile.removeLeftover(path: configuration.sharedMemoryPath,
@@ -106,11 +119,14 @@ public final class Server: Servable {
                 report(.detail("checked for a leftover shared memory at \(configuration.sharedMemoryPath): none"))
             }
             sharedMemory = try SharedMemoryFile.create(
-                path: configuration.sharedMemoryPath, size: UInt64(plan.size), header: LayoutEncoder.encode(plan),
-                mode: mode_t(configuration.sharedMemoryMode))
+                path: path, size: UInt64(plan.size), header: header, mode: mode_t(configuration.sharedMemoryMode),
+                reserving: signalling, preallocate: configuration.preallocate)
             channels = try plan.regions.map { _ throws(SystemError) in try RegionChannels() }
         }
         if let file = sharedMemory.file { created.append(file) }
+        room = MemoryRoom(memory: sharedMemory, touchable: SignallingReset.touchableRanges(of: plan, headerSize: header.count),
+                          path: path, elsewhere: "another --shm-path")
+        room?.checkAtStart(events: events)
         resources = ServedResources(plan: plan, sharedMemory: sharedMemory, channels: channels,
                                     qemuSocketPath: configuration.qemuSocketPath, events: events)
         for (base, path, handed) in [(HandoverName.qemuListener, configuration.qemuSocketPath, handover?.qemuListener),
@@ -196,6 +212,7 @@ public final class Server: Servable {
         if !handsOverFiles { created.reversed().forEach { $0.remove() } }
         created = []
         resources = nil
+        room = nil
         handover = nil
         lock?.release()
         lock = nil
@@ -311,11 +328,13 @@ public final class Server: Servable {
         var vm: Int32?
         var served: Int
         var refused: Int
+        var memoryShort = false
     }
 
     public var status: Status {
         guard let resources else { return Status(vm: nil, served: 0, refused: 0) }
-        return Status(vm: vm.map { $0.peer?.pid ?? 0 }, served: resources.served.reduce(0, +), refused: resources.refused + gate.refused)
+        return Status(vm: vm.map { $0.peer?.pid ?? 0 }, served: resources.served.reduce(0, +), refused: resources.refused + gate.refused,
+                      memoryShort: room?.shortfallAtStart != nil)
     }
 
     /// "VM pid 4242 attached since 12:01:07 UTC; 37 clients served, 1 refused"
@@ -323,7 +342,7 @@ public final class Server: Servable {
         let vmPart = vm.map { vm in
             "VM pid \(vm.peer.map { String($0.pid) } ?? "?") attached since \(Self.clockTime(vm.attachedSince)) UTC"
         } ?? "no VM attached"
-        return "\(vmPart); \(status.served) clients served, \(status.refused) refused"
+        return "\(vmPart); \(status.served) clients served, \(status.refused) refused" + (room?.statusFragment.map { "; " + $0 } ?? "")
     }
 
     static func clockTime(_ second: Int) -> String {
@@ -338,6 +357,7 @@ public final class Server: Servable {
         let plan = configuration.layout
         var lines = ["layout \(configuration.layoutSource): \(plan.regionCount) regions; shared memory \(configuration.sharedMemoryPath) "
             + "(inode \(resources.sharedMemory.inode), \(resources.sharedMemory.size) bytes)"]
+        if let room { lines.append(room.stateLine()) }
         if let vm {
             let vectors = vm.peer.flatMap { resources.doorbellVectors.vectors(ofProcess: $0.pid) }.map(String.init) ?? "unknown"
             lines.append("VM pid \(vm.peer.map { String($0.pid) } ?? "?") uid \(vm.peer.map { String($0.uid) } ?? "?") "

@@ -43,6 +43,10 @@ public struct ServerConfiguration: Sendable {
     /// a crashed server) still holds it.
     public var replaceHeldMemory = false
 
+    /// Take every page of the memory at start (--prealloc); a filesystem
+    /// without the room refuses the start.
+    public var preallocate = false
+
     var pendingLimits: PendingLimits {
         PendingLimits(perProcess: maximumPendingPerProcess, perUser: maximumPendingPerUser, total: maximumPending)
     }

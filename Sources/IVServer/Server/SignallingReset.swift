@@ -56,6 +56,25 @@ public enum SignallingReset {
         }
     }
 
+    /// The bytes the server and every region's signalling touch (both
+    /// signal tables and both `interrupt_signalled` words of each region):
+    /// their pages are taken from the filesystem at start, so that neither
+    /// a new VM's reset nor a client's signal can fault on a full one.
+    static func signallingRanges(of plan: LayoutPlan) -> [Range<UInt64>] {
+        plan.regions.map { region in
+            let begin = UInt64(region.beginOffset)
+            let tables = [region.guestToHost, region.hostToGuest]
+            let first = tables.map { UInt64(min($0.tableOffset, $0.signalledOffset)) }.min() ?? 0
+            let last = tables.map { UInt64(max($0.tableOffset + 4 * $0.nodeCount, $0.signalledOffset + 4)) }.max() ?? 0
+            return (begin + first)..<(begin + last)
+        }
+    }
+
+    /// The bytes anyone may touch: the layout header and every region.
+    static func touchableRanges(of plan: LayoutPlan, headerSize: Int) -> [Range<UInt64>] {
+        [0..<UInt64(headerSize)] + plan.regions.map { UInt64($0.beginOffset)..<UInt64($0.endOffset) }
+    }
+
     /// "region 'e2e_primary' (#4): host → guest interrupt_signalled was set, 1 ring undrained on its host → guest eventfd"
     static func describe(_ found: [Found]) -> String {
         let left = found.filter { !$0.isClean }

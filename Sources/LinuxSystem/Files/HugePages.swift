@@ -24,7 +24,7 @@ package enum HugePages {
     package static func reserve(_ fd: OwnedFD, size: UInt64, pageSize: UInt64, path: String) throws {
         // Counted before: a failed fallocate holds what it got until the fd closes.
         let freeBefore = freePages(ofSize: pageSize)
-        let result = ivs_fallocate(fd.rawValue, Int64(size))
+        let result = ivs_fallocate(fd.rawValue, 0, Int64(size))
         guard result != 0 else { return }
         let code = errno
         guard code == ENOSPC || code == ENOMEM else { throw SystemError(.fallocate, "reserve huge pages (fallocate)", path, errno: code) }

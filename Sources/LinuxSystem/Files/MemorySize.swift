@@ -24,4 +24,21 @@ public enum MemorySize {
         }
         return "\(bytes) bytes"
     }
+
+    /// "512 MiB", "3.9 MiB", "12 KiB", "100 bytes": a size a reader takes in
+    /// at a glance, exact when it is a whole number of its unit.
+    public static func approximate(_ bytes: UInt64) -> String {
+        for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= 1 << shift {
+            if bytes % (1 << shift) == 0 { return "\(bytes >> shift) \(unit)" }
+            let tenths = (bytes * 10 + (1 << shift) / 2) >> shift
+            return "\(tenths / 10).\(tenths % 10) \(unit)"
+        }
+        return "\(bytes) bytes"
+    }
+
+    /// "4190208 bytes (4.0 MiB)": exact, and at a glance.
+    public static func both(_ bytes: UInt64) -> String {
+        let glance = approximate(bytes)
+        return glance.hasSuffix(" bytes") ? glance : "\(bytes) bytes (\(glance))"
+    }
 }

@@ -28,11 +28,14 @@ public final class SharedMemoryFile {
 
     /// Creates `path` (it must not exist) with exactly `mode`, sizes it to
     /// `size` with ftruncate and writes `header` at offset 0 through a
-    /// shared mapping of the header's pages. On hugetlbfs the file is
-    /// `size` rounded up to whole huge pages, all taken from the pool now
-    /// (a pool too small is a StartupError). On any failure nothing is left
-    /// behind.
-    package static func create(path: String, size: UInt64, header: [UInt8] = [], mode: mode_t = 0o600) throws -> SharedMemoryFile {
+    /// shared mapping of the header's pages. The pages of `reserving` (the
+    /// header's are always among them) are taken from the filesystem now,
+    /// so that touching them can never fault; with `preallocate`, every
+    /// page. On hugetlbfs the file is `size` rounded up to whole huge
+    /// pages, all taken from the pool now. A filesystem without the room is
+    /// a StartupError; on any failure nothing is left behind.
+    package static func create(path: String, size: UInt64, header: [UInt8] = [], mode: mode_t = 0o600,
+                               reserving: [Range<UInt64>] = [], preallocate: Bool = false) throws -> SharedMemoryFile {
         // Created with `mode` narrowed by the umask, then set to `mode`: it
         // is never wider than asked for.
         let raw = try Posix.retrying(.open, "create shared memory", path) {
@@ -42,8 +45,13 @@ public final class SharedMemoryFile {
         let file = try CreatedFile(path: path)
         do {
             let fileSize = try shape(fd, size: size, mode: mode, path: path)
-            if !header.isEmpty { try writeHeader(header, to: fd, path: path, hugePage: HugePages.pageSize(of: fd)) }
-            return SharedMemoryFile(fd: fd, file: file, size: fileSize)
+            let memory = SharedMemoryFile(fd: fd, file: file, size: fileSize)
+            // Reserved before the header is stored: on a full tmpfs a store
+            // through the mapping would be a SIGBUS, fallocate is an ENOSPC.
+            try memory.takePages(preallocate ? [0..<fileSize] : [0..<UInt64(header.count)] + reserving,
+                                 whole: preallocate, path: path)
+            if !header.isEmpty { try writeHeader(header, to: fd, path: path) }
+            return memory
         } catch {
             file.remove()
             throw error
@@ -54,14 +62,16 @@ public final class SharedMemoryFile {
     /// (as mkstemp picks one) and unlinks it at once: only the fd lives on,
     /// so nothing is left in the directory whatever happens (for a
     /// hugetlbfs mount such as /dev/hugepages).
-    package static func createUnlinked(in directory: String, size: UInt64, mode: mode_t) throws -> SharedMemoryFile {
+    package static func createUnlinked(in directory: String, size: UInt64, mode: mode_t, preallocate: Bool = false) throws -> SharedMemoryFile {
         guard let info = try Posix.linkStatus(directory) else { throw SystemError(.lstat, "shared-memory directory", directory, errno: ENOENT) }
         guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError(path: directory, reason: "is not a directory (-m takes a directory)") }
         for _ in 0..<100 {
             let path = "\(directory)/ivshmem.\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
             guard let fd = try createExclusively(path, mode: mode, directory: directory) else { continue }
             try Posix.removeName(path, "unlink the new shared memory")
-            return SharedMemoryFile(fd: fd, file: nil, size: try shape(fd, size: size, mode: mode, path: directory))
+            let memory = SharedMemoryFile(fd: fd, file: nil, size: try shape(fd, size: size, mode: mode, path: directory))
+            if preallocate { try memory.takePages([0..<memory.size], whole: true, path: directory) }
+            return memory
         }
         throw StartupError(path: directory, reason: "could not find a free file name")
     }
@@ -89,17 +99,7 @@ public final class SharedMemoryFile {
         return fileSize
     }
 
-    /// `hugePage`: the file is on hugetlbfs (mapped in whole huge pages,
-    /// every page already reserved).
-    private static func writeHeader(_ header: [UInt8], to fd: OwnedFD, path: String, hugePage: UInt64?) throws(SystemError) {
-        // Reserve the header's pages first: on a full tmpfs a store through
-        // the mapping would be a SIGBUS, posix_fallocate is an ENOSPC.
-        if hugePage == nil {
-            let page = Int(getpagesize())
-            let length = (header.count + page - 1) / page * page
-            let reserved = posix_fallocate(fd.rawValue, 0, off_t(length))
-            if reserved != 0 { throw SystemError(.fallocate, "reserve shared memory header", path, errno: reserved) }
-        }
+    private static func writeHeader(_ header: [UInt8], to fd: OwnedFD, path: String) throws(SystemError) {
         let mapping: MappedMemory
         do {
             mapping = try MappedMemory(fd, offset: 0, count: header.count)
@@ -107,5 +107,64 @@ public final class SharedMemoryFile {
             throw SystemError(.mmap, "mmap shared memory", path, errno: error.errno)
         }
         mapping.write(header, offset: 0)
+    }
+
+    // MARK: pages taken ahead of time
+
+    /// Whether the memory is on hugetlbfs, whose pages were all taken from
+    /// the pool when it was made.
+    package var isOnHugePages: Bool { HugePages.pageSize(of: fd) != nil }
+
+    /// Takes the pages of `ranges` from the filesystem now (`whole`: they
+    /// are the whole memory, as --prealloc asks). A filesystem without room
+    /// for them is a StartupError naming it, what it has free and what was
+    /// needed. `path`: where the memory is, for messages.
+    package func takePages(_ ranges: [Range<UInt64>], whole: Bool, path: String) throws {
+        guard !isOnHugePages else { return }
+        for range in ranges where !range.isEmpty {
+            let clamped = MemoryPages.wholePages(range).clamped(to: 0..<size)
+            // What is free counts before the call: a failed fallocate gives
+            // back what it took.
+            let space = try MemoryPages.space(of: fd, path: path)
+            let allocated = try MemoryPages.allocatedBytes(of: fd)
+            let operation = whole ? "take every page of the shared memory (fallocate)" : "take the shared memory's signalling pages (fallocate)"
+            let failure: SystemError
+            do {
+                try MemoryPages.reserve(fd, clamped, operation, path)
+                continue
+            } catch {
+                failure = error
+            }
+            switch failure.errno {
+            case ENOSPC, ENOMEM:
+                let needed = whole ? size - min(size, allocated) : UInt64(clamped.count)
+                throw StartupError(path: path, reason: whole
+                    ? "--prealloc: \(space) has \(MemorySize.both(space.freeBytes)) free, and taking every page of the memory "
+                        + "needs \(MemorySize.both(needed)) more; give it more room (a larger tmpfs: mount -o remount,size=…), "
+                        + "put the memory on another filesystem, or start without --prealloc"
+                    : "\(failure.errnoText): \(space) has \(MemorySize.both(space.freeBytes)) free, not even the \(MemorySize.both(needed)) "
+                        + "of the pages the server and the signalling touch; free some room there or put the memory on another filesystem")
+            case EOPNOTSUPP where !whole:
+                // A filesystem that allocates another way (not tmpfs): its
+                // pages are disk blocks, not taken here.
+                continue
+            default:
+                throw failure
+            }
+        }
+    }
+
+    /// What the memory can still take from its filesystem as `touchable`
+    /// (the bytes anyone may touch) is first touched, when that is more
+    /// than the filesystem has free; nil when there is room (or on
+    /// hugetlbfs, where every page was taken at start). Pages the memory
+    /// holds already (a kept file, a restart) are not counted again.
+    package func shortfall(touchable: [Range<UInt64>], path: String?) throws(SystemError) -> MemoryShortfall? {
+        guard !isOnHugePages else { return nil }
+        let pages = touchable.reduce(UInt64(0)) { $0 + UInt64(MemoryPages.wholePages($1.clamped(to: 0..<size)).count) }
+        let allocated = try MemoryPages.allocatedBytes(of: fd)
+        let needed = pages - min(pages, allocated)
+        let space = try MemoryPages.space(of: fd, path: path)
+        return needed > space.freeBytes ? MemoryShortfall(filesystem: space, needed: needed) : nil
     }
 }

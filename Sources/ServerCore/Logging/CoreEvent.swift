@@ -22,6 +22,12 @@ public enum CoreEvent: LogEvent {
     /// Process `pid` holds no pending handshake any more; `closed` of its
     /// connections were held or closed meanwhile.
     case pendingShareCleared(pid: Int32, served: Int, held: Int, closed: Int)
+    /// The memory's filesystem has less room than the memory can still
+    /// take (`elsewhere`: the flag that puts it on another).
+    case memoryShort(memory: String, shortfall: MemoryShortfall, elsewhere: String)
+    /// Pages of memory handed over by a previous server process could not
+    /// be taken now (it is served on as it is).
+    case memoryPagesNotTaken(reason: String)
     /// `handingOver`: the files stay, the service manager keeps the fds.
     case stopping(signal: Int32, handingOver: Bool)
 
@@ -30,7 +36,7 @@ public enum CoreEvent: LogEvent {
         case .bytes: return .trace
         case .detail: return .debug
         case .state, .leftoverRemoved, .pendingShareCleared, .stopping: return .info
-        case .peerRefused, .pendingShareExceeded: return .warning
+        case .peerRefused, .pendingShareExceeded, .memoryShort, .memoryPagesNotTaken: return .warning
         case .acceptFailed: return .error
         }
     }
@@ -66,6 +72,14 @@ public enum CoreEvent: LogEvent {
         case let .pendingShareCleared(pid, served, held, closed):
             text.append("host client process pid \(pid) has no pending or waiting connection now; meanwhile \(served) of its connections "
                 + "were served, \(held) waited for room, \(closed) were closed or refused")
+        case let .memoryShort(memory, shortfall, elsewhere):
+            text.append("shared memory \(memory) may not get all its pages: \(shortfall.filesystem) has \(MemorySize.both(shortfall.free)) free, "
+                + "and the memory can still take \(MemorySize.both(shortfall.needed)) as the guest and host clients first touch it; "
+                + "a page the filesystem cannot give then kills whoever touches it with SIGBUS (QEMU, and with it the VM, or a host client). "
+                + "Start with --prealloc to take every page now (or be refused at once), give the filesystem more room "
+                + "(a larger tmpfs: mount -o remount,size=…, docker run --shm-size=…), or put the memory elsewhere with \(elsewhere)")
+        case let .memoryPagesNotTaken(reason):
+            text.append("could not take the shared memory's pages at start (\(reason)); serving it on as it was handed over")
         case let .stopping(signal, handingOver):
             text.append(signal == 0 ? "stop requested: " : "signal \(signalName(signal)) received: ")
             if handingOver {
