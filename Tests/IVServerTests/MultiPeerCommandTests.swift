@@ -40,6 +40,12 @@ import Testing
         #expect(fileExists(socket) && fileExists("/dev/shm/" + name))
         let peer = try RawPeer(joining: socket, vectors: 1, others: 0)
         #expect(peer.id == 0)
+        // The lock names the running server too (not the starting process, which exited).
+        let locked = Int32(readText("/dev/shm/\(name).lock").prefix { $0 != "\n" })
+        #expect(locked == pid, "the lock says \(String(describing: locked)), the server is \(pid)")
+        let second = try runTool([binary, "-F", "-S", directory.path + "/other.sock", "-M", name, "-l", "64K"])
+        #expect(second.status == 1 && second.errors.contains("another ivserver (pid \(pid)) holds this lock"),
+                "a second server's refusal names the live pid: \(second)")
         kill(pid, SIGTERM)
         // (Not our child: once it exits it may stay a zombie until its new parent reaps it.)
         #expect(eventually(seconds: 10) { readText(log).contains("stopped") }, "stops on SIGTERM")
@@ -53,7 +59,8 @@ import Testing
         let run = try runTool([linkedBinary(in: directory), "-S", directory.path + "/missing/peers.sock", "-M", "ivs-test-fail-\(getpid())",
                                "-p", directory.path + "/pid"])
         #expect(run.status == 1)
-        #expect(run.errors.contains("missing/peers.sock"), "the error names the path: \(run.errors)")
+        #expect(run.errors.contains("missing/peers.sock") && run.errors.contains("\(directory.path)/missing: the directory does not exist"),
+                "the error names the path and what is missing: \(run.errors)")
         #expect(!fileExists("/dev/shm/ivs-test-fail-\(getpid())") && !fileExists(directory.path + "/pid"), "nothing left behind")
     }
 

@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 /// An exclusive flock on `<shared-memory path>.lock`, taken before any other
 /// path is touched, so two servers can never share one VM's files. flock
@@ -18,20 +19,17 @@ public final class InstanceLock {
         // A holder that exits unlinks the file while still holding the lock,
         // so a waiter may lock a file that is no longer at `path`: retry then.
         for _ in 0..<8 {
-            guard let fd = try openOrCreate(path) else { continue }
+            guard let fd = try openOrCreateNamingDirectory(path) else { continue }
             let locked = try Posix.retryingUnlessWouldBlock(.flock, "lock", path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
             guard locked != nil else {
                 let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
                 throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
             }
             guard try FileIdentity.at(path) == FileIdentity(of: fd) else { continue }
-            // The pid is for messages only, so writing it is best effort (a
-            // full file system leaves it empty: "unknown pid"), and it is
-            // padded to a fixed width so that no truncation is needed.
-            let pid = "\(getpid())\n"
-            let text = Array((pid + String(repeating: " ", count: max(0, pidFieldWidth - pid.utf8.count))).utf8)
-            _ = try? Posix.retrying(.pwrite, "write lock file", path) { pwrite(fd.rawValue, text, text.count, 0) }
-            return InstanceLock(path: path, fd: fd)
+            let lock = InstanceLock(path: path, fd: fd)
+            lock.recordOwner()
+            held.withLock { $0.append(Weak(lock)) }
+            return lock
         }
         throw StartupError(path: path, reason: "the lock file keeps changing under us; is another ivserver starting?")
     }
@@ -50,6 +48,48 @@ public final class InstanceLock {
             })
         } catch where error.errno == EEXIST {
             return nil
+        }
+    }
+
+    /// The lock file, opened or made; a missing directory is said as such.
+    private static func openOrCreateNamingDirectory(_ path: String) throws -> OwnedFD? {
+        let failure: SystemError
+        do {
+            return try openOrCreate(path)
+        } catch {
+            failure = error
+        }
+        if failure.errno == ENOENT, let missing = StartupError.missingDirectory(of: path) { throw missing }
+        throw failure
+    }
+
+    /// Writes this process's pid into the lock file. The pid is for
+    /// messages only, so writing it is best effort (a full file system
+    /// leaves it empty: "unknown pid"), and it is padded to a fixed width so
+    /// that no truncation is needed.
+    private func recordOwner() {
+        guard fd.isOpen else { return }
+        let pid = "\(getpid())\n"
+        let text = Array((pid + String(repeating: " ", count: max(0, Self.pidFieldWidth - pid.utf8.count))).utf8)
+        _ = try? Posix.retrying(.pwrite, "write lock file", path) { pwrite(fd.rawValue, text, text.count, 0) }
+    }
+
+    /// The locks this process holds, to name their new owner when it goes
+    /// to the background (a forked child inherits the flock, and the
+    /// parent that wrote its pid exits).
+    private static let held = Mutex<[Weak]>([])
+
+    private final class Weak: @unchecked Sendable {
+        weak var lock: InstanceLock?
+        init(_ lock: InstanceLock) { self.lock = lock }
+    }
+
+    /// After a fork that leaves the child holding the locks: every held
+    /// lock file names this process.
+    public static func recordOwnerAfterFork() {
+        held.withLock { locks in
+            locks.removeAll { $0.lock == nil }
+            for entry in locks { entry.lock?.recordOwner() }
         }
     }
 

@@ -32,6 +32,8 @@ public enum Daemon {
         _ = setsid()
         let null = OwnedFD(taking: try Posix.retrying(.open, nil, "/dev/null") { open("/dev/null", O_RDONLY | O_CLOEXEC) })
         try Posix.retrying(.fcntl, "dup2 /dev/null to standard input") { dup2(null.rawValue, 0) }
+        // The locks are ours now: their files name us, not the parent.
+        InstanceLock.recordOwnerAfterFork()
         return WaitingParent(writer)
     }
 

@@ -17,8 +17,14 @@ package final class ListeningSocket {
     }
 
     /// Listens on `path`, a new socket file with exactly `mode` and `group`.
-    package static func make(path: String, mode: UInt32, group: UInt32?) throws(SystemError) -> ListeningSocket {
-        let fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
+    package static func make(path: String, mode: UInt32, group: UInt32?) throws -> ListeningSocket {
+        let fd: OwnedFD
+        do {
+            fd = try UnixSocket.listen(path: path, mode: mode_t(mode), group: group.map { gid_t($0) })
+        } catch {
+            if error.call == .bind, error.errno == ENOENT, let missing = StartupError.missingDirectory(of: path) { throw missing }
+            throw error
+        }
         do {
             return ListeningSocket(path: path, fd: fd, file: try CreatedFile(path: path))
         } catch {
