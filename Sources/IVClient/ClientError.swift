@@ -33,6 +33,9 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
         case signalTableFull(offset: UInt32)
         /// The server did not answer within the handshake timeout.
         case timedOut
+        /// The socket speaks QEMU's ivshmem protocol, not the host clients'
+        /// handshake: ivserver's --qemu-sock, or a multi-peer server's.
+        case notAClientSocket
         /// The shared memory's filesystem (a tmpfs) has no page left for
         /// bytes `offset..<offset+count` (`errno`: ENOSPC, or ENOMEM): what
         /// touching them would have been a SIGBUS for.
@@ -53,6 +56,8 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
     public var description: String {
         let subject = region.map { "region '\($0)' at \(socketPath)" } ?? socketPath
         switch kind {
+        case .socketMissing where region == nil:
+            return "\(socketPath): no such socket; is the multi-peer server running, and is this its socket (-S)?"
         case .socketMissing:
             return "\(socketPath): no such socket; is ivserver running, and is this its --client-sock?"
         case .serverNotListening:
@@ -81,6 +86,9 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
             return "\(subject): the host_to_guest signal table is full; offset \(offset) was not queued (the guest has been interrupted to drain it; retry)"
         case .timedOut:
             return "\(subject): the server did not answer in time"
+        case .notAClientSocket:
+            return "\(socketPath): this is not a host-client socket: it speaks QEMU's ivshmem protocol, as ivserver's --qemu-sock "
+                + "or a multi-peer server's socket does; give ivserver's --client-sock (for a multi-peer server, use ivctl peer … -S)"
         case let .sharedMemoryFull(offset, count, code):
             return "\(subject): the shared memory's filesystem is full (\(String(cString: strerror(code)))): it has no pages left for bytes "
                 + "\(offset)..<\(offset + count), and touching them would kill this process with SIGBUS; nothing was written. "

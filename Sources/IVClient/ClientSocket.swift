@@ -39,6 +39,15 @@ struct ClientSocket {
         guard complete else { throw fail(.timedOut) }  // SO_SNDTIMEO passed
     }
 
+    /// Whether the peer has sent more than was read, unasked.
+    func hasWaitingBytes() throws(IVClientError) -> Bool {
+        do {
+            return try UnixSocket.hasWaitingBytes(fd)
+        } catch {
+            throw fail(.system(operation: error.operation, errno: error.errno))
+        }
+    }
+
     /// Reads until `count` bytes or the end of the stream, keeping every fd
     /// that arrives; more than `maximumFDs` in one read is a protocol
     /// violation (`tooManyFDs` says what the protocol allows).

@@ -52,6 +52,10 @@ struct HandshakeClient {
         }
         let version = UInt32(littleEndianBytes: greeting.bytes)!
         guard HALDProtocol.isSupported(serverVersion: version) else { throw error(.unsupportedProtocol(serverVersion: version)) }
+        // A HALD server says nothing more until it has the name; QEMU's
+        // ivshmem protocol (ivserver's --qemu-sock, a multi-peer server)
+        // sends its 8-byte version and the rest at once, unasked.
+        if try socket.hasWaitingBytes() { throw error(.notAClientSocket) }
         try socket.send(request)
         return socket
     }

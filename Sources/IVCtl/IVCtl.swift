@@ -90,6 +90,18 @@ struct ByteValue: ExpressibleByArgument, CustomStringConvertible {
         guard let parsed, parsed >= 0 else { return nil }
         value = parsed
     }
+
+    /// For an option's `transform:` (with `parsing: .unconditional`, so
+    /// that "-1" reaches it instead of reading as a flag): says what is
+    /// wrong with a value it refuses.
+    static func parse(_ text: String) throws -> ByteValue {
+        guard let value = ByteValue(argument: text) else {
+            throw ValidationError(text.hasPrefix("-") && Int(text) != nil
+                ? "offsets and lengths are 0 or more"
+                : "offsets and lengths are numbers of bytes, decimal or 0x-prefixed hex")
+        }
+        return value
+    }
 }
 
 struct Regions: ParsableCommand {
@@ -122,10 +134,10 @@ struct Dump: ParsableCommand {
     @Argument(help: "The region's name.")
     var region: String
 
-    @Option(help: ArgumentHelp("First byte, relative to the region's begin.", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("First byte, relative to the region's begin (default: 0).", valueName: "n"), transform: ByteValue.parse)
     var offset = ByteValue(0)
 
-    @Option(help: ArgumentHelp("How many bytes (default: to the region's end).", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("How many bytes (default: to the region's end).", valueName: "n"), transform: ByteValue.parse)
     var length: ByteValue?
 
     func run() throws {
@@ -160,7 +172,7 @@ struct Signal: ParsableCommand {
     @Argument(help: "The region's name.")
     var region: String
 
-    @Option(help: ArgumentHelp("Queue this futex word's offset in the host_to_guest signal table first.", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Queue this futex word's offset in the host_to_guest signal table first.", valueName: "n"), transform: ByteValue.parse)
     var offset: ByteValue?
 
     @Flag(help: "With --offset: ask the guest to signal the word back.")

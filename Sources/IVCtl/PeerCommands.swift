@@ -174,10 +174,10 @@ struct PeerDump: ParsableCommand {
 
     @OptionGroup var server: PeerServerOptions
 
-    @Option(help: ArgumentHelp("First byte.", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("First byte (default: 0).", valueName: "n"), transform: ByteValue.parse)
     var offset = ByteValue(0)
 
-    @Option(help: ArgumentHelp("How many bytes (default: to the end).", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("How many bytes (default: to the end).", valueName: "n"), transform: ByteValue.parse)
     var length: ByteValue?
 
     func run() throws {

@@ -5,7 +5,7 @@ import IVClient
 /// argument as text, or as hex with --hex, or standard input when there is
 /// no argument.
 struct WriteInput: ParsableArguments {
-    @Option(help: ArgumentHelp("First byte to write (relative to the region's begin for ivctl write).", valueName: "n"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("First byte to write, relative to the region's begin for ivctl write (default: 0).", valueName: "n"), transform: ByteValue.parse)
     var offset = ByteValue(0)
 
     @Flag(help: "DATA (or standard input) is hex digits, two a byte; spaces and newlines between bytes are ignored.")

@@ -371,6 +371,11 @@ struct GroupArgument: ExpressibleByArgument {
             return nil
         }
     }
+
+    /// Why `argument` names no group.
+    @Sendable static func problem(_ argument: String) -> String {
+        "there is no group named '\(argument)' on this host (give a group's name, as getent group lists them, or its number)"
+    }
 }
 
 enum LogLevelArgument: String, ExpressibleByArgument, CaseIterable {

@@ -16,13 +16,18 @@ struct ServeFlag: Sendable {
     let help: String
     let repeatable: Bool
     let apply: @Sendable (String, inout ServeSettings) -> Bool
+    /// What is wrong with a value `apply` rejects, when more can be said
+    /// than that it is invalid.
+    let explain: (@Sendable (String) -> String)?
 
     init(_ name: String, value: String?, repeatable: Bool = false, help: String,
+         explain: (@Sendable (String) -> String)? = nil,
          apply: @escaping @Sendable (String, inout ServeSettings) -> Bool) {
         self.name = "--" + name
         valueName = value
         self.help = help
         self.repeatable = repeatable
+        self.explain = explain
         self.apply = apply
     }
 
@@ -32,7 +37,8 @@ struct ServeFlag: Sendable {
     /// Applies every value given for this flag; the usage error for one it rejects.
     func apply(_ values: [String], to settings: inout ServeSettings) throws {
         for value in values where !apply(value, &settings) {
-            throw ValidationError("The value '\(value)' is invalid for '\(name) <\(valueName ?? "value")>'")
+            throw ValidationError("The value '\(value)' is invalid for '\(name) <\(valueName ?? "value")>'"
+                + (explain.map { ": " + $0(value) } ?? ""))
         }
     }
 }
@@ -70,7 +76,7 @@ extension ServeFlag {
         return true
     }
     static let socketGroup = ServeFlag("socket-group", value: "group", help:
-        "Group of the socket files (name or number); default: the server's group.") {
+        "Group of the socket files (name or number); default: the server's group.", explain: GroupArgument.problem) {
         guard let group = GroupArgument(argument: $0) else { return false }
         $1.access.socketGroup = group.gid
         return true
@@ -87,7 +93,7 @@ extension ServeFlag {
         return true
     }
     static let allowGID = ServeFlag("allow-gid", value: "group", repeatable: true, help:
-        "Also serve peers in this group, primary or supplementary (repeatable; name or number).") {
+        "Also serve peers in this group, primary or supplementary (repeatable; name or number).", explain: GroupArgument.problem) {
         guard let group = GroupArgument(argument: $0) else { return false }
         $1.access.allowedGIDs.append(group.gid)
         return true

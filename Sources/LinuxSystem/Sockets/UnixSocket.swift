@@ -218,6 +218,14 @@ public enum UnixSocket {
         public var end = End.complete
     }
 
+    /// Whether a byte is waiting to be read on `socket` now (without reading
+    /// it or waiting for one).
+    public static func hasWaitingBytes(_ socket: OwnedFD) throws(SystemError) -> Bool {
+        var byte: UInt8 = 0
+        let peeked = try Posix.retryingUnlessWouldBlock(.recvmsg, "peek", nil) { recv(socket.rawValue, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) }
+        return (peeked ?? 0) > 0
+    }
+
     /// Reads from a blocking socket until `count` bytes, the end of the
     /// stream, a reset or its receive timeout, keeping every fd that comes
     /// (room for `maximumFDs` a read).
