@@ -274,7 +274,7 @@ struct ClientTests {
         let directory = TemporaryDirectory()
         func fakeServer(_ name: String, reply: @escaping @Sendable (OwnedFD) throws -> Void) throws -> (String, TestThread) {
             let path = directory.path + "/" + name
-            nonisolated(unsafe) let listener = try UnixSocket.listen(path: path)  // used by the thread alone
+            let listener = try UnixSocket.listen(path: path)  // used by the thread alone
             let thread = TestThread {
                 var entry = pollfd(fd: listener.rawValue, events: Int16(POLLIN), revents: 0)
                 guard poll(&entry, 1, 5000) == 1, case let .accepted(connection)? = try? UnixSocket.accept(listener) else { return }

@@ -37,7 +37,7 @@ struct FairnessTests {
         let sockets = try (0..<1000).map { _ in try connectClient(server.clientSocketPath) }
         let served = Shared(0)
         let failures = Shared<[String]>([])
-        nonisolated(unsafe) let shared = sockets
+        let shared = sockets
         let threads = (0..<16).map { index in
             TestThread {
                 for socket in stride(from: index, to: shared.count, by: 16).map({ shared[$0] }) {
