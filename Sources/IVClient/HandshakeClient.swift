@@ -65,11 +65,16 @@ struct HandshakeClient {
     /// A server that closes without a word does not know the request, or
     /// does not serve us.
     func query() throws(IVClientError) -> String {
+        String(decoding: try queryBytes(), as: UTF8.self)
+    }
+
+    /// The same, as the bytes that came.
+    func queryBytes() throws(IVClientError) -> [UInt8] {
         let socket = try request()
         let reply = try receive(socket, count: 1 << 20)
         guard reply.fds.isEmpty else { throw error(.protocolViolation("fds came with the answer")) }
         guard !reply.bytes.isEmpty else { throw error(.refused) }
-        return String(decoding: reply.bytes, as: UTF8.self)
+        return reply.bytes
     }
 
     private func connect() throws(IVClientError) -> ClientSocket {

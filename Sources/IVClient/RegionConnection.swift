@@ -54,9 +54,9 @@ public final class RegionConnection: Sendable {
         do {
             fds = try handshake.run()
         } catch where error.kind == .refused {
-            let others = HALDProtocol.wellKnownRegionNames.filter { $0 != region }
-            if let layout = try? readLayout(socket: socket, tryingRegions: others, timeout: timeout),
-               layout.region(named: region) == nil {
+            // Only to say which regions there are: a layout that cannot be
+            // read leaves the refusal as it came.
+            if let layout = try? readLayout(socket: socket, timeout: timeout), layout.region(named: region) == nil {
                 throw IVClientError(.unknownRegion(available: layout.regions.map(\.name)), socketPath: socket, region: region)
             }
             throw error
@@ -99,11 +99,34 @@ public final class RegionConnection: Sendable {
         try Self.attachedVM(socket: socketPath, timeout: timeout)
     }
 
-    /// The live layout, through the shared memory of the first of `names`
-    /// the server grants. The protocol gives the shared memory only to a
-    /// handshake that names a region, so one name must be right.
+    /// The live layout, whatever its regions are called: asked with
+    /// ivserver's layout request; from a server without it (an older
+    /// ivserver, the original one), through the shared memory of the first
+    /// of `names` the server grants.
     public static func readLayout(socket: String = defaultSocketPath,
-                                  tryingRegions names: [String] = HALDProtocol.wellKnownRegionNames,
+                                  timeout: Duration = .seconds(5)) throws(IVClientError) -> LayoutHeader {
+        let client = HandshakeClient(socketPath: socket, region: HALDProtocol.layoutRequestName, timeout: timeout)
+        let answer: [UInt8]
+        do {
+            answer = try client.queryBytes()
+        } catch where error.kind == .refused {
+            return try readLayout(socket: socket, tryingRegions: HALDProtocol.wellKnownRegionNames, timeout: timeout)
+        }
+        guard let (size, header) = HALDProtocol.LayoutAnswer.decode(answer) else {
+            throw client.error(.protocolViolation("a layout answer of \(answer.count) bytes"))
+        }
+        do throws(HeaderError) {
+            return try LayoutHeader.decode(header, fileSize: size)
+        } catch {
+            throw client.error(.badLayout(error))
+        }
+    }
+
+    /// The live layout, through the shared memory of the first of `names`
+    /// the server grants (the protocol gives the shared memory only to a
+    /// handshake that names a region, so one name must be right).
+    public static func readLayout(socket: String = defaultSocketPath,
+                                  tryingRegions names: [String],
                                   timeout: Duration = .seconds(5)) throws(IVClientError) -> LayoutHeader {
         var refusal = IVClientError(.refused, socketPath: socket, region: names.first)
         for name in names {

@@ -56,10 +56,12 @@ struct ServerOptions: ParsableArguments {
         }
     }
 
-    /// The live layout, through a handshake for the first of `names` the server knows.
-    func layout(tryingRegions names: [String] = HALDProtocol.wellKnownRegionNames) throws -> LayoutHeader {
+    /// The live layout: asked for as such, or, with `region`, through a
+    /// handshake for that region.
+    func layout(region: String? = nil) throws -> LayoutHeader {
         try report { () throws(IVClientError) in
-            try RegionConnection.readLayout(socket: clientSocket, tryingRegions: names, timeout: timeout)
+            if let region { return try RegionConnection.readLayout(socket: clientSocket, tryingRegions: [region], timeout: timeout) }
+            return try RegionConnection.readLayout(socket: clientSocket, timeout: timeout)
         }
     }
 }
@@ -107,15 +109,19 @@ struct ByteValue: ExpressibleByArgument, CustomStringConvertible {
 struct Regions: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print the live region table, read from the shared memory.",
-        discussion: "The server hands out the shared memory only to a handshake that names a region; without --region, ivctl tries the region names of Cuttlefish's layouts.")
+        discussion: "Asks the server for its layout, whatever the regions are called; from a server without that request (an older ivserver, the original one), it reads the layout through the shared memory of a handshake with one of Cuttlefish's region names, or with --region.")
 
     @OptionGroup var server: ServerOptions
 
-    @Option(help: ArgumentHelp("A region the server knows, to make the handshake with.", valueName: "name"))
+    @Option(help: ArgumentHelp("Read the layout through a handshake for this region (for a server without the layout request).", valueName: "name"))
     var region: String?
 
+    @Flag(help: "Print one JSON object (version, socket, shared_memory_size, regions by name) instead of the table.")
+    var json = false
+
     func run() throws {
-        let layout = try server.layout(tryingRegions: region.map { [$0] } ?? HALDProtocol.wellKnownRegionNames)
+        let layout = try server.layout(region: region)
+        if json { return JSONOutput.print(JSONOutput.regions(layout, socket: server.clientSocket)) }
         var lines = ["layout at \(server.clientSocket): \(layout.regions.count) regions, version \(layout.majorVersion).\(layout.minorVersion), "
             + "shared memory \(layout.size) bytes (\(hex0x(layout.size)))"]
         lines += RegionTable.lines(layout)
@@ -257,11 +263,19 @@ struct Status: ParsableCommand {
 
     @OptionGroup var server: ServerOptions
 
+    @Flag(help: "Print one JSON object (version, socket, vm: null or its identity, shared_memory_size, regions by name, state: the lines above) instead of the text.")
+    var json = false
+
     func run() throws {
         let text = try report { () throws(IVClientError) in
             try RegionConnection.serverStatus(socket: server.clientSocket, timeout: server.timeout)
         }
-        Output.text(text)
+        guard json else { return Output.text(text) }
+        let (vm, layout) = try report { () throws(IVClientError) in
+            (try RegionConnection.attachedVM(socket: server.clientSocket, timeout: server.timeout),
+             try RegionConnection.readLayout(socket: server.clientSocket, timeout: server.timeout))
+        }
+        JSONOutput.print(JSONOutput.status(socket: server.clientSocket, vm: vm, layout: layout, state: text))
     }
 }
 

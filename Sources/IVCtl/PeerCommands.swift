@@ -61,8 +61,12 @@ struct PeerList: ParsableCommand {
 
     @OptionGroup var server: PeerServerOptions
 
+    @Flag(help: "Print one JSON object (version, socket, id, shared_memory_size, vectors, peers: [{id, vectors}]) instead of the lines.")
+    var json = false
+
     func run() throws {
         let peer = try server.join()
+        if json { return JSONOutput.print(JSONOutput.peers(peer, socket: server.socket)) }
         var lines = ["peer \(peer.id) (this one) at \(server.socket): shared memory \(peer.memory.count) bytes, \(peer.vectorCount) vectors"]
         lines += peer.peers.map { "peer \($0.id): \($0.vectors) vectors" }
         if peer.peers.isEmpty { lines.append("no other peers") }

@@ -21,6 +21,7 @@ public struct ClientHandshake: Sendable {
     private static let queries: [(name: [UInt8], query: Query)] = [
         (Array(HALDProtocol.statusRequestName.utf8), .status),
         (Array(HALDProtocol.vmInfoRequestName.utf8), .vmInfo),
+        (Array(HALDProtocol.layoutRequestName.utf8), .layout),
     ]
 
     /// ivserver's requests that name no region (16 bytes, where a region
@@ -30,6 +31,8 @@ public struct ClientHandshake: Sendable {
         case status
         /// Who the attached VM is (`HALDProtocol.VMInfo`).
         case vmInfo
+        /// The layout header (`HALDProtocol.LayoutAnswer`).
+        case layout
     }
 
     public enum Refusal: Equatable, Sendable, CustomStringConvertible {

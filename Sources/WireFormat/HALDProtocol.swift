@@ -47,6 +47,28 @@ public enum HALDProtocol {
     /// bytes like the status request): one line, `VMInfo`'s text.
     public static let vmInfoRequestName = "#ivserver.vminfo"
 
+    /// A request for the layout (ivserver's extension, 16 bytes like the
+    /// status request), whatever its regions are called: the answer is
+    /// `LayoutAnswer`'s bytes, then a close.
+    public static let layoutRequestName = "#ivserver.layout"
+
+    /// The answer to `layoutRequestName`: the shared memory's size (u64,
+    /// little-endian), then the layout header exactly as it is at the
+    /// memory's start (docs/protocols.md).
+    public enum LayoutAnswer {
+        public static func encode(sharedMemorySize: UInt64, header: [UInt8]) -> [UInt8] {
+            var bytes: [UInt8] = []
+            bytes.appendLittleEndian(sharedMemorySize)
+            return bytes + header
+        }
+
+        /// The size and the header's bytes; nil when the answer is too short to hold a size.
+        public static func decode(_ bytes: [UInt8]) -> (sharedMemorySize: UInt64, header: [UInt8])? {
+            guard bytes.count > 8, let size = UInt64(littleEndianBytes: Array(bytes[..<8])) else { return nil }
+            return (size, Array(bytes[8...]))
+        }
+    }
+
     /// The answer to `vmInfoRequestName`: the VM's process (pid and its
     /// start time, which together tell one VM from the next), and when it
     /// attached. A new VM is a new process; one taken over across the

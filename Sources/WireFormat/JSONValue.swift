@@ -49,6 +49,49 @@ public enum JSONValue: Equatable, Sendable {
 }
 
 /// A JSON syntax error with its 1-based line and column.
+extension JSONValue {
+    /// A number member from an integer.
+    public static func integer(_ value: some BinaryInteger) -> JSONValue { .number(String(value)) }
+
+    /// The text of this value: objects and arrays a member a line,
+    /// indented by two spaces a level, members in their order.
+    public func serialized(indent: String = "") -> String {
+        let inner = indent + "  "
+        switch self {
+        case .null: return "null"
+        case let .bool(value): return value ? "true" : "false"
+        case let .number(literal): return literal
+        case let .string(text): return Self.quoted(text)
+        case let .array(items):
+            guard !items.isEmpty else { return "[]" }
+            return "[\n" + items.map { inner + $0.serialized(indent: inner) }.joined(separator: ",\n") + "\n\(indent)]"
+        case let .object(members):
+            guard !members.isEmpty else { return "{}" }
+            return "{\n" + members.map { inner + Self.quoted($0.key) + ": " + $0.value.serialized(indent: inner) }.joined(separator: ",\n")
+                + "\n\(indent)}"
+        }
+    }
+
+    /// A JSON string literal of `text`.
+    public static func quoted(_ text: String) -> String {
+        var out = "\""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            case _ where scalar.value < 0x20:
+                let digits = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - digits.count) + digits
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
+
 public struct JSONSyntaxError: Error, Equatable, Sendable, CustomStringConvertible {
     public var line: Int
     public var column: Int

@@ -260,10 +260,10 @@ struct ClientTests {
         #expect(error?.kind == .invalidArgument("a region name is 1 to 16 bytes"))
         #expect(server.stop() == 0)
 
-        // a layout with none of the well-known names: a refusal cannot be explained
+        // a layout with none of the well-known names: the layout request still explains a refusal
         let custom = try ServerProcess(layoutJSON: unalignedLayoutJSON)
         error = clientError { _ = try open("nosuch", custom) }
-        #expect(error?.kind == .refused)
+        #expect(error?.kind == .unknownRegion(available: ["ring", "odd", "manager", "managed"]))
         #expect(try open("odd", custom).layout.regions.map(\.name) == ["ring", "odd", "manager", "managed"])
         #expect(try RegionConnection.readLayout(socket: custom.clientSocketPath, tryingRegions: ["nosuch", "managed"]).regions.count == 4)
         #expect(custom.stop() == 0)

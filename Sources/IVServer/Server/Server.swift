@@ -274,6 +274,9 @@ public final class Server: Servable {
         switch query {
         case .status: return Array((stateLines().joined(separator: "\n") + "\n").utf8)
         case .vmInfo: return Array(HALDProtocol.VMInfo.text(vm?.info).utf8)
+        case .layout:
+            guard let resources else { return [] }
+            return HALDProtocol.LayoutAnswer.encode(sharedMemorySize: resources.sharedMemory.size, header: LayoutEncoder.encode(configuration.layout))
         }
     }
 
