@@ -54,7 +54,8 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
     }
 
     public var description: String {
-        let subject = region.map { "region '\($0)' at \(socketPath)" } ?? socketPath
+        // ivserver's requests (#ivserver.status, …) name no region.
+        let subject = region.flatMap { $0.hasPrefix("#ivserver.") ? nil : "region '\($0)' at \(socketPath)" } ?? socketPath
         switch kind {
         case .socketMissing where region == nil:
             return "\(socketPath): no such socket; is the multi-peer server running, and is this its socket (-S)?"

@@ -14,14 +14,16 @@ struct WriteInput: ParsableArguments {
     @Argument(help: ArgumentHelp("The bytes to write, as text (UTF-8); without it, standard input.", valueName: "data"))
     var data: String?
 
-    /// The bytes, read from the argument or standard input.
-    func bytes() throws -> [UInt8] {
+    /// The bytes, read from the argument or standard input (as much as
+    /// `room` bytes, the room from the offset to the memory's end, can
+    /// take: more is refused by `range` as for an argument).
+    func bytes(room: Int) throws -> [UInt8] {
         let raw: [UInt8]
         if let data {
             raw = Array(data.utf8)
         } else {
             do {
-                raw = try StandardStream.readInput()
+                raw = try StandardStream.readInput(maximum: max(16 << 20, (hex ? 3 : 1) * room + 1))
             } catch {
                 Output.error("ivctl: cannot read standard input: \(error)")
                 throw Exit.failure
@@ -77,7 +79,7 @@ struct Write: ParsableCommand {
 
     func run() throws {
         let connection = try server.open(region)
-        let bytes = try input.bytes()
+        let bytes = try input.bytes(room: Int(connection.descriptor.size) - min(input.offset.value, Int(connection.descriptor.size)))
         let start = try input.range(count: bytes.count, in: Int(connection.descriptor.size), what: "region '\(region)'")
         try report { () throws(IVClientError) in
             // Pages first: on a full filesystem, an error rather than a SIGBUS mid-write.
@@ -100,7 +102,7 @@ struct PeerWrite: ParsableCommand {
 
     func run() throws {
         let peer = try server.join()
-        let bytes = try input.bytes()
+        let bytes = try input.bytes(room: peer.memory.count - min(input.offset.value, peer.memory.count))
         let start = try input.range(count: bytes.count, in: peer.memory.count, what: "the shared memory")
         try reportPeer { () throws(IVClientError) in
             try peer.memory.reserve(offset: start, count: bytes.count)

@@ -16,14 +16,15 @@ package enum FileContents {
 
     /// Everything `fd` has to its end (standard input, a pipe), naming
     /// `name` in errors. The caller keeps the fd.
-    package static func read(fd: Int32, name: String, firstRead: Int = 64 << 10, shortReadEnds: Bool = false) throws(SystemError) -> [UInt8] {
+    package static func read(fd: Int32, name: String, firstRead: Int = 64 << 10, shortReadEnds: Bool = false,
+                             maximum: Int = maximumSize) throws(SystemError) -> [UInt8] {
         var contents = try chunk(fd, name, count: firstRead)
         if shortReadEnds && contents.count < firstRead { return contents }
         while true {
             let more = try chunk(fd, name, count: 64 << 10)
             if more.isEmpty { return contents }
             contents += more
-            if contents.count > maximumSize { throw SystemError(.read, nil, "\(name) (larger than 16 MiB)", errno: EFBIG) }
+            if contents.count > maximum { throw SystemError(.read, nil, "\(name) (larger than \(MemorySize.approximate(UInt64(maximum))))", errno: EFBIG) }
         }
     }
 

@@ -26,8 +26,9 @@ public enum StandardStream: Int32, Sendable {
         write(Array(text.utf8))
     }
 
-    /// All of standard input, to its end.
-    public static func readInput() throws(SystemError) -> [UInt8] {
-        try FileContents.read(fd: 0, name: "standard input")
+    /// All of standard input, to its end; more than `maximum` bytes is an
+    /// EFBIG (16 MiB unless told).
+    public static func readInput(maximum: Int? = nil) throws(SystemError) -> [UInt8] {
+        try FileContents.read(fd: 0, name: "standard input", maximum: maximum ?? FileContents.maximumSize)
     }
 }
