@@ -1,9 +1,30 @@
 #!/usr/bin/env bash
 # Builds build/ivserver_<version>_<arch>.deb with Debian's own tools, from a
 # release build linked with the Swift standard library statically (the
-# installed binary needs no Swift runtime).
+# installed binary needs no Swift runtime), and beside it
+# ivserver_<version>_<arch>.buildinfo, what a verifier needs to build it again.
+#
+# Reproducible: the same commit gives the same .deb, byte for byte, whatever
+# folder and filesystem it is built in, and whatever the time, time zone,
+# umask and locale (docs/package.md, "Checking a .deb against its commit").
+# Timestamps are SOURCE_DATE_EPOCH (honoured when set; else the commit's
+# time, or the changelog's in a tree without git history), the build path is
+# mapped away from everything compiled, and modes, owners, member order and
+# sizes depend on nothing else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+export LC_ALL=C TZ=UTC
+umask 022
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+    SOURCE_DATE_EPOCH=$(git log -1 --format=%ct 2>/dev/null || true)
+    [ -n "$SOURCE_DATE_EPOCH" ] || SOURCE_DATE_EPOCH=$(date -u -d "$(dpkg-parsechangelog -l packaging/changelog -S Date)" +%s)
+fi
+export SOURCE_DATE_EPOCH
+# Where the tree is, as the compilers see it; mapped to one fixed path.
+here=$(pwd -P)
+source_map=/usr/src/ivserver
+path_maps=(-Xswiftc -file-prefix-map -Xswiftc "$here=$source_map" -Xcc "-ffile-prefix-map=$here=$source_map")
 
 upstream=$(cat VERSION)
 version="$upstream-1"
@@ -12,7 +33,7 @@ out=build/ivserver_${version}_${arch}.deb
 root=build/deb-root
 scratch=.build-release
 
-swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED
+swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED "${path_maps[@]}"
 
 rm -rf "$root"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/lib/systemd/system" \
@@ -40,7 +61,7 @@ chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 # build folder of its own: in $scratch it would overwrite the packaged
 # binaries, and the next package would ship those.
 manual_scratch=.build-manual
-swift package --scratch-path "$manual_scratch" --allow-writing-to-package-directory generate-manual \
+swift package --scratch-path "$manual_scratch" --allow-writing-to-package-directory "${path_maps[@]}" generate-manual \
     --date "$(date -u -d "$(dpkg-parsechangelog -l packaging/changelog -S Date)" +%Y-%m-%d)" \
     --authors "ivserver developers" >/dev/null
 # Blank lines (paragraphs of the help text) become mdoc paragraph breaks.
@@ -66,12 +87,21 @@ mkdir -p "$workdir/debian"
 printf 'Source: ivserver\n\nPackage: ivserver\nArchitecture: any\n' > "$workdir/debian/control"
 depends=$(cd "$workdir" && dpkg-shlibdeps -O "$OLDPWD/$root/usr/bin/ivserver" "$OLDPWD/$root/usr/bin/ivctl" 2>/dev/null | sed -n 's/^shlibs:Depends=//p')
 
-size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+# Installed-Size as dpkg-gencontrol counts it: each file's KiB rounded up,
+# one for every other entry (not `du`, which differs by filesystem).
+size=$(cd "$root" && find . -path ./DEBIAN -prune -o ! -path . -printf '%y %s\n' \
+    | awk '$1 == "f" { total += int(($2 + 1023) / 1024) } $1 != "f" { total += 1 } END { print total }')
 sed -e "s/@VERSION@/$version/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" -e "s/@DEPENDS@/$depends/" \
     packaging/control.in > "$root/DEBIAN/control"
 (cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) > "$root/DEBIAN/md5sums"
 chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums" "$root/DEBIAN/conffiles" "$root/DEBIAN/triggers"
 
+# Modes whatever the umask was when the files were made, every timestamp
+# the commit's; dpkg-deb sorts the members and dates the archive's own by
+# SOURCE_DATE_EPOCH; one compressor thread, as any machine would run it.
+find "$root" -type d -exec chmod 0755 {} +
+find "$root" -exec touch --no-dereference --date="@$SOURCE_DATE_EPOCH" {} +
 mkdir -p build
-dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
+dpkg-deb --root-owner-group -Zxz --threads-max=1 --build "$root" "$out" >/dev/null
+scripts/write-buildinfo.sh "$out" > "${out%.deb}.buildinfo"
 echo "$out"

@@ -102,6 +102,13 @@ check "the installed binary uses the packaged layout" grep -q 'no --layout given
 check "the installed binary serves a real handshake" test "$(handshake "$work/y/c.sock" hwcomposer)" = "fds 3 bytes 8"
 check "the installed ivctl reads the live table" grep -q '^3  gralloc_memory   0x10000     0x19010000' \
     <(/usr/bin/ivctl regions --client-sock "$work/y/c.sock")
+buildinfo=${deb%.deb}.buildinfo
+check "a .buildinfo beside the .deb records its sha256" grep -q "^ $(sha256sum "$deb" | cut -d' ' -f1) " "$buildinfo"
+check "and the commit, the Swift toolchain and the Debian release" \
+    bash -c "grep -q '^Source-Commit: ' $buildinfo && grep -q '^Swift-Toolchain: Swift version' $buildinfo && grep -q '^Debian-Release: ' $buildinfo"
+check "and the build packages' versions" grep -q '^ libuv1-dev (= ' "$buildinfo"
+check "every file of the package dated by the commit (SOURCE_DATE_EPOCH)" \
+    test -z "$(TZ=UTC dpkg-deb -c "$deb" | awk -v d="$(date -u -d "@$(git log -1 --format=%ct)" '+%Y-%m-%d %H:%M')" '$4" "$5 != d')"
 check "ivctl's man page documents the exit codes" grep -q "wait: the timeout passed" <(zcat /usr/share/man/man1/ivctl.1.gz)
 stop
 dpkg --purge ivserver >/dev/null
@@ -116,8 +123,11 @@ echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
 
 # The units themselves, under a real systemd in a container; then with a
-# real libvirtd there (docs/libvirt.md). Both run, whatever the first says.
+# real libvirtd there (docs/libvirt.md); then the same commit built again
+# elsewhere, which must give the same bytes (docs/package.md). All run,
+# whatever the first says.
 status=0
 scripts/systemd-test.sh "$deb" || status=1
 scripts/libvirt-test.sh "$deb" || status=1
+scripts/reproducible-check.sh "$deb" || status=1
 exit $status

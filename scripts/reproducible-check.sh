@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Checks that the .deb is reproducible: the same commit, built again in
+# another folder on another filesystem (a tmpfs), at another time, with
+# another time zone, umask and locale, gives the same bytes. On a
+# difference it says which member differs, and which file in it.
+#
+# usage: scripts/reproducible-check.sh [build/ivserver_<version>_<arch>.deb]
+#   With a .deb built from this tree (whose work tree must be clean, so
+#   that it is the commit's), builds once more; without, builds twice.
+# Needs root (it mounts a tmpfs) and a committed tree.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "$0: needs root (it mounts a tmpfs)" >&2; exit 1; }
+
+work=$(mktemp -d /var/tmp/ivs-repro.XXXXXX)
+cleanup() {
+    mountpoint -q "$work/tmpfs" && umount -l "$work/tmpfs"
+    rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+# build FOLDER TZ UMASK LOCALE: a clone of HEAD in FOLDER, built there; prints the .deb's path.
+build() {
+    git clone -q "$PWD" "$1"
+    (cd "$1" && umask "$3" && env TZ="$2" LC_ALL="$4" LANG="$4" scripts/build-deb.sh | tail -1 | sed "s|^|$1/|")
+}
+
+if [ $# -ge 1 ] && [ -z "$(git status --porcelain --untracked-files=no)" ]; then
+    first=$(realpath "$1")
+    echo "first build: $first (this tree, $(pwd -P))"
+else
+    [ $# -ge 1 ] && echo "this tree has uncommitted changes: building the commit twice"
+    first=$(build "$work/a/ivserver" America/Los_Angeles 0002 C.UTF-8)
+    echo "first build: $first"
+fi
+mkdir -p "$work/tmpfs"
+mount -t tmpfs -o size=8g tmpfs "$work/tmpfs"
+second=$(build "$work/tmpfs/elsewhere/ivserver-again" Asia/Kolkata 0077 POSIX)
+echo "second build: $second (a tmpfs, another folder, TZ=Asia/Kolkata, umask 0077, LC_ALL=POSIX)"
+
+a=$(sha256sum "$first" | cut -d' ' -f1)
+b=$(sha256sum "$second" | cut -d' ' -f1)
+echo "  sha256 $a"
+echo "  sha256 $b"
+if [ "$a" = "$b" ]; then
+    echo "reproducible: 1 passed, 0 failed"
+    exit 0
+fi
+
+# Which member of the ar archive, then which file of the tarballs.
+echo "NOT reproducible: the two .debs differ"
+for side in a b; do mkdir -p "$work/ar-$side"; done
+(cd "$work/ar-a" && ar x "$first")
+(cd "$work/ar-b" && ar x "$second")
+for member in $(ar t "$first"); do
+    if cmp -s "$work/ar-a/$member" "$work/ar-b/$member"; then echo "  same:    $member"; else echo "  differs: $member"; fi
+done
+for side in a b; do
+    deb=$first; [ $side = b ] && deb=$second
+    mkdir -p "$work/tree-$side"
+    dpkg-deb -R "$deb" "$work/tree-$side"
+    dpkg-deb -c "$deb" > "$work/list-$side"
+done
+diff "$work/list-a" "$work/list-b" | sed 's/^/  listing: /' || true
+(cd "$work/tree-a" && find . -type f | sort) | while read -r file; do
+    cmp -s "$work/tree-a/$file" "$work/tree-b/$file" || echo "  file differs: $file ($(cmp "$work/tree-a/$file" "$work/tree-b/$file" 2>&1 | head -1))"
+done
+echo "reproducible: 0 passed, 1 failed"
+exit 1
