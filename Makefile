@@ -58,6 +58,7 @@ qemu-deps:
 # every fd of the test process until the child execs; a socket another test
 # just closed would then stay open a moment longer, which the VM tests see.
 test: deps qemu-deps
+	python3 scripts/check-imports.py
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --no-parallel
 

@@ -6,7 +6,6 @@ let package = Package(
     products: [
         .executable(name: "ivserver", targets: ["Main"]),
         .executable(name: "ivctl", targets: ["IVCtl"]),
-        .library(name: "IVServer", targets: ["IVServer"]),
         .library(name: "IVClient", targets: ["IVClient"]),
     ],
     dependencies: [
@@ -58,18 +57,21 @@ let package = Package(
             dependencies: [
                 "IVServer",
                 "MultiPeer",
+                "ServerCore",
+                "LinuxSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // The host-side SDK: a region's fds, mapping and signalling.
         .target(
             name: "IVClient",
-            dependencies: ["CLinux", "LinuxSystem", "WireFormat"]
+            dependencies: ["LinuxSystem", "WireFormat"]
         ),
         .executableTarget(
             name: "IVCtl",
             dependencies: [
                 "IVClient",
+                "LinuxSystem",
                 "WireFormat",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]

@@ -1,3 +1,4 @@
+import LinuxSystem
 import WireFormat
 import IVClient
 

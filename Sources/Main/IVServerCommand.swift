@@ -1,5 +1,5 @@
+import LinuxSystem
 import ServerCore
-import EventLoop
 import ArgumentParser
 import Glibc
 import IVServer

@@ -1,6 +1,6 @@
+import LinuxSystem
 import MultiPeer
 import ServerCore
-import EventLoop
 import ArgumentParser
 import IVServer
 

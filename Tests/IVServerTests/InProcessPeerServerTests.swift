@@ -1,3 +1,4 @@
+import WireFormat
 import CLinux
 import Glibc
 import Testing

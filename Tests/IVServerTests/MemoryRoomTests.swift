@@ -1,3 +1,4 @@
+import WireFormat
 @testable import LinuxSystem
 @testable import ServerCore
 import Glibc

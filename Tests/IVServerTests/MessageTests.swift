@@ -1,3 +1,4 @@
+import LinuxSystem
 @testable import ServerCore
 import Glibc
 import Testing

@@ -1,3 +1,4 @@
+import LinuxSystem
 @testable import ServerCore
 @testable import MultiPeer
 import WireFormat

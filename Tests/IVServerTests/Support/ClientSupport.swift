@@ -1,3 +1,5 @@
+import WireFormat
+import LinuxSystem
 @testable import ServerCore
 import Glibc
 import Synchronization
