@@ -61,7 +61,7 @@ chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 # build folder of its own: in $scratch it would overwrite the packaged
 # binaries, and the next package would ship those.
 manual_scratch=.build-manual
-swift package --scratch-path "$manual_scratch" --allow-writing-to-package-directory "${path_maps[@]}" generate-manual \
+swift package --scratch-path "$manual_scratch" --allow-writing-to-package-directory generate-manual \
     --date "$(date -u -d "$(dpkg-parsechangelog -l packaging/changelog -S Date)" +%Y-%m-%d)" \
     --authors "ivserver developers" >/dev/null
 # Blank lines (paragraphs of the help text) become mdoc paragraph breaks.
