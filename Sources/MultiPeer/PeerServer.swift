@@ -70,11 +70,20 @@ public final class PeerServer: Servable {
             if case let .reused(holders) = origin {
                 report(.peerMemoryReused(path: configuration.memory.description, size: memory.size, holders: holders))
             }
-            if try ListeningSocket.removeLeftover(path: configuration.socketPath) {
-                report(.leftoverRemoved(path: configuration.socketPath, what: "a socket nobody listened on"))
+            // A systemd socket unit's listener (ivshmem-server@.socket), by its path.
+            var handed = ServiceManager.takeHandedDescriptors()
+            var activated = ActivatedListeners.take(from: &handed, ownPrefix: nil)
+            if let unit = activated.take(path: configuration.socketPath) {
+                listening = try ListeningSocket.activated(unit.fd, path: configuration.socketPath)
+                report(.detail("serving on \(configuration.socketPath), handed in by a socket unit (\(unit.name))"))
+            } else {
+                if try ListeningSocket.removeLeftover(path: configuration.socketPath) {
+                    report(.leftoverRemoved(path: configuration.socketPath, what: "a socket nobody listened on"))
+                }
+                listening = try ListeningSocket.make(path: configuration.socketPath, mode: configuration.socketMode,
+                                                     group: configuration.socketGroup)
             }
-            listening = try ListeningSocket.make(path: configuration.socketPath, mode: configuration.socketMode,
-                                                 group: configuration.socketGroup)
+            for path in activated.closeRest() { report(.detail("closed a handed-in listener on \(path): not this server's socket")) }
         } catch {
             close()
             throw error
@@ -127,7 +136,7 @@ public final class PeerServer: Servable {
         guard control.beginClosing() else { return }
         listener = nil
         listening?.fd.close()
-        listening?.file.remove()
+        if let listening, listening.ownsFile { listening.file.remove() }
         listening = nil
         memory?.file?.remove()
         memory = nil

@@ -5,6 +5,9 @@ import ServerCore
 /// manager's store or across SIGUSR2's re-exec, so that the next server
 /// process of the same VM finds them.
 enum HandoverName {
+    /// Every name of the server's own begins so; any other handed fd is a
+    /// socket unit's (ActivatedListeners).
+    static let prefix = "ivs-"
     static let sharedMemory = "ivs-shm"
     static let qemuListener = "ivs-qemu-listen"
     static let clientListener = "ivs-client-listen"
@@ -122,7 +125,11 @@ struct ServedListener {
     let baseName: String
     /// The name it was handed over under, when it was.
     let handedName: String?
+    /// The name a systemd socket unit handed it in under, when it did.
+    var activatedName: String? = nil
 
-    /// The name to hand it over under now: with its socket file's identity.
-    var handoverName: String { HandoverName.listener(baseName, file: socket.file.identity) }
+    /// The name to hand it over under now: with its socket file's identity;
+    /// a socket unit's keeps the unit's name, so that the next process
+    /// (SIGUSR2's re-exec) tells it by its path again.
+    var handoverName: String { activatedName ?? HandoverName.listener(baseName, file: socket.file.identity) }
 }

@@ -39,6 +39,12 @@ public final class Server: Servable {
     /// What a previous server process handed over, until `serve` has
     /// taken it in.
     private var handover: Handover?
+    /// Listening sockets a systemd socket unit handed in, by path, until
+    /// `start` has taken them.
+    private var activated = ActivatedListeners()
+    /// Listeners from the fd store that a socket unit's replace: taken out
+    /// of the store once serving.
+    private var replacedStoredListeners: [String] = []
     /// Whether the files outlive this process: the service manager keeps
     /// their fds for the next server process of this VM.
     public private(set) var handsOverFiles = false
@@ -77,7 +83,11 @@ public final class Server: Servable {
             switch handoverSource {
             case .none: handover = nil
             case .serviceManager:
-                handover = try Handover.receive(from: ServiceManager.takeHandedDescriptors(), plan: configuration.layout,
+                // A socket unit's listeners first (a first start when they
+                // come alone), then what a previous process of this VM handed over.
+                var handed = ServiceManager.takeHandedDescriptors()
+                activated = ActivatedListeners.take(from: &handed, ownPrefix: HandoverName.prefix)
+                handover = try Handover.receive(from: handed, plan: configuration.layout,
                                                 sharedMemoryPath: configuration.sharedMemoryPath)
             }
             self.handover = handover
@@ -132,6 +142,18 @@ public final class Server: Servable {
         for (base, path, handed) in [(HandoverName.qemuListener, configuration.qemuSocketPath, handover?.qemuListener),
                                      (HandoverName.clientListener, configuration.clientSocketPath, handover?.clientListener)] {
             let socket: ListeningSocket
+            if let unit = activated.take(path: path) {
+                // The socket unit's: it keeps the file. A stored one for the
+                // same path (from before the unit) goes.
+                if let handed {
+                    handed.fd.close()
+                    replacedStoredListeners.append(handed.name)
+                }
+                socket = try ListeningSocket.activated(unit.fd, path: path)
+                listening.append(ServedListener(socket: socket, baseName: base, handedName: nil, activatedName: unit.name))
+                report(.detail("serving on \(path), handed in by a socket unit (\(unit.name))"))
+                continue
+            }
             if let handed, try handed.isStill(at: path) {
                 socket = try ListeningSocket.takeOver(handed.fd, path: path, mode: configuration.socketMode, group: configuration.socketGroup)
             } else {
@@ -148,6 +170,9 @@ public final class Server: Servable {
             listening.append(ServedListener(socket: socket, baseName: base, handedName: handed?.name))
             created.append(socket.file)
         }
+        let stray = activated.closeRest()
+        for name in activated.ignored { report(.handedFDIgnored(name: name, reason: "not a listening UNIX socket")) }
+        for path in stray { report(.handedFDIgnored(name: path, reason: "a listener on a path that is neither --qemu-sock nor --client-sock")) }
     }
 
     // MARK: serving
@@ -312,9 +337,14 @@ public final class Server: Servable {
     /// anew (or handed over under an earlier version's name) goes in, in
     /// place of the one it replaces.
     private func storeWithServiceManager() {
-        var stored = handoverList(includingVM: false)
+        // A socket unit's listeners are handed in by the unit at every
+        // start: they never go in the store, and stored ones they replace leave it.
+        for name in replacedStoredListeners { ServiceManager.removeStored(name: name) }
+        replacedStoredListeners = []
+        let activatedNames = Set(listening.compactMap(\.activatedName))
+        var stored = handoverList(includingVM: false).filter { !activatedNames.contains($0.name) }
         if handsOverFiles {
-            let changed = listening.filter { $0.handedName != $0.handoverName }
+            let changed = listening.filter { $0.activatedName == nil && $0.handedName != $0.handoverName }
             for name in changed.compactMap(\.handedName) { ServiceManager.removeStored(name: name) }
             let names = Set(changed.map(\.handoverName))
             stored = stored.filter { names.contains($0.name) }

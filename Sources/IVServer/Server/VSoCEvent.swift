@@ -24,6 +24,8 @@ public enum VSoCEvent: LogEvent {
     case tookOver(sharedMemoryInode: UInt64, eventFDs: Int, listeners: Int, vm: PeerCredentials?)
     /// The service manager did not take an fd for its store.
     case storeFailed(name: String)
+    /// A handed fd that is neither the server's own nor a listener it serves on: closed.
+    case handedFDIgnored(name: String, reason: String)
     /// After a re-exec under `launch`: the VM started before is watched on.
     case vmWatched(pid: Int32)
     /// SIGUSR2: the server execs its binary, handing over its fds.
@@ -49,6 +51,7 @@ public enum VSoCEvent: LogEvent {
         case .ready, .vmConnected, .vmDisconnected, .vmLeftBeforeHandshake, .vmTakenOver, .tookOver, .vmWatched, .reexecuting, .clientServed, .vmLaunched, .vmSignalled, .vmExited: return .info
         case .vmRefused, .vmVectorMismatch, .clientRefused, .vmKilled: return .warning
         case .signallingResetFailed, .storeFailed, .reexecFailed: return .error
+        case .handedFDIgnored: return .warning
         }
     }
 
@@ -89,6 +92,8 @@ public enum VSoCEvent: LogEvent {
         case let .storeFailed(name):
             text.append("could not put \(name) in the service manager's fd store (is FileDescriptorStoreMax= set?): "
                 + "a restart now would separate the VM from its host clients")
+        case let .handedFDIgnored(name, reason):
+            text.append("closed a handed-in fd (\(name)): \(reason); check the socket unit's ListenStream= against --qemu-sock and --client-sock")
         case let .vmWatched(pid):
             text.append("the VM (pid \(pid)) this process started before it executed itself again runs on: watching it")
         case .reexecuting:

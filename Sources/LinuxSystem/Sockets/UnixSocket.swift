@@ -218,6 +218,30 @@ public enum UnixSocket {
         public var end = End.complete
     }
 
+    /// The path `fd` listens on, when it is a listening UNIX stream socket
+    /// bound to a path (what a systemd socket unit hands over); nil for
+    /// any other fd.
+    public static func listeningPath(_ fd: OwnedFD) -> String? {
+        func option(_ name: Int32) -> Int32? {
+            var value: Int32 = 0
+            var length = socklen_t(MemoryLayout<Int32>.size)
+            return getsockopt(fd.rawValue, SOL_SOCKET, name, &value, &length) == 0 ? value : nil
+        }
+        guard option(SO_DOMAIN) == AF_UNIX, option(SO_TYPE) == Int32(SOCK_STREAM.rawValue), option(SO_ACCEPTCONN) == 1 else { return nil }
+        var address = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let named = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd.rawValue, $0, &length) }
+        }
+        guard named == 0 else { return nil }
+        let bytes = withUnsafeBytes(of: address.sun_path) { Array($0) }
+        let used = min(bytes.count, max(0, Int(length) - MemoryLayout<sa_family_t>.size))
+        let path = bytes[..<used].prefix { $0 != 0 }
+        // An abstract address (a leading NUL) has no path.
+        guard !path.isEmpty else { return nil }
+        return String(decoding: path, as: UTF8.self)
+    }
+
     /// Whether a byte is waiting to be read on `socket` now (without reading
     /// it or waiting for one).
     public static func hasWaitingBytes(_ socket: OwnedFD) throws(SystemError) -> Bool {

@@ -7,13 +7,26 @@ import LinuxSystem
 package final class ListeningSocket {
     package let path: String
     package let fd: OwnedFD
-    /// The socket file, removed at close while it is still this one.
+    /// The socket file, removed at close while it is still this one
+    /// (when the server made it: `ownsFile`).
     package let file: CreatedFile
+    /// False for a socket a systemd socket unit made and handed in: the
+    /// unit keeps its file (and removes it when it stops).
+    package let ownsFile: Bool
 
-    private init(path: String, fd: OwnedFD, file: CreatedFile) {
+    private init(path: String, fd: OwnedFD, file: CreatedFile, ownsFile: Bool = true) {
         self.path = path
         self.fd = fd
         self.file = file
+        self.ownsFile = ownsFile
+    }
+
+    /// Serves on a listening socket a systemd socket unit made and handed
+    /// in (socket activation): its file, mode and group are the unit's
+    /// (SocketMode=, SocketGroup=), so neither is touched, now or at close.
+    package static func activated(_ fd: OwnedFD, path: String) throws(SystemError) -> ListeningSocket {
+        try Posix.setNonBlocking(fd)
+        return ListeningSocket(path: path, fd: fd, file: try CreatedFile(path: path), ownsFile: false)
     }
 
     /// Listens on `path`, a new socket file with exactly `mode` and `group`.

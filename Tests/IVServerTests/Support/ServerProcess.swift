@@ -214,12 +214,18 @@ final class ServerProcess {
     /// Starts `ivserver multi-peer -F` on `peerSocketPath` and
     /// `sharedMemoryName` (unless `arguments` give -m) and waits for its
     /// `ready` line.
-    init(multiPeer arguments: [String], waitForReady: Bool = true) throws {
-        directory = TemporaryDirectory()
-        sharedMemoryPath = directory.path + "/shm"
+    init(multiPeer arguments: [String], directory: TemporaryDirectory? = nil, handing: [(name: String, fd: OwnedFD)] = [],
+         waitForReady: Bool = true) throws {
+        self.directory = directory ?? TemporaryDirectory()
+        sharedMemoryPath = self.directory.path + "/shm"
         var command = [ivserverBinary, "multi-peer", "-F", "-S", peerSocketPath, "--log-level", "debug"]
         if !arguments.contains("-m") { command += ["-M", sharedMemoryName] }
-        pid = try spawn(command + arguments, logPath: logPath)
+        var environment: [String] = []
+        if !handing.isEmpty {
+            command = ["/bin/sh", "-c", "LISTEN_PID=$$ exec \"$@\"", "sh"] + command
+            environment = ["LISTEN_FDS=\(handing.count)", "LISTEN_FDNAMES=" + handing.map(\.name).joined(separator: ":")]
+        }
+        pid = try spawn(command + arguments, logPath: logPath, environment: environment, passing: handing.map(\.fd))
         guard waitForReady else { return }
         guard waitForLog(containing: "ready:", seconds: 20) else {
             stop(signal: SIGKILL)
