@@ -50,7 +50,8 @@ install -d -m 0755 "$root/etc/apparmor.d/abstractions/libvirt-qemu.d"
 install -m 0644 packaging/apparmor-libvirt-qemu.d "$root/etc/apparmor.d/abstractions/libvirt-qemu.d/ivserver"
 # QEMU's server's name for the multi-peer mode: the same binary.
 ln -s ivserver "$root/usr/bin/ivshmem-server"
-install -m 0644 packaging/ivserver.service packaging/ivserver@.service packaging/ivshmem-server@.service "$root/lib/systemd/system/"
+install -m 0644 packaging/ivserver.service packaging/ivserver@.service packaging/ivshmem-server@.service \
+    packaging/ivserver.socket packaging/ivserver@.socket packaging/ivshmem-server@.socket "$root/lib/systemd/system/"
 install -m 0644 packaging/copyright "$root/usr/share/doc/ivserver/copyright"
 gzip -9n < packaging/changelog > "$root/usr/share/doc/ivserver/changelog.Debian.gz"
 chmod 0644 "$root/usr/share/doc/ivserver/changelog.Debian.gz"

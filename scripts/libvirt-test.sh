@@ -84,9 +84,12 @@ check "the profile compiles (apparmor_parser -Q -K)" quietly inside apparmor_par
 # depends on it.
 inside sh -c 'echo "cgroup_controllers = [ ]" >> /etc/libvirt/qemu.conf'
 check "libvirtd starts" inside systemctl start libvirtd.service virtlogd.service
-check "ivserver@vm1 starts" inside systemctl start ivserver@vm1.service
+# docs/libvirt.md's one step besides the domain's <shmem>: the socket units.
+check "systemctl enable --now ivserver@vm1.socket" quietly inside systemctl enable --now ivserver@vm1.socket
 inside sh -c 'echo "IVSHMEM_SERVER_OPTIONS=\"-l 4M -n 2\"" > /etc/ivserver/ivshmem-server-lab.conf'
-check "ivshmem-server@lab starts" inside systemctl start ivshmem-server@lab.service
+check "systemctl enable --now ivshmem-server@lab.socket" quietly inside systemctl enable --now ivshmem-server@lab.socket
+check "no server runs before a domain starts" \
+    test "$(inside systemctl is-active ivserver@vm1.service ivshmem-server@lab.service | sort -u | tr -d '\n')" = inactive
 
 # --- a vSoC domain --------------------------------------------------------------
 check "ivserver qemu-args --libvirt prints the element the docs give" \
@@ -104,6 +107,7 @@ started=$(date +%s.%N)
 check "virsh start vm1" quietly virsh start vm1
 echo "  vm1 started in $(seconds_since "$started") s"
 qemu_pid() { inside cat "/run/libvirt/qemu/$1.pid"; }
+check "the domain's QEMU started ivserver@vm1 through its socket" test "$(unit_state ivserver@vm1.service)" = "active running notify 0"
 check "the server logged the VM attaching (its QEMU's pid)" grep -q "VM connected (pid $(qemu_pid vm1) uid" <(journal ivserver@vm1.service)
 status=$(inside ivctl status --client-sock /run/ivserver/vm1/client.sock)
 check "ivctl status shows it, with the vectors= of libvirt's JSON -device" grep -q "VM pid $(qemu_pid vm1) .*vectors=8" <<<"$status"
@@ -177,6 +181,8 @@ for name in lab-a lab-b; do
     check "virsh start $name" quietly virsh start $name
 done
 for _ in $(seq 100); do journal ivshmem-server@lab.service | grep -q '2 peer(s) joined' && break; sleep 0.05; done
+check "the first domain's QEMU started ivshmem-server@lab through its socket" \
+    test "$(unit_state ivshmem-server@lab.service)" = "active running notify 0"
 check "both joined the multi-peer server" grep -q '2 peer(s) joined' <(journal ivshmem-server@lab.service)
 check "lab-b's vectors=1, read from libvirt's JSON -device, trims what it is sent" \
     grep -q "is a QEMU with ivshmem-doorbell vectors=1, the server has 2" <(journal ivshmem-server@lab.service)

@@ -292,7 +292,9 @@ struct QemuArgs: ParsableCommand {
         abstract: "Print the QEMU options that attach a VM to these sockets and this layout.",
         discussion: """
             One per line, or shell-quoted on one line with --shell, for launchers that start QEMU themselves; \
-            with --libvirt, the <shmem> element of a libvirt domain instead. Every server option is accepted \
+            with --libvirt, the <shmem> element of a libvirt domain instead (with the packaged units, \
+            `systemctl enable --now ivserver@NAME.socket` is the only other step: the server starts when the \
+            domain's QEMU connects). Every server option is accepted \
             (those other than --layout and --qemu-sock are checked and ignored), so a launcher can pass the \
             argument list it gives `serve`.
             """)
