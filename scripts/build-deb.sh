@@ -40,7 +40,10 @@ install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/li
     "$root/usr/share/man/man1" "$root/usr/share/doc/ivserver"
 for tool in ivserver ivctl; do
     install -m 0755 "$scratch/release/$tool" "$root/usr/bin/$tool"
-    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/$tool"
+    # The build ID is a hash of the unstripped binary, debug information
+    # and its paths included: it would differ with the build's folder.
+    strip --remove-section=.comment --remove-section=.note --remove-section=.note.gnu.build-id \
+        --strip-unneeded "$root/usr/bin/$tool"
 done
 install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
 # libvirt's QEMU may map the units' shared memory (AppArmor; see postinst).
