@@ -77,6 +77,17 @@ struct MemoryRoomTests {
         #expect(server.stop() == 0)
     }
 
+    @Test("under a service manager, STATUS= says the memory is short of room (systemctl status shows it)")
+    func statusLine() throws {
+        let tmpfs = try SmallTmpfs(size: "1m")
+        let manager = try FakeServiceManager()
+        let server = try ServerProcess(layoutJSON: roomyLayoutJSON, sharedMemoryPath: tmpfs.path + "/shm", manager: manager)
+        #expect(try manager.waitFor("STATUS=no VM attached; 0 clients served, 0 refused; shared memory short of room: "),
+                "\(manager.messages)")
+        #expect(manager.messages.contains { $0.contains("free on the tmpfs at \(tmpfs.path) (1 MiB), up to") })
+        #expect(server.stop() == 0)
+    }
+
     @Test("room enough: no warning, and ivctl status says the memory has room")
     func noWarningWithRoom() throws {
         let tmpfs = try SmallTmpfs(size: "8m")
