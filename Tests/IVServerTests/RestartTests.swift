@@ -12,14 +12,7 @@ import Testing
 struct RestartTests {
     let plan = LayoutLoader.loadDefault()
 
-    var expectedStore: Set<String> {
-        var names: Set<String> = [HandoverName.sharedMemory, HandoverName.qemuListener, HandoverName.clientListener]
-        for region in 0..<plan.regionCount {
-            names.insert(HandoverName.guestToHost(region))
-            names.insert(HandoverName.hostToGuest(region))
-        }
-        return names
-    }
+    var expectedStore: Set<String> { storedNames(of: plan, listeners: true) }
 
     func inode(_ fd: OwnedFD) -> UInt64 {
         var info = stat()

@@ -15,14 +15,7 @@ struct SocketActivationTests {
     let plan = LayoutLoader.loadDefault()
 
     /// What the store holds with a socket unit: the memory and every eventfd, no listener.
-    var storeWithoutListeners: Set<String> {
-        var names: Set<String> = [HandoverName.sharedMemory]
-        for region in 0..<plan.regionCount {
-            names.insert(HandoverName.guestToHost(region))
-            names.insert(HandoverName.hostToGuest(region))
-        }
-        return names
-    }
+    var storeWithoutListeners: Set<String> { storedNames(of: plan, listeners: false) }
 
     /// The two listening sockets a socket unit would make in `directory`, as
     /// systemd makes them (0660), in the order the unit lists them.

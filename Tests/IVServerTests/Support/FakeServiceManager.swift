@@ -159,3 +159,15 @@ final class FakeServiceManager {
     /// What a restart hands to the new process: the whole store, newest first.
     func handBack() -> [(name: String, fd: OwnedFD)] { stored }
 }
+
+/// What a server of `plan` keeps in the fd store: the memory, every eventfd
+/// and, unless a socket unit hands them in, both listeners.
+func storedNames(of plan: LayoutPlan, listeners: Bool) -> Set<String> {
+    var names: Set<String> = [HandoverName.sharedMemory]
+    if listeners { names.formUnion([HandoverName.qemuListener, HandoverName.clientListener]) }
+    for region in 0..<plan.regionCount {
+        names.insert(HandoverName.guestToHost(region))
+        names.insert(HandoverName.hostToGuest(region))
+    }
+    return names
+}
