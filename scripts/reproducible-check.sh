@@ -62,8 +62,34 @@ for side in a b; do
     dpkg-deb -c "$deb" > "$work/list-$side"
 done
 diff "$work/list-a" "$work/list-b" | sed 's/^/  listing: /' || true
+# Where two files first differ: the byte, how many differ, the ELF section
+# it falls in, and the bytes around it in both, printable.
+explain() {
+    python3 - "$1" "$2" <<'PY'
+import subprocess, sys
+a, b = (open(p, "rb").read() for p in sys.argv[1:3])
+first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
+count = sum(1 for x, y in zip(a, b) if x != y) + abs(len(a) - len(b))
+where = ""
+if a[:4] == b"\x7fELF":
+    for line in subprocess.run(["readelf", "-SW", sys.argv[1]], capture_output=True, text=True).stdout.splitlines():
+        if "]" not in line: continue
+        fields = line.split("]", 1)[1].split()
+        try: offset, size = int(fields[3], 16), int(fields[4], 16)
+        except (IndexError, ValueError): continue
+        if offset <= first < offset + size: where = f", in section {fields[0]}"
+def around(data):
+    return "".join(chr(c) if 32 <= c < 127 else "." for c in data[max(0, first - 40):first + 40])
+print(f"    first difference at byte {first}{where}; {count} bytes differ; sizes {len(a)} and {len(b)}")
+print(f"    first build:  {around(a)}")
+print(f"    second build: {around(b)}")
+PY
+}
 (cd "$work/tree-a" && find . -type f | sort) | while read -r file; do
-    cmp -s "$work/tree-a/$file" "$work/tree-b/$file" || echo "  file differs: $file ($(cmp "$work/tree-a/$file" "$work/tree-b/$file" 2>&1 | head -1))"
+    if ! cmp -s "$work/tree-a/$file" "$work/tree-b/$file"; then
+        echo "  file differs: ${file#./}"
+        explain "$work/tree-a/$file" "$work/tree-b/$file"
+    fi
 done
 echo "reproducible: 0 passed, 1 failed"
 exit 1
