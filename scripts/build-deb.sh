@@ -25,6 +25,10 @@ export SOURCE_DATE_EPOCH
 here=$(pwd -P)
 source_map=/usr/src/ivserver
 path_maps=(-Xswiftc -file-prefix-map -Xswiftc "$here=$source_map" -Xcc "-ffile-prefix-map=$here=$source_map")
+# No debug information: the package strips it anyway, and with it the
+# compiler's output depended on the folder (measured: the same commit built
+# in two folders gave .text that differed in places).
+no_debug=(-Xswiftc -gnone -Xcc -g0)
 
 upstream=$(cat VERSION)
 version="$upstream-1"
@@ -33,17 +37,18 @@ out=build/ivserver_${version}_${arch}.deb
 root=build/deb-root
 scratch=.build-release
 
-swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED "${path_maps[@]}"
+swift build -c release --static-swift-stdlib --disable-local-rpath --scratch-path "$scratch" -Xswiftc -DIVSERVER_PACKAGED "${path_maps[@]}" "${no_debug[@]}"
 
 rm -rf "$root"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/lib/systemd/system" \
     "$root/usr/share/man/man1" "$root/usr/share/doc/ivserver"
 for tool in ivserver ivctl; do
     install -m 0755 "$scratch/release/$tool" "$root/usr/bin/$tool"
-    # The build ID is a hash of the unstripped binary, debug information
-    # and its paths included: it would differ with the build's folder.
+    # The build ID hashes the unstripped binary, and .swift_modhash the
+    # compiler's view of each module, paths included (it serves only
+    # incremental builds): both would differ with the build's folder.
     strip --remove-section=.comment --remove-section=.note --remove-section=.note.gnu.build-id \
-        --strip-unneeded "$root/usr/bin/$tool"
+        --remove-section=.swift_modhash --strip-unneeded "$root/usr/bin/$tool"
 done
 install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
 # libvirt's QEMU may map the units' shared memory (AppArmor; see postinst).
