@@ -22,6 +22,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,8 +45,11 @@ IMPORT = re.compile(
 
 
 def package():
-    dump = subprocess.run(["swift", "package", "--package-path", ROOT, "dump-package"],
-                          check=True, capture_output=True, text=True).stdout
+    # A scratch folder of its own: the package's .build may be locked by a
+    # build or test run in progress (make test runs this check from one).
+    with tempfile.TemporaryDirectory(prefix="ivs-imports-") as scratch:
+        dump = subprocess.run(["swift", "package", "--package-path", ROOT, "--scratch-path", scratch, "dump-package"],
+                              check=True, capture_output=True, text=True).stdout
     return json.loads(dump)
 
 
