@@ -44,11 +44,11 @@ install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/ivserver" "$root/li
     "$root/usr/share/man/man1" "$root/usr/share/doc/ivserver"
 for tool in ivserver ivctl; do
     install -m 0755 "$scratch/release/$tool" "$root/usr/bin/$tool"
-    # The build ID hashes the unstripped binary, and .swift_modhash the
-    # compiler's view of each module, paths included (it serves only
-    # incremental builds): both would differ with the build's folder.
-    strip --remove-section=.comment --remove-section=.note --remove-section=.note.gnu.build-id \
-        --remove-section=.swift_modhash --strip-unneeded "$root/usr/bin/$tool"
+    strip --remove-section=.comment --remove-section=.note --strip-unneeded "$root/usr/bin/$tool"
+    # .swift_modhash (the compiler's hashes of each module, source paths
+    # included) zeroed and the build ID computed again over what is left:
+    # in place, since removing either would drop the binary's RELRO.
+    python3 scripts/normalize-elf.py "$root/usr/bin/$tool"
 done
 install -m 0644 conf/vsoc_mem.json "$root/etc/ivserver/vsoc_mem.json"
 # libvirt's QEMU may map the units' shared memory (AppArmor; see postinst).

@@ -57,6 +57,7 @@ contents=$(dpkg -c "$deb" | awk '{print $6}')
 for path in ./usr/bin/ivserver ./usr/bin/ivctl ./usr/share/man/man1/ivctl.1.gz ./etc/ivserver/vsoc_mem.json ./lib/systemd/system/ivserver.service \
     ./lib/systemd/system/ivserver@.service ./usr/share/man/man1/ivserver.1.gz \
     ./usr/bin/ivshmem-server ./lib/systemd/system/ivshmem-server@.service ./usr/share/man/man1/ivshmem-server.1.gz \
+    ./lib/systemd/system/ivserver.socket ./lib/systemd/system/ivserver@.socket ./lib/systemd/system/ivshmem-server@.socket \
     ./usr/share/doc/ivserver/copyright ./usr/share/doc/ivserver/changelog.Debian.gz; do
     check "dpkg -c lists $path" grep -qx "$path" <<<"$contents"
 done
@@ -104,11 +105,13 @@ check "the installed ivctl reads the live table" grep -q '^3  gralloc_memory   0
     <(/usr/bin/ivctl regions --client-sock "$work/y/c.sock")
 buildinfo=${deb%.deb}.buildinfo
 check "a .buildinfo beside the .deb records its sha256" grep -q "^ $(sha256sum "$deb" | cut -d' ' -f1) " "$buildinfo"
+check "the binaries keep their RELRO and a build ID" \
+    bash -c "for b in $work/root/usr/bin/ivserver $work/root/usr/bin/ivctl; do readelf -lW \$b | grep -q GNU_RELRO && readelf -n \$b | grep -q 'Build ID' || exit 1; done"
 check "and the commit, the Swift toolchain and the Debian release" \
     bash -c "grep -q '^Source-Commit: ' $buildinfo && grep -q '^Swift-Toolchain: Swift version' $buildinfo && grep -q '^Debian-Release: ' $buildinfo"
 check "and the build packages' versions" grep -q '^ libuv1-dev (= ' "$buildinfo"
 check "every file of the package dated by the commit (SOURCE_DATE_EPOCH)" \
-    test -z "$(TZ=UTC dpkg-deb -c "$deb" | awk -v d="$(date -u -d "@$(git log -1 --format=%ct)" '+%Y-%m-%d %H:%M')" '$4" "$5 != d')"
+    test -z "$(TZ=UTC dpkg-deb -c "$deb" | awk -v d="$(date -u -d "@$(sed -n 's/^Source-Date-Epoch: //p' "$buildinfo")" '+%Y-%m-%d %H:%M')" '$4" "$5 != d')"
 check "ivctl's man page documents the exit codes" grep -q "wait: the timeout passed" <(zcat /usr/share/man/man1/ivctl.1.gz)
 stop
 dpkg --purge ivserver >/dev/null
