@@ -87,9 +87,10 @@ libvirt_local=/etc/apparmor.d/local/abstractions/libvirt-qemu
 libvirt_local_before=$(cat "$libvirt_local" 2>/dev/null || echo absent)
 dpkg -i "$deb" >/dev/null
 check "installed: the ivshmem group exists" getent group ivshmem
-check "systemd-analyze verify passes on the three units" \
+check "systemd-analyze verify passes on the six units" \
     systemd-analyze verify /lib/systemd/system/ivserver.service /lib/systemd/system/ivserver@.service \
-    /lib/systemd/system/ivshmem-server@.service
+    /lib/systemd/system/ivshmem-server@.service /lib/systemd/system/ivserver.socket \
+    /lib/systemd/system/ivserver@.socket /lib/systemd/system/ivshmem-server@.socket
 check "ivshmem-server is the multi-peer mode under QEMU's server's name" \
     grep -q 'USAGE: ivshmem-server' <(/usr/bin/ivshmem-server -h)
 check "ivserver(1) documents the multi-peer mode" grep -q 'multi-peer' <(zcat /usr/share/man/man1/ivserver.1.gz)

@@ -117,7 +117,7 @@ exec 9>&-
 wait "$holder" || true
 check "systemctl stop ivserver@vm1.socket stops its server too" inside systemctl stop ivserver@vm1.socket
 check "and leaves nothing in /run/ivserver/vm1 or /dev/shm" \
-    test -z "$(inside sh -c 'ls -A /run/ivserver/vm1 /dev/shm/ivserver-vm1* 2>/dev/null')"
+    test -z "$(inside sh -c 'find /run/ivserver/vm1 -mindepth 1; ls -d /dev/shm/ivserver-vm1* 2>/dev/null')"
 
 # --- the socket unit alone: started when first used ------------------------------
 check "systemctl enable --now ivserver@vm2.socket" quietly inside systemctl enable --now ivserver@vm2.socket
@@ -229,7 +229,7 @@ output=$(inside runuser -u bob -- python3 /var/lib/ivs-test/peer-check.py /run/i
 check "bob (not in ivshmem) cannot connect" grep -q 'Permission denied' <<<"$output"
 check "systemctl stop ivshmem-server@lab.socket stops its server too" inside systemctl stop ivshmem-server@lab.socket
 check "and leaves no socket and no /dev/shm/ivshmem-lab" \
-    test -z "$(inside sh -c 'ls -A /run/ivshmem-server/lab /dev/shm/ivshmem-lab* 2>/dev/null')"
+    test -z "$(inside sh -c 'find /run/ivshmem-server/lab -mindepth 1; ls -d /dev/shm/ivshmem-lab* 2>/dev/null')"
 check "ivshmem-server@lab.socket starts again" inside systemctl start ivshmem-server@lab.socket
 inside rm /etc/ivserver/ivshmem-server-lab.conf  # the administrator's file, which dpkg would keep
 
