@@ -68,21 +68,29 @@ explain() {
     python3 - "$1" "$2" <<'PY'
 import subprocess, sys
 a, b = (open(p, "rb").read() for p in sys.argv[1:3])
-first = next((i for i in range(min(len(a), len(b))) if a[i] != b[i]), min(len(a), len(b)))
-count = sum(1 for x, y in zip(a, b) if x != y) + abs(len(a) - len(b))
-where = ""
+differing = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+if len(a) != len(b): differing.append(min(len(a), len(b)))
+sections = []
 if a[:4] == b"\x7fELF":
     for line in subprocess.run(["readelf", "-SW", sys.argv[1]], capture_output=True, text=True).stdout.splitlines():
         if "]" not in line: continue
         fields = line.split("]", 1)[1].split()
-        try: offset, size = int(fields[3], 16), int(fields[4], 16)
+        try: sections.append((fields[0], int(fields[3], 16), int(fields[4], 16)))
         except (IndexError, ValueError): continue
-        if offset <= first < offset + size: where = f", in section {fields[0]}"
-def around(data):
-    return "".join(chr(c) if 32 <= c < 127 else "." for c in data[max(0, first - 40):first + 40])
-print(f"    first difference at byte {first}{where}; {count} bytes differ; sizes {len(a)} and {len(b)}")
-print(f"    first build:  {around(a)}")
-print(f"    second build: {around(b)}")
+def section(at):
+    names = [name for name, offset, size in sections if offset <= at < offset + size and name not in (".bss", ".tbss")]
+    return f" ({names[0]})" if names else ""
+runs = []
+for at in differing:
+    if runs and at - runs[-1][1] <= 8: runs[-1][1] = at
+    else: runs.append([at, at])
+def printable(data, start, end):
+    return "".join(chr(c) if 32 <= c < 127 else "." for c in data[max(0, start - 24):end + 24])
+print(f"    {len(differing)} bytes differ in {len(runs)} place(s); sizes {len(a)} and {len(b)}")
+for start, end in runs[:8]:
+    print(f"    bytes {start}..{end}{section(start)}:")
+    print(f"      first build:  {printable(a, start, end)}")
+    print(f"      second build: {printable(b, start, end)}")
 PY
 }
 (cd "$work/tree-a" && find . -type f | sort) | while read -r file; do
@@ -91,5 +99,10 @@ PY
         explain "$work/tree-a/$file" "$work/tree-b/$file"
     fi
 done
+# Both kept for a closer look.
+mkdir -p build/reproducible-mismatch
+cp "$first" build/reproducible-mismatch/first.deb
+cp "$second" build/reproducible-mismatch/second.deb
+echo "  both .debs kept in build/reproducible-mismatch/"
 echo "reproducible: 0 passed, 1 failed"
 exit 1
