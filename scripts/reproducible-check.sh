@@ -25,11 +25,12 @@ build() {
     (cd "$1" && umask "$3" && env TZ="$2" LC_ALL="$4" LANG="$4" scripts/build-deb.sh | tail -1 | sed "s|^|$1/|")
 }
 
-if [ $# -ge 1 ] && [ -z "$(git status --porcelain --untracked-files=no)" ]; then
+given_commit=$( [ $# -ge 1 ] && sed -n 's/^Source-Commit: //p' "${1%.deb}.buildinfo" 2>/dev/null || true)
+if [ $# -ge 1 ] && [ -z "$(git status --porcelain --untracked-files=no)" ] && [ "$given_commit" = "$(git rev-parse HEAD)" ]; then
     first=$(realpath "$1")
     echo "first build: $first (this tree, $(pwd -P))"
 else
-    [ $# -ge 1 ] && echo "this tree has uncommitted changes: building the commit twice"
+    [ $# -ge 1 ] && echo "$1 is not this tree's commit as it is (uncommitted changes, or built from another): building the commit twice"
     first=$(build "$work/a/ivserver" America/Los_Angeles 0002 C.UTF-8)
     echo "first build: $first"
 fi
