@@ -17,10 +17,26 @@ public enum MemorySize {
         return value << shift
     }
 
+    /// The binary units, largest first, as shifts (TiB is 1 << 40). A
+    /// switch, not an array literal of (shift, name) pairs: the optimizer
+    /// scheduled that literal's stores in either of two orders from one
+    /// build to the next (measured: MemorySize.swift.o differed in 2 of 6
+    /// builds of one tree), and the .deb must be the same bytes every time.
+    private static let shifts: [UInt64] = [40, 30, 20, 10]
+
+    private static func unit(_ shift: UInt64) -> String {
+        switch shift {
+        case 40: return "TiB"
+        case 30: return "GiB"
+        case 20: return "MiB"
+        default: return "KiB"
+        }
+    }
+
     /// "4 MiB", "1 GiB", "12345 bytes": for messages.
     public static func describe(_ bytes: UInt64) -> String {
-        for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
-            return "\(bytes >> shift) \(unit)"
+        for shift in shifts where bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return "\(bytes >> shift) \(unit(shift))"
         }
         return "\(bytes) bytes"
     }
@@ -28,10 +44,10 @@ public enum MemorySize {
     /// "512 MiB", "3.9 MiB", "12 KiB", "100 bytes": a size a reader takes in
     /// at a glance, exact when it is a whole number of its unit.
     public static func approximate(_ bytes: UInt64) -> String {
-        for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] where bytes >= 1 << shift {
-            if bytes % (1 << shift) == 0 { return "\(bytes >> shift) \(unit)" }
+        for shift in shifts where bytes >= 1 << shift {
+            if bytes % (1 << shift) == 0 { return "\(bytes >> shift) \(unit(shift))" }
             let tenths = (bytes * 10 + (1 << shift) / 2) >> shift
-            return "\(tenths / 10).\(tenths % 10) \(unit)"
+            return "\(tenths / 10).\(tenths % 10) \(unit(shift))"
         }
         return "\(bytes) bytes"
     }
