@@ -13,6 +13,14 @@ public enum MemoryLocation: Equatable, Sendable, CustomStringConvertible {
 
     public static let posixDirectory = "/dev/shm"
 
+    /// Where the memory is made: the object's path, or the directory.
+    public var place: String {
+        switch self {
+        case .posixName: return path ?? ""
+        case let .directory(directory): return directory
+        }
+    }
+
     /// The object's path for a POSIX name ("ivshmem" or "/ivshmem").
     public var path: String? {
         guard case let .posixName(name) = self else { return nil }

@@ -62,8 +62,7 @@ public final class PeerServer: Servable {
                 at: configuration.memory, size: configuration.size, mode: mode_t(configuration.sharedMemoryMode),
                 preallocate: configuration.preallocate)
             self.memory = memory
-            var directory: String? { if case let .directory(path) = configuration.memory { path } else { nil } }
-            var room = MemoryRoom(memory: memory, touchable: [0..<memory.size], path: configuration.memory.path ?? directory,
+            var room = MemoryRoom(memory: memory, touchable: [0..<memory.size], path: configuration.memory.place,
                                   elsewhere: "another -M name or -m directory")
             room.checkAtStart(events: events)
             self.room = room

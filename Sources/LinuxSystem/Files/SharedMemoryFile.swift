@@ -123,10 +123,6 @@ public final class SharedMemoryFile {
         guard !isOnHugePages else { return }
         for range in ranges where !range.isEmpty {
             let clamped = MemoryPages.wholePages(range).clamped(to: 0..<size)
-            // What is free counts before the call: a failed fallocate gives
-            // back what it took.
-            let space = try MemoryPages.space(of: fd, path: path)
-            let allocated = try MemoryPages.allocatedBytes(of: fd)
             let operation = whole ? "take every page of the shared memory (fallocate)" : "take the shared memory's signalling pages (fallocate)"
             let failure: SystemError
             do {
@@ -137,6 +133,10 @@ public final class SharedMemoryFile {
             }
             switch failure.errno {
             case ENOSPC, ENOMEM:
+                // Measured only now, for the message: a failed fallocate
+                // gives back what it took, so this is the room it met.
+                let space = try MemoryPages.space(of: fd, path: path)
+                let allocated = try MemoryPages.allocatedBytes(of: fd)
                 let needed = whole ? size - min(size, allocated) : UInt64(clamped.count)
                 throw StartupError(path: path, reason: whole
                     ? "--prealloc: \(space) has \(MemorySize.both(space.freeBytes)) free, and taking every page of the memory "
