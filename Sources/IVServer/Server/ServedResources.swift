@@ -69,12 +69,12 @@ final class ServedResources {
     private lazy var signallingWords = SignallingReset.words(of: plan)
     /// Every word the reset clears, as one list of offsets, and every
     /// eventfd it drains (two per region): the reset runs on QEMU's path,
-    /// before its handshake, so its usual case (nothing left) allocates
-    /// nothing but the drain's counts.
+    /// before its handshake, so its usual case (nothing left) reads each
+    /// word without writing it, polls once and allocates nothing.
     private lazy var resetOffsets: [Int] = signallingWords.flatMap {
         [$0.guestToHostSignalled, $0.hostToGuestSignalled] + $0.tableSlots
     }
-    private lazy var resetEventFDs: [Int32] = channels.flatMap { [$0.guestToHost.rawValue, $0.hostToGuest.rawValue] }
+    private lazy var resetEventFDs = EventFDSet(channels.flatMap { [$0.guestToHost.rawValue, $0.hostToGuest.rawValue] })
     /// The memory up to the last region's end, mapped at the first new VM
     /// (only its signalling words are ever touched).
     private var signallingMapping: MappedMemory?
@@ -93,10 +93,15 @@ final class ServedResources {
             signallingMapping = mapping
         }
         var wereSet: Set<Int> = []
-        for offset in resetOffsets where mapping.exchange(0, offset: offset) != 0 { wereSet.insert(offset) }
-        let rings = try EventFD.drain(all: resetEventFDs)
+        // A plain load first: a word already 0 is not written (an atomic
+        // exchange of every word would lock and dirty each cache line).
+        for offset in resetOffsets where mapping.load(offset: offset) != 0 && mapping.exchange(0, offset: offset) != 0 {
+            wereSet.insert(offset)
+        }
+        let drained = try resetEventFDs.drain()
         var found: [SignallingReset.Found] = []
-        if !wereSet.isEmpty || rings.contains(where: { $0 != 0 }) {
+        if !wereSet.isEmpty || drained != nil {
+            let rings = drained ?? [UInt64](repeating: 0, count: resetEventFDs.count)
             for (position, words) in signallingWords.enumerated() {
                 var region = SignallingReset.Found(index: words.index, name: words.name)
                 region.guestToHostSignalled = wereSet.contains(words.guestToHostSignalled)

@@ -50,7 +50,7 @@ package final class Epoll {
     @discardableResult
     package func wait(timeout: Duration?, _ body: (UInt64, Events) -> Void) throws(SystemError) -> Int {
         // .zero, the readiness set's every call, without Duration's arithmetic.
-        let milliseconds = timeout.map { $0 == .zero ? 0 : Clock.milliseconds(roundingUp: $0) } ?? -1
+        let milliseconds = timeout.map { $0 == .zero ? 0 : SystemTime.milliseconds(roundingUp: $0) } ?? -1
         let count = Int(try Posix.retrying(.epollWait) {
             ivs_epoll_wait_events(fd.rawValue, tokens, events, Int32(IVS_EPOLL_BATCH), milliseconds)
         })

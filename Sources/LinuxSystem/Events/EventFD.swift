@@ -34,23 +34,41 @@ public enum EventFD {
     }
 }
 
-extension EventFD {
-    /// Reads and resets every counter of `fds` that is not 0, asking which
-    /// with one poll for all (none of them blocks, whatever its mode); the
-    /// counts, 0 for each that was 0.
-    public static func drain(all fds: [Int32]) throws(SystemError) -> [UInt64] {
-        var entries = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-        let ready = try Posix.retrying(.poll, "poll eventfds") { poll(&entries, nfds_t(entries.count), 0) }
-        var counts = [UInt64](repeating: 0, count: fds.count)
-        guard ready > 0 else { return counts }
-        for (index, entry) in entries.enumerated() where entry.revents & Int16(POLLIN) != 0 {
+/// A fixed set of eventfds drained together, asked with one poll for all
+/// (none of them blocks, whatever its mode; one poll costs less than a
+/// read of each, and than keeping them in an epoll set, which would tax
+/// every ring). The poll entries are made once, so a drain that finds
+/// every counter at 0 allocates nothing.
+package final class EventFDSet {
+    private let entries: UnsafeMutablePointer<pollfd>
+    package let count: Int
+
+    /// The fds stay the caller's; they must outlive this set.
+    package init(_ fds: [Int32]) {
+        count = fds.count
+        entries = .allocate(capacity: max(fds.count, 1))
+        for (index, fd) in fds.enumerated() { (entries + index).initialize(to: pollfd(fd: fd, events: Int16(POLLIN), revents: 0)) }
+    }
+
+    deinit { entries.deallocate() }
+
+    /// Reads and resets every counter that is not 0: the counts, in the
+    /// order of the fds; nil when all were 0.
+    package func drain() throws(SystemError) -> [UInt64]? {
+        let ready = try Posix.retrying(.poll, "poll eventfds") { poll(entries, nfds_t(count), 0) }
+        guard ready > 0 else { return nil }
+        var counts = [UInt64](repeating: 0, count: count)
+        for index in 0..<count where entries[index].revents & Int16(POLLIN) != 0 {
             var value: UInt64 = 0
-            let count = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { () -> Int in Glibc.read(entry.fd, &value, 8) }
-            if count != nil { counts[index] = value }
+            let fd = entries[index].fd
+            let read = try Posix.retryingUnlessWouldBlock(.read, "read eventfd") { () -> Int in Glibc.read(fd, &value, 8) }
+            if read != nil { counts[index] = value }
         }
         return counts
     }
+}
 
+extension EventFD {
     /// True when `fd` is an eventfd (what /proc says it is).
     package static func isEventFD(_ fd: OwnedFD) -> Bool {
         ProcFS.target(ofDescriptor: fd.rawValue) == "anon_inode:[eventfd]"

@@ -118,7 +118,7 @@ public final class MappedMemory: @unchecked Sendable {
         let address = word(offset)
         let result: Int32
         if let timeout {
-            var limit = Clock.timespec(timeout)
+            var limit = SystemTime.timespec(timeout)
             result = ivs_futex_wait(address, expected, &limit)
         } else {
             result = ivs_futex_wait(address, expected, nil)

@@ -307,7 +307,7 @@ public enum UnixSocket {
 
     /// The same with any duration (at least a microsecond: zero would mean none).
     public static func setTimeouts(_ socket: OwnedFD, timeout: Duration) throws(SystemError) {
-        var limit = Clock.timeval(atLeastAMicrosecond: timeout)
+        var limit = SystemTime.timeval(atLeastAMicrosecond: timeout)
         for option in [SO_RCVTIMEO, SO_SNDTIMEO] {
             try Posix.retrying(.setsockopt) {
                 setsockopt(socket.rawValue, SOL_SOCKET, option, &limit, socklen_t(MemoryLayout<timeval>.size))

@@ -1,7 +1,7 @@
 import Glibc
 
 /// Time as the system calls take it: every Duration conversion is here.
-public enum Clock {
+public enum SystemTime {
     /// `duration` (at least zero) as a timespec.
     public static func timespec(_ duration: Duration) -> Glibc.timespec {
         let (seconds, attoseconds) = max(duration, .zero).components
