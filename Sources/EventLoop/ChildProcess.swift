@@ -22,12 +22,8 @@ public final class ChildProcess {
         let process = UnsafeMutablePointer<uv_process_t>.allocate(capacity: 1)
         process.initialize(to: uv_process_t())
         handle = process
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { $0.map { strdup($0) } + [nil] }
-        defer {
-            argv.forEach { free($0) }
-            envp?.forEach { free($0) }
-        }
+        let argv = CStringArray(arguments)
+        let envp = environment.map(CStringArray.init)
         var stdio = (0..<3).map { fd -> uv_stdio_container_t in
             var container = uv_stdio_container_t()
             container.flags = UV_INHERIT_FD
@@ -36,20 +32,14 @@ public final class ChildProcess {
         }
         var options = uv_process_options_t()
         options.exit_cb = processExitCallback
-        let result: Int32 = argv.withUnsafeBufferPointer { argvBuffer in
-            stdio.withUnsafeMutableBufferPointer { stdioBuffer in
-                options.file = argvBuffer[0].map { UnsafePointer($0) }
-                options.args = UnsafeMutablePointer(mutating: argvBuffer.baseAddress)
-                options.stdio_count = 3
-                options.stdio = stdioBuffer.baseAddress
-                if let envp {
-                    return envp.withUnsafeBufferPointer { envBuffer in
-                        options.env = UnsafeMutablePointer(mutating: envBuffer.baseAddress)
-                        return uv_spawn(loop.raw, process, &options)
-                    }
-                }
-                return uv_spawn(loop.raw, process, &options)
-            }
+        let result: Int32 = stdio.withUnsafeMutableBufferPointer { stdioBuffer in
+            options.file = UnsafePointer(argv.pointers[0])
+            options.args = argv.pointers
+            options.env = envp?.pointers
+            options.stdio_count = 3
+            options.stdio = stdioBuffer.baseAddress
+            // The arrays live until after the spawn.
+            return withExtendedLifetime((argv, envp)) { uv_spawn(loop.raw, process, &options) }
         }
         guard result == 0 else {
             // libuv initialised the handle even on failure: it must be closed.

@@ -13,19 +13,18 @@ public final class InheritedChild: LaunchedProcess {
     private var onExit: ((Termination) -> Void)?
 
     public init(loop: EventLoop, pid: Int32, onExit: @escaping (Termination) -> Void) throws {
-        let raw = ivs_pidfd_open(pid)
-        guard raw >= 0 else { throw SystemError(.pidfdOpen, "pidfd_open of the VM", "(pid \(pid))") }
         self.pid = pid
-        pidfd = OwnedFD(taking: raw)
+        pidfd = try Posix.openProcess(pid, "of the VM (pid \(pid))")
         self.onExit = onExit
-        poll = try PollHandle(loop: loop, fd: raw) { [unowned self] _, _ in self.reap() }
+        poll = try PollHandle(loop: loop, fd: pidfd.rawValue) { [unowned self] _, _ in self.reap() }
         poll?.watch(readable: true, writable: false)
         reap()  // it may have ended already
     }
 
     public func signal(_ signal: Int32) {
         guard termination == nil else { return }
-        kill(pid, signal)
+        // Not reaped yet, so the pid is still this child's: it takes the signal.
+        try? Posix.signal(signal, to: pid)
     }
 
     private func reap() {

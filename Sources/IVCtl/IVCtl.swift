@@ -1,5 +1,6 @@
 import ArgumentParser
 import IVClient
+import LinuxSystem
 import WireFormat
 
 /// `ivctl`: look at and poke a running ivserver's regions from the shell.
@@ -48,7 +49,7 @@ struct ServerOptions: ParsableArguments {
         }
     }
 
-    var timeout: Duration { .milliseconds(Int64(handshakeTimeout * 1000)) }
+    var timeout: Duration { SystemTime.duration(seconds: handshakeTimeout) }
 
     func open(_ region: String) throws -> RegionConnection {
         try report { () throws(IVClientError) in
@@ -244,7 +245,7 @@ struct Wait: ParsableCommand {
 /// wake-up's count, or nil when the time ran out.
 func countInterrupts(_ count: Int, timeout: Double?, label: String, failureSubject: String,
                      wait: (Duration?) throws -> UInt64?) throws {
-    let deadline = timeout.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
+    let deadline = timeout.map { ContinuousClock.now + SystemTime.duration(seconds: $0) }
     var seen: UInt64 = 0
     while seen < UInt64(count) {
         guard let woke = try wait(deadline.map { $0 - ContinuousClock.now }) else {

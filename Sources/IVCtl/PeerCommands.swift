@@ -1,5 +1,6 @@
 import ArgumentParser
 import IVClient
+import LinuxSystem
 
 /// `ivctl peer …`: join a multi-peer ivshmem server (`ivserver multi-peer`,
 /// QEMU's ivshmem-server protocol) as a peer, scriptably.
@@ -37,7 +38,7 @@ struct PeerServerOptions: ParsableArguments {
 
     func join() throws -> Peer {
         try reportPeer { () throws(IVClientError) in
-            try Peer.connect(socket: socket, vectors: vectors, timeout: .milliseconds(Int64(handshakeTimeout * 1000)))
+            try Peer.connect(socket: socket, vectors: vectors, timeout: SystemTime.duration(seconds: handshakeTimeout))
         }
     }
 }

@@ -204,7 +204,7 @@ struct Serve: ParsableCommand {
 
     static func serve(_ settings: ServeSettings) throws {
         let (configuration, log) = try settings.start()
-        let service = ServerService(configuration: configuration, events: log)
+        let service = VSoCService(configuration: configuration, events: log)
         do {
             try service.run()
         } catch let error as HandoverError {
@@ -255,7 +255,7 @@ struct Launch: ParsableCommand {
     }
 
     func run() throws {
-        var launch = LaunchSpec(arguments: command, stopTimeoutMilliseconds: UInt64((stopTimeout * 1000).rounded(.up)))
+        var launch = LaunchSpec(arguments: command, stopTimeoutMilliseconds: UInt64(SystemTime.milliseconds(seconds: stopTimeout)))
         if let vmConfigPath {
             do {
                 let config = try VMConfig.load(path: vmConfigPath)
@@ -267,7 +267,7 @@ struct Launch: ParsableCommand {
             }
         }
         let (configuration, log) = try options.settings().start()
-        let service = ServerService(configuration: configuration, events: log)
+        let service = VSoCService(configuration: configuration, events: log)
         let termination: Termination?
         do {
             termination = try service.run(launching: launch)
@@ -313,7 +313,7 @@ struct QemuArgs: ParsableCommand {
 
     func run() throws {
         let (plan, source) = try options.layout.load()
-        let configuration = ServerConfiguration(
+        let configuration = VSoCServerConfiguration(
             layout: plan, layoutSource: source, qemuSocketPath: try options.settings().qemuSocketPath,
             accessPolicy: AccessPolicy(serverUID: Users.currentUID))
         let arguments = configuration.qemuArguments

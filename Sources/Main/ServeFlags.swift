@@ -51,17 +51,17 @@ extension ServeFlag {
     }
     static let sharedMemoryPath = ServeFlag("shm-path", value: "path", help:
         "Shared-memory file to create (one left by a killed ivserver is replaced); <path>.lock keeps a second server off these paths "
-        + "(default: \(ServerConfiguration.defaultSharedMemoryPath)).") {
+        + "(default: \(VSoCServerConfiguration.defaultSharedMemoryPath)).") {
         $1.sharedMemoryPath = $0
         return true
     }
     static let qemuSocketPath = ServeFlag("qemu-sock", value: "path", help:
-        "UNIX socket QEMU's ivshmem-doorbell connects to (default: \(ServerConfiguration.defaultQemuSocketPath)).") {
+        "UNIX socket QEMU's ivshmem-doorbell connects to (default: \(VSoCServerConfiguration.defaultQemuSocketPath)).") {
         $1.qemuSocketPath = $0
         return true
     }
     static let clientSocketPath = ServeFlag("client-sock", value: "path", help:
-        "UNIX socket host clients connect to (default: \(ServerConfiguration.defaultClientSocketPath)).") {
+        "UNIX socket host clients connect to (default: \(VSoCServerConfiguration.defaultClientSocketPath)).") {
         $1.clientSocketPath = $0
         return true
     }
@@ -106,21 +106,21 @@ extension ServeFlag {
     }
     static let maximumPending = ServeFlag("max-pending", value: "count", help:
         "Host clients mid-handshake at once, in all; below it every connection is greeted at once, at it the shares decide "
-        + "who waits and who makes room (default: \(ServerConfiguration.defaultMaximumPending)).") {
+        + "who waits and who makes room (default: \(VSoCServerConfiguration.defaultMaximumPending)).") {
         guard let count = Int($0) else { return false }
         $1.maximumPending = count
         return true
     }
     static let maximumPendingPerProcess = ServeFlag("max-pending-per-process", value: "count", help:
         "A process's share when the server is full: at it, its new connections wait for room; over it, it makes room for "
-        + "newcomers within their share (default: \(ServerConfiguration.defaultMaximumPendingPerProcess)).") {
+        + "newcomers within their share (default: \(VSoCServerConfiguration.defaultMaximumPendingPerProcess)).") {
         guard let count = Int($0) else { return false }
         $1.maximumPendingPerProcess = count
         return true
     }
     static let maximumPendingPerUser = ServeFlag("max-pending-per-user", value: "count", help:
         "A user's share when the server is full: at it, the user's busiest process makes room for its other processes, and "
-        + "waits itself (default: \(ServerConfiguration.defaultMaximumPendingPerUser)).") {
+        + "waits itself (default: \(VSoCServerConfiguration.defaultMaximumPendingPerUser)).") {
         guard let count = Int($0) else { return false }
         $1.maximumPendingPerUser = count
         return true

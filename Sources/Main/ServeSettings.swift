@@ -22,15 +22,15 @@ struct AccessValues: Equatable {
 /// them, from ArgumentParser's declarations or from `QuickServe`.
 struct ServeSettings: Equatable {
     var layoutPath: String?
-    var sharedMemoryPath = ServerConfiguration.defaultSharedMemoryPath
-    var qemuSocketPath = ServerConfiguration.defaultQemuSocketPath
-    var clientSocketPath = ServerConfiguration.defaultClientSocketPath
+    var sharedMemoryPath = VSoCServerConfiguration.defaultSharedMemoryPath
+    var qemuSocketPath = VSoCServerConfiguration.defaultQemuSocketPath
+    var clientSocketPath = VSoCServerConfiguration.defaultClientSocketPath
     var logLevel = LogLevelArgument.info
     var access = AccessValues()
-    var handshakeTimeout = Double(ServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
-    var maximumPending = ServerConfiguration.defaultMaximumPending
-    var maximumPendingPerProcess = ServerConfiguration.defaultMaximumPendingPerProcess
-    var maximumPendingPerUser = ServerConfiguration.defaultMaximumPendingPerUser
+    var handshakeTimeout = Double(VSoCServerConfiguration.defaultHandshakeTimeoutMilliseconds) / 1000
+    var maximumPending = VSoCServerConfiguration.defaultMaximumPending
+    var maximumPendingPerProcess = VSoCServerConfiguration.defaultMaximumPendingPerProcess
+    var maximumPendingPerUser = VSoCServerConfiguration.defaultMaximumPendingPerUser
     var replaceHeldMemory = false
     var preallocate = false
 
@@ -55,18 +55,18 @@ struct ServeSettings: Equatable {
 
     /// Builds the log and the server's configuration; a layout that cannot
     /// be used ends the process with status 2.
-    func start() throws -> (ServerConfiguration, EventLog) {
+    func start() throws -> (VSoCServerConfiguration, EventLog) {
         let log = EventLog(minimumSeverity: logLevel.severity)
         let (plan, source) = try LayoutOptions.load(path: layoutPath)
         if layoutPath == nil { log.log(.info, "no --layout given: using \(source == DefaultLayout.sourceName ? "the " : "")\(source)") }
         ProcessLimits.ignoreBrokenPipes()
-        var configuration = ServerConfiguration(
+        var configuration = VSoCServerConfiguration(
             layout: plan, layoutSource: source, sharedMemoryPath: sharedMemoryPath,
             qemuSocketPath: qemuSocketPath, clientSocketPath: clientSocketPath, accessPolicy: access.policy)
         configuration.socketMode = access.socketMode
         configuration.socketGroup = access.socketGroup
         configuration.sharedMemoryMode = access.sharedMemoryMode
-        configuration.handshakeTimeoutMilliseconds = UInt64((handshakeTimeout * 1000).rounded(.up))
+        configuration.handshakeTimeoutMilliseconds = UInt64(SystemTime.milliseconds(seconds: handshakeTimeout))
         configuration.maximumPending = maximumPending
         configuration.maximumPendingPerProcess = maximumPendingPerProcess
         configuration.maximumPendingPerUser = maximumPendingPerUser

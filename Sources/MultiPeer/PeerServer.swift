@@ -200,7 +200,7 @@ public final class PeerServer: Servable {
     private func reject(_ fd: OwnedFD, peer: PeerCredentials?, reason: String) {
         peersRejected += 1
         report(.peerRejected(peer: peer, reason: reason))
-        Refusal.refuse(fd)
+        Gate.refuse(fd)
     }
 
     /// Messages as they go out, each with its fd; the peers whose

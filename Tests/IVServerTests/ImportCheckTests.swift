@@ -33,7 +33,7 @@ struct ImportCheckTests {
 
     @Test("failures, each named", arguments: [
         ("printf 'import ServerCore\\n' >> Sources/IVClient/RegionMemory.swift", "IVClient: imports ServerCore"),
-        ("printf 'import CLibUV\\n' >> Sources/IVServer/Server/Server.swift", "IVServer: imports CLibUV"),
+        ("printf 'import CLibUV\\n' >> Sources/IVServer/Server/VSoCServer.swift", "IVServer: imports CLibUV"),
         ("sed -i 's/dependencies: \\[\"LinuxSystem\", \"WireFormat\"\\]/dependencies: [\"LinuxSystem\", \"WireFormat\", \"CLinux\"]/' Package.swift",
          "IVClient: declares CLinux in Package.swift but never imports it"),
         ("printf '@_exported import WireFormat\\n' >> Sources/IVClient/PublicTypes.swift", "@_exported import WireFormat"),

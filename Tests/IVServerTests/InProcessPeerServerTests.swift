@@ -9,7 +9,7 @@ import Testing
 
 /// The multi-peer server in-process, with `vectors` per peer and `ids` peer
 /// IDs before its counter wraps.
-extension InProcess where Server == PeerServer {
+extension InProcess where Served == PeerServer {
     convenience init(vectors: Int = 1, ids: Int = 1 << 16) {
         self.init { directory, events in
             var configuration = PeerServerConfiguration(accessPolicy: AccessPolicy(serverUID: getuid()))

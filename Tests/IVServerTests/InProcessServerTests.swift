@@ -19,10 +19,10 @@ final class RecordedEvents: EventSink, Sendable {
 
 /// A server run in the test's own process, on a thread of its own:
 /// started, served and stopped through its API (no binary, no signals).
-final class InProcess<Server: Servable & Sendable> {
+final class InProcess<Served: Servable & Sendable> {
     let directory: TemporaryDirectory
     let events: RecordedEvents
-    let server: Server
+    let server: Served
     /// How the server's life ended, once it has.
     private final class Outcome: Sendable {
         let value = Mutex<Result<Void, any Error>?>(nil)
@@ -32,7 +32,7 @@ final class InProcess<Server: Servable & Sendable> {
 
     /// With `faults`, the server's thread meets the faults a test scripts
     /// (InjectedFaults); other in-process servers' threads never do.
-    init(faults: Bool = false, _ make: (TemporaryDirectory, RecordedEvents) -> Server) {
+    init(faults: Bool = false, _ make: (TemporaryDirectory, RecordedEvents) -> Served) {
         let directory = TemporaryDirectory()
         let events = RecordedEvents()
         self.directory = directory
@@ -67,12 +67,12 @@ final class InProcess<Server: Servable & Sendable> {
 }
 
 /// The vSoC server in-process, on the default layout.
-typealias InProcessServer = InProcess<IVServer.Server>
+typealias InProcessServer = InProcess<VSoCServer>
 
-extension InProcess where Server == IVServer.Server {
+extension InProcess where Served == VSoCServer {
     convenience init(faults: Bool = false) {
         self.init(faults: faults) { directory, events in
-            IVServer.Server(configuration: ServerConfiguration(
+            VSoCServer(configuration: VSoCServerConfiguration(
                 layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
                 qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
                 accessPolicy: AccessPolicy(serverUID: getuid())), events: events)

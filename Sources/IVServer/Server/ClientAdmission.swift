@@ -8,7 +8,7 @@ import WireFormat
 /// PendingShares and HeldConnections), the handshake deadlines, and every
 /// open connection (so that a stop closes them all). Loop thread only.
 final class ClientAdmission {
-    private let configuration: ServerConfiguration
+    private let configuration: VSoCServerConfiguration
     private let resources: ServedResources
     private let readiness: ReadinessSet
     private let events: EventSink
@@ -34,7 +34,7 @@ final class ClientAdmission {
     private var handshakeTimer: TimerHandle!
     private var heldTimer: TimerHandle!
 
-    init(configuration: ServerConfiguration, resources: ServedResources, serving: ServingLoop, events: EventSink,
+    init(configuration: VSoCServerConfiguration, resources: ServedResources, serving: ServingLoop, events: EventSink,
          answers: @escaping (ClientHandshake.Query) -> [UInt8]) throws {
         self.configuration = configuration
         self.resources = resources

@@ -107,7 +107,7 @@ final class VMConnection: PeerSocketDelegate {
 
     /// When it attached (seconds since the epoch); for a connection taken
     /// over across a restart, when it was taken over.
-    let attachedSince = Clock.currentSecond()
+    let attachedSince = SystemTime.currentSecond()
 
     /// Who the VM is: its process and that process's start (read from
     /// /proc once, when first asked), and when it attached.

@@ -6,7 +6,7 @@ import WireFormat
 /// What the vSoC server reports as it runs (its shared events are
 /// ServerCore's CoreEvent).
 public enum VSoCEvent: LogEvent {
-    indirect case ready(ServerConfiguration)
+    indirect case ready(VSoCServerConfiguration)
     /// A new VM: its handshake is out; `reset` is what its region's
     /// signalling state held before it was made fresh (nil: it could not be).
     case vmConnected(peer: PeerCredentials?, reset: [SignallingReset.Found]?)

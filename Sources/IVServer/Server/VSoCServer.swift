@@ -10,9 +10,9 @@ import WireFormat
 /// side effects, `start` makes (or takes over) every file and socket,
 /// `serve` runs the loop until `stop` (or `requestStop` from another
 /// thread), `close` removes what `start` made. The service around it
-/// (`ServerService`) adds the signals, the service manager, SIGUSR2's
+/// (`VSoCService`) adds the signals, the service manager, SIGUSR2's
 /// re-exec and the VM that `launch` starts.
-public final class Server: Servable {
+public final class VSoCServer: Servable {
     /// Where a previous server process of this VM may have handed its fds over.
     public enum HandoverSource: Sendable {
         /// Nowhere: every file is made anew.
@@ -22,7 +22,7 @@ public final class Server: Servable {
         case serviceManager
     }
 
-    public let configuration: ServerConfiguration
+    public let configuration: VSoCServerConfiguration
     let events: EventSink
     private let handoverSource: HandoverSource
     private let control = ServingControl(of: "vSoC server")
@@ -57,7 +57,7 @@ public final class Server: Servable {
     private(set) var vm: VMConnection?
 
     /// Events go to `events`, which is flushed on every turn of the loop.
-    public init(configuration: ServerConfiguration, events: EventSink, handover: HandoverSource = .none) {
+    public init(configuration: VSoCServerConfiguration, events: EventSink, handover: HandoverSource = .none) {
         self.configuration = configuration
         self.events = events
         handoverSource = handover
@@ -252,7 +252,7 @@ public final class Server: Servable {
         if let current = vm {
             if current.isAlive {
                 report(.vmRefused(peer: peer, current: current.peer))
-                Refusal.refuse(fd)
+                Gate.refuse(fd)
                 return
             }
             // It hung up, but its end of stream has not been read yet.
@@ -413,4 +413,4 @@ public final class Server: Servable {
 // Everything runs on the loop's thread, which is the thread that calls
 // `serve`; `requestStop` alone may come from any other (it only wakes the
 // loop through uv_async, under a lock).
-extension Server: @unchecked Sendable {}
+extension VSoCServer: @unchecked Sendable {}

@@ -2,7 +2,7 @@ import ServerCore
 import WireFormat
 
 /// Everything the server needs to run one VM's shared memory.
-public struct ServerConfiguration: Sendable {
+public struct VSoCServerConfiguration: Sendable {
     /// Defaults a normal user can use: /dev/shm and /tmp are world-writable.
     /// They are the original Cuttlefish server's, so its clients find us.
     public static let defaultSharedMemoryPath = "/dev/shm/ivshmem"

@@ -3,26 +3,26 @@ import EventLoop
 import Glibc
 import LinuxSystem
 
-/// ivserver as a service: the vSoC `Server` in ServerCore's one service
+/// ivserver as a service: the vSoC server (`VSoCServer`) in ServerCore's one service
 /// shape (the stop signals, SIGUSR1's state dump, READY=1 and STATUS=),
 /// plus what the vSoC mode adds: the service manager's fd store (the
 /// server's, `HandoverSource.serviceManager`), SIGUSR2 (execute the binary
 /// again in place) and the VM that `launch` starts (or that a re-exec
 /// hands over) and supervises, to which stop signals go first.
-public final class ServerService {
-    public let server: Server
-    private let service: Service<Server>
+public final class VSoCService {
+    public let server: VSoCServer
+    private let service: Service<VSoCServer>
     private let events: EventSink
-    private var configuration: ServerConfiguration { server.configuration }
+    private var configuration: VSoCServerConfiguration { server.configuration }
     // `ivserver launch`: the VM we started, and the timer that kills it
     // when it ignores a stop signal.
     private var launchedVM: (any LaunchedProcess)?
     private var vmStopTimer: TimerHandle?
     private var serving: ServingLoop?
 
-    public init(configuration: ServerConfiguration, events: EventSink) {
+    public init(configuration: VSoCServerConfiguration, events: EventSink) {
         self.events = events
-        server = Server(configuration: configuration, events: events, handover: .serviceManager)
+        server = VSoCServer(configuration: configuration, events: events, handover: .serviceManager)
         service = Service(server: server, events: events)
     }
 

@@ -19,8 +19,8 @@ extension StartupError {
     /// missing); nil when the directory is there.
     public static func missingDirectory(of path: String) -> StartupError? {
         let directory = path.lastIndex(of: "/").map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
-        var info = stat()
-        guard stat(directory, &info) != 0, errno == ENOENT else { return nil }
+        // Only when stat says it is not there: any other failure is told by the call that made it.
+        guard case .some(.none) = try? Posix.pathStatus(directory) else { return nil }
         return StartupError(path: directory, reason: "the directory does not exist, so \(path) cannot be made in it; "
             + "create it first (mkdir -p \(directory)) or give another path")
     }

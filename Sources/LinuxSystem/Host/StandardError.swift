@@ -8,7 +8,7 @@ public enum StandardError {
     public static func isJournal() -> Bool {
         guard let value = getenv("JOURNAL_STREAM") else { return false }
         var info = stat()
-        guard fstat(2, &info) == 0 else { return false }
+        guard (try? Posix.retrying(.fstat, nil, "standard error") { fstat(2, &info) }) != nil else { return false }
         return journalStream(String(cString: value), names: UInt64(info.st_dev), UInt64(info.st_ino))
     }
 

@@ -5,8 +5,7 @@ package enum ProcFS {
     /// The other processes that hold the file at `path` open or mapped, as
     /// far as /proc lets us see (another user's fds and maps need root).
     package static func holders(ofFileAt path: String) -> [Int32] {
-        var target = stat()
-        guard stat(path, &target) == 0 else { return [] }
+        guard let target = try? Posix.pathStatus(path) else { return [] }
         let me = getpid()
         return entries(of: "/proc").compactMap(Int32.init).filter { pid in
             pid != me && (holdsOpen(pid, target) || maps(pid, target))
@@ -15,8 +14,9 @@ package enum ProcFS {
 
     private static func holdsOpen(_ pid: Int32, _ target: stat) -> Bool {
         entries(of: "/proc/\(pid)/fd").contains { name in
-            var info = stat()
-            return stat("/proc/\(pid)/fd/\(name)", &info) == 0 && info.st_dev == target.st_dev && info.st_ino == target.st_ino
+            // An fd closed meanwhile, or a process that is not ours: not a holder.
+            guard let info = try? Posix.pathStatus("/proc/\(pid)/fd/\(name)") else { return false }
+            return info.st_dev == target.st_dev && info.st_ino == target.st_ino
         }
     }
 
@@ -97,9 +97,6 @@ package enum ProcFS {
 
     /// What fd `fd` of this process is ("anon_inode:[eventfd]", a path, …).
     package static func target(ofDescriptor fd: Int32) -> String? {
-        var target = [CChar](repeating: 0, count: 4096)
-        let length = readlink("/proc/self/fd/\(fd)", &target, target.count - 1)
-        guard length > 0 else { return nil }
-        return String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        Posix.linkTarget("/proc/self/fd/\(fd)")
     }
 }

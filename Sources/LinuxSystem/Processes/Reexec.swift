@@ -26,25 +26,13 @@ package enum Reexec {
         var environment = ProcessEnvironment.current.filter { !$0.hasPrefix("IVSERVER_HANDOVER_") }
         environment += ["IVSERVER_HANDOVER_PID=\(getpid())", "IVSERVER_HANDOVER_FDS=\(handover)"]
         if let child { environment.append("IVSERVER_HANDOVER_CHILD=\(child)") }
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = environment.map { strdup($0) } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        execve(path, argv, envp)
-        let failure = SystemError(.execve)
+        let failure = Posix.execute(path, arguments: arguments, environment: environment)
         // Still this image: the fds stay ours alone.
         for (_, fd) in fds { try? Posix.setCloseOnExec(fd) }
         return failure
     }
 
-    private static func selfPath() -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard length > 0 else { return nil }
-        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    private static func selfPath() -> String? { Posix.linkTarget("/proc/self/exe") }
 
     /// The child that the image before a re-exec asked this one to watch
     /// (`ivserver launch`'s VM), if this is the image it handed over to;
@@ -61,9 +49,8 @@ package enum Reexec {
     package static func closeInheritedDescriptorsOnExec() {
         for name in ProcFS.entries(of: "/proc/self/fd") {
             guard let fd = Int32(name), fd > 2 else { continue }
-            // The listing's own fd is closed by now: EBADF for it is no
-            // matter (and no bug), so this call is not Posix's, which traps on it.
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            // The listing's own fd is closed by now: EBADF for it is no matter.
+            Posix.setCloseOnExecIfOpen(fd)
         }
     }
 }

@@ -11,10 +11,9 @@ package final class RunningProcess {
     /// Nil when the process is gone or pidfds are not available.
     package init?(pid: Int32) {
         guard pid > 0 else { return nil }
-        let raw = ivs_pidfd_open(pid)
-        guard raw >= 0 else { return nil }
+        guard let handle = try? Posix.openProcess(pid) else { return nil }
         self.pid = pid
-        handle = OwnedFD(taking: raw)
+        self.handle = handle
     }
 
     /// False once the process has exited (its pidfd polls readable).

@@ -84,7 +84,7 @@ public enum ServiceManager {
         var named: [String: [OwnedFD]] = [:]
         for (number, name) in handed {
             // One that is not open (a miscounted LISTEN_FDS) is no fd of ours.
-            guard fcntl(number, F_SETFD, FD_CLOEXEC) == 0 else { continue }
+            guard Posix.setCloseOnExecIfOpen(number) else { continue }
             named[name, default: []].append(OwnedFD(taking: number))
         }
         return named

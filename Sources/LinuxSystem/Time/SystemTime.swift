@@ -32,6 +32,20 @@ public enum SystemTime {
         return overflow ? .max : scaled &+ attoseconds / 1_000_000_000
     }
 
+    /// A number of seconds as a command line gives it, in whole
+    /// milliseconds rounded up (a timeout is never shorter than asked),
+    /// from 0 to Int64.max: the one rule by which seconds become time.
+    public static func milliseconds(seconds: Double) -> Int64 {
+        let milliseconds = (seconds * 1000).rounded(.up)
+        guard milliseconds < Double(Int64.max) else { return .max }
+        return milliseconds > 0 ? Int64(milliseconds) : 0
+    }
+
+    /// A number of seconds as a Duration, by the rule of `milliseconds(seconds:)`.
+    public static func duration(seconds: Double) -> Duration {
+        .milliseconds(milliseconds(seconds: seconds))
+    }
+
     /// Seconds since the epoch, from the real-time clock.
     public static func currentSecond() -> Int {
         var now = Glibc.timespec()

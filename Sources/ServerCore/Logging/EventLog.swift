@@ -48,7 +48,7 @@ public final class EventLog: EventSink {
 
     private func linePrefix(_ severity: Severity) -> [UInt8] {
         if journal { return prefixes[severity.rank] }
-        let now = Clock.currentSecond()
+        let now = SystemTime.currentSecond()
         if now != prefixSecond {
             prefixSecond = now
             prefixes = Severity.allCases.map { severity in

@@ -34,8 +34,8 @@ public protocol Servable: AnyObject {
 /// when asked, serve with the stop signals (SIGINT, SIGTERM, SIGHUP) and
 /// SIGUSR1 (the state in the log) handled, READY=1 and a STATUS= kept
 /// current for the service manager, and close.
-public final class Service<Server: Servable> {
-    public let server: Server
+public final class Service<Served: Servable> {
+    public let server: Served
     private let events: EventSink
     private var loop: ServingLoop?
     /// What a stop signal does; by default the server stops. (`ivserver
@@ -48,10 +48,10 @@ public final class Service<Server: Servable> {
     // STATUS=, at most once a second, only when it changed; the timer
     // (armed only then) sends a change that came sooner.
     private var statusTimer: TimerHandle?
-    private var published: Server.Status?
+    private var published: Served.Status?
     private var publishedAt: UInt64?
 
-    public init(server: Server, events: EventSink) {
+    public init(server: Served, events: EventSink) {
         self.server = server
         self.events = events
     }
