@@ -204,7 +204,7 @@ struct Serve: ParsableCommand {
 
     static func serve(_ settings: ServeSettings) throws {
         let (configuration, log) = try settings.start()
-        let service = VSoCService(configuration: configuration, events: log)
+        let service = VSoCService(configuration: configuration, events: log, handover: .fromEnvironment())
         do {
             try service.run()
         } catch let error as HandoverError {
@@ -267,7 +267,7 @@ struct Launch: ParsableCommand {
             }
         }
         let (configuration, log) = try options.settings().start()
-        let service = VSoCService(configuration: configuration, events: log)
+        let service = VSoCService(configuration: configuration, events: log, handover: .fromEnvironment())
         let termination: Termination?
         do {
             termination = try service.run(launching: launch)

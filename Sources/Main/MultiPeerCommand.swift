@@ -92,7 +92,8 @@ struct MultiPeerOptions: ParsableArguments {
         let severity = (logLevel ?? (verbose ? .debug : .info)).severity
         ProcessLimits.ignoreBrokenPipes()
         let log = EventLog(minimumSeverity: severity, label: "ivshmem-server")
-        let service = Service(server: PeerServer(configuration: configuration, events: log), events: log)
+        let service = Service(server: PeerServer(configuration: configuration, events: log,
+                                                    handed: ServiceManager.takeHandedDescriptors()), events: log)
         do {
             try service.run(background: foreground ? nil : (detach: true, pidFile: pidFile))
         } catch {

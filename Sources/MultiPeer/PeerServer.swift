@@ -39,9 +39,15 @@ public final class PeerServer: Servable {
     /// The memory's room on its filesystem.
     private var room: MemoryRoom?
 
-    public init(configuration: PeerServerConfiguration, events: EventSink) {
+    /// `handed`: the fds handed to this process by name (a socket unit's
+    /// listener; `ServiceManager.takeHandedDescriptors()`), taken at start.
+    /// Handed to this process, until `start` takes a socket unit's listener from them.
+    private var handed: [String: [OwnedFD]]
+
+    public init(configuration: PeerServerConfiguration, events: EventSink, handed: [String: [OwnedFD]] = [:]) {
         self.configuration = configuration
         self.events = events
+        self.handed = handed
         gate = Gate(policy: configuration.accessPolicy, events: events)
         ids = PeerIDAllocator(count: configuration.peerIDCount)
         vectorLookup = DoorbellVectorLookup(socketPath: configuration.socketPath)
@@ -70,7 +76,8 @@ public final class PeerServer: Servable {
                 report(.peerMemoryReused(path: configuration.memory.description, size: memory.size, holders: holders))
             }
             // A systemd socket unit's listener (ivshmem-server@.socket), by its path.
-            var handed = ServiceManager.takeHandedDescriptors()
+            var handed = self.handed
+            self.handed = [:]
             var activated = ActivatedListeners.take(from: &handed, ownPrefix: nil)
             if let unit = activated.take(path: configuration.socketPath) {
                 listening = try ListeningSocket.activated(unit.fd, path: configuration.socketPath)
@@ -154,6 +161,9 @@ public final class PeerServer: Servable {
         var refused: Int
         var memoryShort = false
     }
+
+    /// Nothing outlives a multi-peer server: its peers reconnect.
+    public let handsOverFiles = false
 
     public var status: Status {
         Status(joined: joinOrder.count, served: peersServed, refused: peersRejected + gate.refused,

@@ -143,4 +143,44 @@ struct InProcessServerTests {
         #expect(InjectedFaults.calls(.sendmsg) == 6)
         #expect(throws: Never.self) { try instance.finish()?.get() }
     }
+
+    @Test("an I/O error reading the handed-over memory is told as one, not as another layout; nothing at the paths changes")
+    func handedMemoryUnreadable() throws {
+        let directory = TemporaryDirectory()
+        let store = RecordingStore()
+        let configuration = VSoCServerConfiguration(
+            layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
+            qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
+            accessPolicy: AccessPolicy(serverUID: getuid()))
+        let first = InProcess<VSoCServer> { _, events in
+            VSoCServer(configuration: configuration, events: events, handover: Handover.Source(handed: [:], store: store))
+        }
+        #expect(first.waitUntilReady())
+        #expect(throws: Never.self) { try first.finish()?.get() }
+        let entries = directory.entries().sorted()
+        // The k-th call of each kind fails, for growing k, until the one
+        // on the handed memory does: no failure before it may read as
+        // another reason, and that one must read as what it is.
+        for call in [SystemCall.fstat, .pread] {
+            var told: SystemError?
+            for passing in 0..<12 where told == nil {
+                InjectedFaults.script(call, Array(repeating: .pass, count: passing) + [.fail(EIO)])
+                defer { InjectedFaults.clear() }
+                let next = InProcess<VSoCServer>(faults: true) { _, events in
+                    VSoCServer(configuration: configuration, events: events, handover: Handover.Source(handed: store.handed(), store: store))
+                }
+                let result = try #require(next.finish(stopping: false))
+                #expect(directory.entries().sorted() == entries, "\(call) #\(passing + 1) failing changed the paths")
+                guard case let .failure(failure) = result, let refused = failure as? HandoverError else { continue }
+                guard case let .sharedMemoryUnreadable(error) = refused else {
+                    Issue.record("\(call) #\(passing + 1) failing was told as: \(refused)")
+                    break
+                }
+                #expect(error.call == call && error.errno == EIO)
+                #expect("\(failure)".contains("cannot be read"))
+                told = error
+            }
+            #expect(told != nil, "no failing \(call) was told as the memory being unreadable")
+        }
+    }
 }

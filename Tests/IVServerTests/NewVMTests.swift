@@ -87,7 +87,7 @@ struct NewVMTests {
         let guest = try EmulatedGuest(vm: vm, region: primary, layout: client.layout)
         // (The log is written after the handshake: wait for it before marking.)
         #expect(server.waitForLog(containing: "VM connected"))
-        #expect(try manager.waitForStore(Set(manager.storedNames.map(FakeServiceManager.kind)).union([HandoverName.vm])))
+        #expect(try manager.waitForStore(Set(manager.storedNames.map(FakeServiceManager.kind)).union([Handover.vm])))
         #expect(try client.interruptGuest())
         #expect(try guest.interruptHost())
         let mark = server.logMark()

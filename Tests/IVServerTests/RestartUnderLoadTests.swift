@@ -127,7 +127,7 @@ struct RestartUnderLoadTests {
             let vm = try FakeVM(server: server, regionCount: plan.regionCount)
             #expect(vm.ownVectors.count == plan.regionCount)
             if managed {
-                #expect(try manager.waitForStore(Set(manager.storedNames.map(FakeServiceManager.kind)).union([HandoverName.vm])))
+                #expect(try manager.waitForStore(Set(manager.storedNames.map(FakeServiceManager.kind)).union([Handover.vm])))
             }
             #expect(kill(server.pid, 0) == 0)
             #expect(server.stop() == 0, "a clean stop after 1,000 probes (managed: \(managed))")
@@ -141,7 +141,7 @@ struct RestartUnderLoadTests {
             var server = try ServerProcess(manager: manager)
             let qemu = try QemuProcess(qemuSocket: server.qemuSocketPath, vectors: plan.regionCount)
             _ = try IvshmemDevice(qemu: qemu)
-            #expect(try manager.waitForStore(Set(manager.storedNames.map(FakeServiceManager.kind)).union([HandoverName.vm])))
+            #expect(try manager.waitForStore(Set(manager.storedNames.map(FakeServiceManager.kind)).union([Handover.vm])))
             if viaManager {
                 #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
                 server = try ServerProcess(directory: server.directory, manager: manager, handing: manager.handBack())

@@ -47,7 +47,7 @@ struct SocketActivationTests {
         let client = try RegionConnection.open(region: "e2e_primary", socket: server.clientSocketPath)
         #expect(client.layout.regions.count == plan.regionCount)
         let vm = try FakeVM(server: server, regionCount: plan.regionCount)
-        #expect(try manager.waitForStore(storeWithoutListeners.union([HandoverName.vm])), "the VM's connection is stored")
+        #expect(try manager.waitForStore(storeWithoutListeners.union([Handover.vm])), "the VM's connection is stored")
         vm.socket.close()
         #expect(server.stop() == 0)
         #expect(try [directory.path + "/qemu.sock", directory.path + "/client.sock"].map { try FileIdentity.at($0) } == identities,
@@ -63,7 +63,7 @@ struct SocketActivationTests {
         let manager = try FakeServiceManager()
         let server = try ServerProcess(directory: directory, manager: manager, handing: listeners)
         let vm = try FakeVM(server: server, regionCount: plan.regionCount)
-        #expect(try manager.waitForStore(storeWithoutListeners.union([HandoverName.vm])))
+        #expect(try manager.waitForStore(storeWithoutListeners.union([Handover.vm])))
         let before = try RegionConnection.open(region: "e2e_primary", socket: server.clientSocketPath)
         try before.memory.write(Array("kept".utf8), offset: 64)
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
@@ -76,7 +76,7 @@ struct SocketActivationTests {
         let after = try RegionConnection.open(region: "e2e_primary", socket: restarted.clientSocketPath)
         #expect(try after.memory.read(offset: 64, count: 4) == Array("kept".utf8))
         #expect(inode(after.sharedMemory) == inode(vm.sharedMemory), "the VM's memory")
-        #expect(try manager.waitForStore(storeWithoutListeners.union([HandoverName.vm])))
+        #expect(try manager.waitForStore(storeWithoutListeners.union([Handover.vm])))
         #expect(restarted.stop() == 0)
     }
 
@@ -85,7 +85,7 @@ struct SocketActivationTests {
         let directory = TemporaryDirectory()
         let manager = try FakeServiceManager()
         let server = try ServerProcess(directory: directory, manager: manager)
-        #expect(try manager.waitForStore(storeWithoutListeners.union([HandoverName.qemuListener, HandoverName.clientListener])))
+        #expect(try manager.waitForStore(storeWithoutListeners.union([Handover.qemuListener, Handover.clientListener])))
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
         // The socket unit starts: it replaces the files at the same paths.
         unlink(directory.path + "/qemu.sock")

@@ -10,17 +10,15 @@ extension SharedMemoryFile {
     /// `size` bytes and starts with `header`: what a VM already maps must
     /// not change under it.
     static func takeOver(_ fd: OwnedFD, path: String, size: UInt64, header: [UInt8]) throws(HandoverError) -> SharedMemoryFile {
-        guard let info = try? Posix.status(fd), info.st_mode & S_IFMT == S_IFREG else {
-            throw HandoverError("the handed-back shared memory is not a regular file")
-        }
+        let info: stat
+        do { info = try Posix.status(fd, "the handed-back shared memory") } catch { throw .sharedMemoryUnreadable(error) }
+        guard info.st_mode & S_IFMT == S_IFREG else { throw .sharedMemoryNotARegularFile }
         // On hugetlbfs the file is the layout's size in whole huge pages.
         let expected = HugePages.pageSize(of: fd).map { HugePages.rounded(size, toPagesOf: $0) } ?? size
-        guard UInt64(info.st_size) == expected else {
-            throw HandoverError("the handed-back shared memory is \(info.st_size) bytes, the layout needs \(expected)")
-        }
-        guard (try? Posix.read(fd, at: 0, count: header.count)) == header else {
-            throw HandoverError("the handed-back shared memory holds another layout header than the layout being served")
-        }
+        guard UInt64(info.st_size) == expected else { throw .sharedMemorySize(actual: UInt64(info.st_size), expected: expected) }
+        let start: [UInt8]
+        do { start = try Posix.read(fd, at: 0, count: header.count, "the handed-back shared memory") } catch { throw .sharedMemoryUnreadable(error) }
+        guard start == header else { throw .sharedMemoryHeader }
         let atPath = try? FileIdentity.at(path)
         let samePath = atPath == FileIdentity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         return SharedMemoryFile(fd: fd, file: samePath ? try? CreatedFile(path: path) : nil, size: expected)

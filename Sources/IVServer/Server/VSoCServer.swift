@@ -10,21 +10,16 @@ import WireFormat
 /// side effects, `start` makes (or takes over) every file and socket,
 /// `serve` runs the loop until `stop` (or `requestStop` from another
 /// thread), `close` removes what `start` made. The service around it
-/// (`VSoCService`) adds the signals, the service manager, SIGUSR2's
-/// re-exec and the VM that `launch` starts.
+/// (`VSoCService`) adds the signals, SIGUSR2's re-exec and the VM that
+/// `launch` starts. What a previous process handed over, and where to
+/// hand over to, come in as values (`Handover.Source`).
 public final class VSoCServer: Servable {
-    /// Where a previous server process of this VM may have handed its fds over.
-    public enum HandoverSource: Sendable {
-        /// Nowhere: every file is made anew.
-        case none
-        /// The service manager (LISTEN_FDS) or SIGUSR2's re-exec; under a
-        /// service manager, what is made is put in its store too.
-        case serviceManager
-    }
-
     public let configuration: VSoCServerConfiguration
     let events: EventSink
-    private let handoverSource: HandoverSource
+    /// The fds handed to this process, until `start` takes them.
+    private var handed: [String: [OwnedFD]]
+    /// Where what outlives this process goes; nil: nothing does.
+    private let store: (any DescriptorStore)?
     private let control = ServingControl(of: "vSoC server")
 
     // Made by `start`.
@@ -34,33 +29,37 @@ public final class VSoCServer: Servable {
     private(set) var resources: ServedResources?
     /// The memory's room on its filesystem.
     private var room: MemoryRoom?
-    /// The QEMU socket's, then the client socket's.
-    private var listening: [ServedListener] = []
+    /// The two listening sockets.
+    private var listening: (qemu: ServedListener, client: ServedListener)?
+    private var servedListeners: [ServedListener] { listening.map { [$0.qemu, $0.client] } ?? [] }
     /// What a previous server process handed over, until `serve` has
     /// taken it in.
-    private var handover: Handover?
+    private var handover: Handover.Received?
     /// Listening sockets a systemd socket unit handed in, by path, until
     /// `start` has taken them.
     private var activated = ActivatedListeners()
     /// Listeners from the fd store that a socket unit's replace: taken out
     /// of the store once serving.
     private var replacedStoredListeners: [String] = []
-    /// Whether the files outlive this process: the service manager keeps
-    /// their fds for the next server process of this VM.
+    /// Whether the files outlive this process: the store keeps their fds
+    /// for the next server process of this VM.
     public private(set) var handsOverFiles = false
 
     // While serving.
     private var serving: ServingLoop? { control.serving }
-    private var listeners: [Listener] = []
+    private var listeners: (qemu: Listener, client: Listener)?
     private var gate: Gate
     private var clients: ClientAdmission?
     private(set) var vm: VMConnection?
 
     /// Events go to `events`, which is flushed on every turn of the loop.
-    public init(configuration: VSoCServerConfiguration, events: EventSink, handover: HandoverSource = .none) {
+    /// `handover`: what a previous process of this VM handed to this one,
+    /// and the store for what outlives it (by default neither).
+    public init(configuration: VSoCServerConfiguration, events: EventSink, handover: Handover.Source = .none) {
         self.configuration = configuration
         self.events = events
-        handoverSource = handover
+        handed = handover.handed
+        store = handover.store
         gate = Gate(policy: configuration.accessPolicy, events: events)
     }
 
@@ -79,21 +78,17 @@ public final class VSoCServer: Servable {
         precondition(control.state == .created, "started twice")
         do {
             lock = try InstanceLock.acquire(path: configuration.lockPath)
-            let handover: Handover?
-            switch handoverSource {
-            case .none: handover = nil
-            case .serviceManager:
-                // A socket unit's listeners first (a first start when they
-                // come alone), then what a previous process of this VM handed over.
-                var handed = ServiceManager.takeHandedDescriptors()
-                activated = ActivatedListeners.take(from: &handed, ownPrefix: HandoverName.prefix)
-                handover = try Handover.receive(from: handed, plan: configuration.layout,
+            // A socket unit's listeners first (a first start when they
+            // come alone), then what a previous process of this VM handed over.
+            var handed = self.handed
+            self.handed = [:]
+            activated = ActivatedListeners.take(from: &handed, ownPrefix: Handover.prefix)
+            let handover = try Handover.receive(from: handed, plan: configuration.layout,
                                                 sharedMemoryPath: configuration.sharedMemoryPath)
-            }
             self.handover = handover
             // Files taken over from a previous process are not this
             // start's to remove: whoever handed their fds over still holds them.
-            handsOverFiles = handover != nil && ServiceManager.isPresent
+            handsOverFiles = handover != nil && store != nil
             try makeOrTakeOver(handover)
         } catch {
             close()
@@ -102,7 +97,7 @@ public final class VSoCServer: Servable {
         control.started()
     }
 
-    private func makeOrTakeOver(_ handover: Handover?) throws {
+    private func makeOrTakeOver(_ handover: Handover.Received?) throws {
         let plan = configuration.layout
         let header = LayoutEncoder.encode(plan)
         let signalling = SignallingReset.signallingRanges(of: plan)
@@ -139,40 +134,48 @@ public final class VSoCServer: Servable {
         room?.checkAtStart(events: events)
         resources = ServedResources(plan: plan, sharedMemory: sharedMemory, channels: channels,
                                     qemuSocketPath: configuration.qemuSocketPath, events: events)
-        for (base, path, handed) in [(HandoverName.qemuListener, configuration.qemuSocketPath, handover?.qemuListener),
-                                     (HandoverName.clientListener, configuration.clientSocketPath, handover?.clientListener)] {
-            let socket: ListeningSocket
-            if let unit = activated.take(path: path) {
-                // The socket unit's: it keeps the file. A stored one for the
-                // same path (from before the unit) goes.
-                if let handed {
-                    handed.fd.close()
-                    replacedStoredListeners.append(handed.name)
-                }
-                socket = try ListeningSocket.activated(unit.fd, path: path)
-                listening.append(ServedListener(socket: socket, baseName: base, handedName: nil, activatedName: unit.name))
-                report(.detail("serving on \(path), handed in by a socket unit (\(unit.name))"))
-                continue
-            }
-            if let handed, try handed.isStill(at: path) {
-                socket = try ListeningSocket.takeOver(handed.fd, path: path, mode: configuration.socketMode, group: configuration.socketGroup)
-            } else {
-                // Not handed over, or its file is gone (a runtime directory
-                // made anew) or replaced: a new one, handed over in place of the old.
-                handed?.fd.close()
-                if try ListeningSocket.removeLeftover(path: path) {
-                    report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
-                } else if events.isEnabled(.debug) {
-                    report(.detail("checked for a leftover socket at \(path): none"))
-                }
-                socket = try ListeningSocket.make(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
-            }
-            listening.append(ServedListener(socket: socket, baseName: base, handedName: handed?.name))
-            created.append(socket.file)
+        let qemu = try listen(on: configuration.qemuSocketPath, as: Handover.qemuListener, handed: handover?.qemuListener)
+        do {
+            listening = (qemu, try listen(on: configuration.clientSocketPath, as: Handover.clientListener, handed: handover?.clientListener))
+        } catch {
+            qemu.socket.fd.close()
+            throw error
         }
         let stray = activated.closeRest()
         for name in activated.ignored { report(.handedFDIgnored(name: name, reason: "not a listening UNIX socket")) }
         for path in stray { report(.handedFDIgnored(name: path, reason: "a listener on a path that is neither --qemu-sock nor --client-sock")) }
+    }
+
+    /// The listener on `path`: a socket unit's, the one handed over while
+    /// its file is still there, or a new one.
+    private func listen(on path: String, as base: String, handed: Handover.HandedListener?) throws -> ServedListener {
+        let socket: ListeningSocket
+        if let unit = activated.take(path: path) {
+            // The socket unit's: it keeps the file. A stored one for the
+            // same path (from before the unit) goes.
+            if let handed {
+                handed.fd.close()
+                replacedStoredListeners.append(handed.name)
+            }
+            socket = try ListeningSocket.activated(unit.fd, path: path)
+            report(.detail("serving on \(path), handed in by a socket unit (\(unit.name))"))
+            return ServedListener(socket: socket, baseName: base, handedName: nil, activatedName: unit.name)
+        }
+        if let handed, try handed.isStill(at: path) {
+            socket = try ListeningSocket.takeOver(handed.fd, path: path, mode: configuration.socketMode, group: configuration.socketGroup)
+        } else {
+            // Not handed over, or its file is gone (a runtime directory
+            // made anew) or replaced: a new one, handed over in place of the old.
+            handed?.fd.close()
+            if try ListeningSocket.removeLeftover(path: path) {
+                report(.leftoverRemoved(path: path, what: "a socket nobody listened on"))
+            } else if events.isEnabled(.debug) {
+                report(.detail("checked for a leftover socket at \(path): none"))
+            }
+            socket = try ListeningSocket.make(path: path, mode: configuration.socketMode, group: configuration.socketGroup)
+        }
+        created.append(socket.file)
+        return ServedListener(socket: socket, baseName: base, handedName: handed?.name)
     }
 
     // MARK: serving
@@ -181,27 +184,30 @@ public final class VSoCServer: Servable {
     public func serve(whenReady: (ServingLoop) throws -> Void = { _ in }) throws {
         guard let resources else { preconditionFailure("serve before start") }
         let serving = try control.beginServing(events: events, closeConnections: { [unowned self] in
-            self.listeners.forEach { $0.close() }
+            self.listeners?.qemu.close()
+            self.listeners?.client.close()
             self.vm?.closeSilently()
             self.clients?.closeAll()
         }, stopRequested: { [unowned self] in
             self.report(.stopping(signal: 0, handingOver: self.handsOverFiles))
             self.stop()
         })
-        listeners = try zip(listening, [acceptVM, acceptClient]).map { served, accept throws(SystemError) in
+        guard let listening else { preconditionFailure("serve before start") }
+        func listener(_ served: ServedListener, onAccept accept: @escaping (OwnedFD) -> Void) throws(SystemError) -> Listener {
             let path = served.socket.path
             return try Listener(served.socket, readiness: serving.readiness, onAccept: accept,
                                 onError: { [unowned self] error in self.report(.acceptFailed(socket: path, error: "\(error)")) })
         }
+        listeners = (qemu: try listener(listening.qemu, onAccept: acceptVM), client: try listener(listening.client, onAccept: acceptClient))
         clients = try ClientAdmission(configuration: configuration, resources: resources, serving: serving, events: events,
                                       answers: { [unowned self] query in self.answer(query) })
         if let handover {
             if let fd = handover.vm { takeOverVM(fd) }
             report(.tookOver(sharedMemoryInode: resources.sharedMemory.inode, eventFDs: 2 * handover.channels.count,
-                             listeners: [handover.qemuListener, handover.clientListener].compactMap { $0 }.count, vm: vm?.peer))
+                             listeners: handover.listenerCount, vm: vm?.peer))
             self.handover = nil
         }
-        if handoverSource == .serviceManager && ServiceManager.isPresent { storeWithServiceManager() }
+        if let store { storeForTheNextProcess(in: store) }
         try control.run(whenReady: whenReady) { report(.ready(configuration)) }
     }
 
@@ -230,15 +236,17 @@ public final class VSoCServer: Servable {
     /// closes the loop.
     public func close() {
         guard control.beginClosing() else { return }
-        listeners = []
+        listeners = nil
         clients = nil
-        listening.forEach { $0.socket.fd.close() }
-        listening = []
+        servedListeners.forEach { $0.socket.fd.close() }
+        listening = nil
         if !handsOverFiles { created.reversed().forEach { $0.remove() } }
         created = []
         resources = nil
         room = nil
         handover = nil
+        handed.values.joined().forEach { $0.close() }
+        handed = [:]
         lock?.release()
         lock = nil
         control.closed()
@@ -263,7 +271,7 @@ public final class VSoCServer: Servable {
         // A peer that hung up before its handshake went out is closed (and
         // logged as gone) already: it never was attached.
         guard vm === connection, !connection.isClosed else { return }
-        if storesVM { storeVM(connection) }
+        if let store { storeVM(connection, in: store) }
     }
 
     /// The VM's connection, handed over: served on as it is.
@@ -280,9 +288,7 @@ public final class VSoCServer: Servable {
             self.vm = nil
             // The VM left. (When the server stops, its connection stays
             // stored for the next server process of this VM.)
-            if self.control.state == .serving && closed.wasAttached && self.storesVM {
-                ServiceManager.removeStored(name: HandoverName.vm)
-            }
+            if self.control.state == .serving && closed.wasAttached { self.store?.remove(name: Handover.vm) }
         }
         vm = connection
         return connection
@@ -305,51 +311,34 @@ public final class VSoCServer: Servable {
         }
     }
 
-    // MARK: the handover
+    // MARK: the hand-over
 
-    /// Under a service manager that keeps our fds, the VM's connection is
-    /// in its store while attached.
-    private var storesVM: Bool { handoverSource == .serviceManager && ServiceManager.isPresent }
-
-    private func storeVM(_ connection: VMConnection) {
-        let failed = connection.withDescriptor { ServiceManager.store([(HandoverName.vm, $0)]) } ?? []
+    /// While attached, the VM's connection is in the store too.
+    private func storeVM(_ connection: VMConnection, in store: any DescriptorStore) {
+        let failed = connection.withDescriptor { store.store([(Handover.vm, $0)]) } ?? []
         for name in failed { report(.storeFailed(name: name)) }
     }
 
-    /// What outlives this process, by name: the memory, the eventfds, both
-    /// listeners, and with `vm` the VM's connection (for SIGUSR2's re-exec;
-    /// the service manager gets the VM's when it attaches).
+    /// What outlives this process, by name (`Handover.outgoing`); with
+    /// `includingVM` the VM's connection too (SIGUSR2's re-exec; the store
+    /// gets the VM's when it attaches).
     func handoverList(includingVM: Bool) -> [(name: String, fd: Int32)] {
         guard let resources else { return [] }
-        var list = [(HandoverName.sharedMemory, resources.sharedMemory.fd.rawValue)]
-        for (region, channel) in resources.channels.enumerated() {
-            list.append((HandoverName.guestToHost(region), channel.guestToHost.rawValue))
-            list.append((HandoverName.hostToGuest(region), channel.hostToGuest.rawValue))
-        }
-        list += listening.map { ($0.handoverName, $0.socket.fd.rawValue) }
-        if includingVM, let vm = vm?.withDescriptor({ (HandoverName.vm, $0) }) { list.append(vm) }
-        return list
+        return Handover.outgoing(sharedMemory: resources.sharedMemory.fd.rawValue, channels: resources.channels,
+                                 listeners: servedListeners.map { ($0.handoverName, $0.socket.fd.rawValue) },
+                                 vm: includingVM ? vm?.withDescriptor { $0 } : nil)
     }
 
-    /// Puts what the VM holds (memory, eventfds) and both listening sockets
-    /// in the service manager's store, so that they outlive this process.
-    /// What was handed over is in the store already; only a listener made
-    /// anew (or handed over under an earlier version's name) goes in, in
-    /// place of the one it replaces.
-    private func storeWithServiceManager() {
-        // A socket unit's listeners are handed in by the unit at every
-        // start: they never go in the store, and stored ones they replace leave it.
-        for name in replacedStoredListeners { ServiceManager.removeStored(name: name) }
+    /// Puts what the VM holds (memory, eventfds) and the listeners in the
+    /// store, so that they outlive this process: what `Handover.storeChanges` says.
+    private func storeForTheNextProcess(in store: any DescriptorStore) {
+        let outgoing = handoverList(includingVM: false)
+        let changes = Handover.storeChanges(afterHandover: handsOverFiles, listeners: servedListeners.map(\.storeEntry),
+                                            replaced: replacedStoredListeners, outgoing: outgoing.map(\.name))
         replacedStoredListeners = []
-        let activatedNames = Set(listening.compactMap(\.activatedName))
-        var stored = handoverList(includingVM: false).filter { !activatedNames.contains($0.name) }
-        if handsOverFiles {
-            let changed = listening.filter { $0.activatedName == nil && $0.handedName != $0.handoverName }
-            for name in changed.compactMap(\.handedName) { ServiceManager.removeStored(name: name) }
-            let names = Set(changed.map(\.handoverName))
-            stored = stored.filter { names.contains($0.name) }
-        }
-        let failed = ServiceManager.store(stored)
+        for name in changes.remove { store.remove(name: name) }
+        let wanted = Set(changes.store)
+        let failed = store.store(outgoing.filter { wanted.contains($0.name) })
         for name in failed { report(.storeFailed(name: name)) }
         if failed.isEmpty { handsOverFiles = true }
     }

@@ -5,10 +5,10 @@ import LinuxSystem
 
 /// ivserver as a service: the vSoC server (`VSoCServer`) in ServerCore's one service
 /// shape (the stop signals, SIGUSR1's state dump, READY=1 and STATUS=),
-/// plus what the vSoC mode adds: the service manager's fd store (the
-/// server's, `HandoverSource.serviceManager`), SIGUSR2 (execute the binary
-/// again in place) and the VM that `launch` starts (or that a re-exec
-/// hands over) and supervises, to which stop signals go first.
+/// plus what the vSoC mode adds: SIGUSR2 (execute the binary again in
+/// place, handing everything over) and the VM that `launch` starts (or
+/// that a re-exec hands over) and supervises, to which stop signals go
+/// first.
 public final class VSoCService {
     public let server: VSoCServer
     private let service: Service<VSoCServer>
@@ -20,9 +20,14 @@ public final class VSoCService {
     private var vmStopTimer: TimerHandle?
     private var serving: ServingLoop?
 
-    public init(configuration: VSoCServerConfiguration, events: EventSink) {
+    /// The VM process a re-exec handed over (`ivserver launch`'s).
+    private let handedVM: Int32?
+
+    /// `handover`: what was handed to this process (`Handover.Source.fromEnvironment()`).
+    public init(configuration: VSoCServerConfiguration, events: EventSink, handover: Handover.Source) {
         self.events = events
-        server = VSoCServer(configuration: configuration, events: events, handover: .serviceManager)
+        handedVM = handover.vmProcess
+        server = VSoCServer(configuration: configuration, events: events, handover: handover)
         service = Service(server: server, events: events)
     }
 
@@ -35,11 +40,10 @@ public final class VSoCService {
     @discardableResult
     public func run(launching launch: LaunchSpec? = nil) throws -> Termination? {
         // Under `launch`, after a re-exec: the VM is already our child.
-        let handedChild = launch == nil ? nil : Reexec.takeHandedChild()
+        let handedChild = launch == nil ? nil : handedVM
         if let launch { service.onStopSignal = { [unowned self] signal in self.stop(signal: signal, launch: launch) } }
         try service.run { serving in
             self.serving = serving
-            self.service.handingOver = self.server.handsOverFiles
             try self.service.handle(SIGUSR2) { [unowned self] _ in self.reexecute() }
             if let handedChild {
                 try self.watchVM(handedChild, serving: serving)

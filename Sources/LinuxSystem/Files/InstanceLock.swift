@@ -19,13 +19,22 @@ public final class InstanceLock {
         // A holder that exits unlinks the file while still holding the lock,
         // so a waiter may lock a file that is no longer at `path`: retry then.
         for _ in 0..<8 {
-            guard let fd = try openOrCreateNamingDirectory(path) else { continue }
-            let locked = try Posix.retryingUnlessWouldBlock(.flock, "lock", path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
-            guard locked != nil else {
-                let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
-                throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
+            guard let (fd, created) = try openOrCreateNamingDirectory(path) else { continue }
+            let isOurs: Bool
+            do {
+                let locked = try Posix.retryingUnlessWouldBlock(.flock, "lock", path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
+                guard locked != nil else {
+                    let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
+                    throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
+                }
+                isOurs = try FileIdentity.at(path) == FileIdentity(of: fd)
+            } catch {
+                // A file this call made, and nobody else locked, goes again:
+                // a failed start leaves nothing behind.
+                if created, error is SystemError { try? Posix.removeName(path, "remove lock file") }
+                throw error
             }
-            guard try FileIdentity.at(path) == FileIdentity(of: fd) else { continue }
+            guard isOurs else { continue }
             let lock = InstanceLock(path: path, fd: fd)
             lock.recordOwner()
             held.withLock { $0.append(Weak(lock)) }
@@ -34,25 +43,25 @@ public final class InstanceLock {
         throw StartupError(path: path, reason: "the lock file keeps changing under us; is another ivserver starting?")
     }
 
-    /// The lock file, opened or made; nil when another process made it
-    /// between our two tries (try again).
-    private static func openOrCreate(_ path: String) throws(SystemError) -> OwnedFD? {
+    /// The lock file, opened or made (`created`); nil when another process
+    /// made it between our two tries (try again).
+    private static func openOrCreate(_ path: String) throws(SystemError) -> (fd: OwnedFD, created: Bool)? {
         do {
-            return OwnedFD(taking: try Posix.retrying(.open, "open lock file", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) })
+            return (OwnedFD(taking: try Posix.retrying(.open, "open lock file", path) { open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) }), false)
         } catch where error.errno != ENOENT {
             throw error
         } catch {}
         do {
-            return OwnedFD(taking: try Posix.retrying(.open, "create lock file", path) {
+            return (OwnedFD(taking: try Posix.retrying(.open, "create lock file", path) {
                 open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
-            })
+            }), true)
         } catch where error.errno == EEXIST {
             return nil
         }
     }
 
     /// The lock file, opened or made; a missing directory is said as such.
-    private static func openOrCreateNamingDirectory(_ path: String) throws -> OwnedFD? {
+    private static func openOrCreateNamingDirectory(_ path: String) throws -> (fd: OwnedFD, created: Bool)? {
         let failure: SystemError
         do {
             return try openOrCreate(path)

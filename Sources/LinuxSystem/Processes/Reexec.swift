@@ -2,10 +2,52 @@ import Glibc
 
 /// Executing this process's binary again in place (same pid, same
 /// arguments), handing the new image named fds, and what the new image
-/// reads back. The names travel in `IVSERVER_HANDOVER_FDS`
-/// ("name=fd:name=fd"), for this pid only (`IVSERVER_HANDOVER_PID`), and
-/// are read by `ServiceManager.takeHandedDescriptors`.
+/// reads back: both directions of the variables are here. The names
+/// travel in `IVSERVER_HANDOVER_FDS` ("name=fd:name=fd"), for this pid
+/// only (`IVSERVER_HANDOVER_PID`), with the child to watch in
+/// `IVSERVER_HANDOVER_CHILD`.
 package enum Reexec {
+    static let pidVariable = "IVSERVER_HANDOVER_PID"
+    static let fdsVariable = "IVSERVER_HANDOVER_FDS"
+    static let childVariable = "IVSERVER_HANDOVER_CHILD"
+    static let variables = [pidVariable, fdsVariable, childVariable]
+
+    /// The environment the new image gets: ours without an earlier
+    /// hand-over's variables, plus this one's.
+    package static func environment(_ current: [String], pid: Int32, handing fds: [(name: String, fd: Int32)],
+                                    child: Int32?) -> [String] {
+        var environment = current.filter { entry in !variables.contains { entry.hasPrefix($0 + "=") } }
+        environment += ["\(pidVariable)=\(pid)", "\(fdsVariable)=" + fds.map { "\($0.name)=\($0.fd)" }.joined(separator: ":")]
+        if let child { environment.append("\(childVariable)=\(child)") }
+        return environment
+    }
+
+    /// What an image before the re-exec handed this one, from its
+    /// variables (pure): the fds by number and name, and the child to
+    /// watch; nothing unless the pid is `ownPID`.
+    package static func parse(ownPID: Int32, pid: String?, fds: String?, child: String?) -> (fds: [(fd: Int32, name: String)], child: Int32?) {
+        guard let pid, Int32(pid) == ownPID else { return ([], nil) }
+        let handed = (fds ?? "").split(separator: ":").compactMap { item -> (fd: Int32, name: String)? in
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let fd = Int32(parts[1]), fd > 2 else { return nil }
+            return (fd, String(parts[0]))
+        }
+        return (handed, child.flatMap { Int32($0) }.flatMap { $0 > 0 ? $0 : nil })
+    }
+
+    /// What the image before a re-exec handed this process, read once:
+    /// the variables are removed so that no child sees them. The fds are
+    /// made close-on-exec; numbers that are not open are left out.
+    package static func takeHanded() -> (fds: [String: [OwnedFD]], child: Int32?) {
+        func value(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+        let handed = parse(ownPID: getpid(), pid: value(pidVariable), fds: value(fdsVariable), child: value(childVariable))
+        for name in variables { unsetenv(name) }
+        var named: [String: [OwnedFD]] = [:]
+        for (number, name) in handed.fds where Posix.setCloseOnExecIfOpen(number) {
+            named[name, default: []].append(OwnedFD(taking: number))
+        }
+        return (named, handed.child)
+    }
     /// Replaces this process's image with the binary now at its path (a
     /// newer version, after an upgrade), handing it `fds` and, when given,
     /// the pid of a child it is to watch on. Every other fd is
@@ -22,10 +64,7 @@ package enum Reexec {
             for (_, fd) in fds { try? Posix.setCloseOnExec(fd) }
             return error
         }
-        let handover = fds.map { "\($0.name)=\($0.fd)" }.joined(separator: ":")
-        var environment = ProcessEnvironment.current.filter { !$0.hasPrefix("IVSERVER_HANDOVER_") }
-        environment += ["IVSERVER_HANDOVER_PID=\(getpid())", "IVSERVER_HANDOVER_FDS=\(handover)"]
-        if let child { environment.append("IVSERVER_HANDOVER_CHILD=\(child)") }
+        let environment = environment(ProcessEnvironment.current, pid: getpid(), handing: fds, child: child)
         let failure = Posix.execute(path, arguments: arguments, environment: environment)
         // Still this image: the fds stay ours alone.
         for (_, fd) in fds { try? Posix.setCloseOnExec(fd) }
@@ -33,16 +72,6 @@ package enum Reexec {
     }
 
     private static func selfPath() -> String? { Posix.linkTarget("/proc/self/exe") }
-
-    /// The child that the image before a re-exec asked this one to watch
-    /// (`ivserver launch`'s VM), if this is the image it handed over to;
-    /// read once.
-    package static func takeHandedChild() -> Int32? {
-        defer { unsetenv("IVSERVER_HANDOVER_CHILD") }
-        guard let value = getenv("IVSERVER_HANDOVER_CHILD"), let owner = getenv("IVSERVER_HANDOVER_PID"),
-              Int32(String(cString: owner)) == getpid() else { return nil }
-        return Int32(String(cString: value))
-    }
 
     /// Marks every descriptor above stderr close-on-exec, so a child gets
     /// only its standard streams, whatever our parent let us inherit.

@@ -66,25 +66,18 @@ public enum ServiceManager {
         return path.isEmpty ? nil : path
     }
 
-    /// The fds a service manager (or the server's own re-exec) handed to
-    /// this process, by name, each made close-on-exec; the environment
-    /// variables are removed so that no child sees them. Empty when none
-    /// were handed, or they were meant for another process (LISTEN_PID).
+    /// The fds a service manager handed to this process (LISTEN_FDS), by
+    /// name, each made close-on-exec; the variables are removed so that no
+    /// child sees them. Empty when none were handed, or they were meant
+    /// for another process (LISTEN_PID).
     public static func takeHandedDescriptors() -> [String: [OwnedFD]] {
-        defer {
-            for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "IVSERVER_HANDOVER_PID", "IVSERVER_HANDOVER_FDS"] {
-                unsetenv(name)
-            }
-        }
+        defer { for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] { unsetenv(name) } }
         let handed = HandedDescriptors.parse(
             ownPID: getpid(), listenPID: environment("LISTEN_PID"), count: environment("LISTEN_FDS"),
             names: environment("LISTEN_FDNAMES"))
-            + HandedDescriptors.parseHandover(ownPID: getpid(), handoverPID: environment("IVSERVER_HANDOVER_PID"),
-                                              fds: environment("IVSERVER_HANDOVER_FDS"))
         var named: [String: [OwnedFD]] = [:]
-        for (number, name) in handed {
-            // One that is not open (a miscounted LISTEN_FDS) is no fd of ours.
-            guard Posix.setCloseOnExecIfOpen(number) else { continue }
+        // One that is not open (a miscounted LISTEN_FDS) is no fd of ours.
+        for (number, name) in handed where Posix.setCloseOnExecIfOpen(number) {
             named[name, default: []].append(OwnedFD(taking: number))
         }
         return named
@@ -93,6 +86,23 @@ public enum ServiceManager {
     private static func environment(_ name: String) -> String? {
         getenv(name).map { String(cString: $0) }
     }
+}
+
+/// Where a server puts the fds that must outlive its process, by name, so
+/// that the next process of the same service gets them back (a service
+/// manager's fd store; a test's recording of one).
+public protocol DescriptorStore: AnyObject {
+    /// Puts each fd in the store under its name; the names that could not be stored.
+    func store(_ items: [(name: String, fd: Int32)]) -> [String]
+    /// Takes the fds stored under `name` out of the store.
+    func remove(name: String)
+}
+
+/// The service manager's fd store (FDSTORE=1), through NOTIFY_SOCKET.
+public final class ServiceManagerStore: DescriptorStore {
+    public init() {}
+    public func store(_ items: [(name: String, fd: Int32)]) -> [String] { ServiceManager.store(items) }
+    public func remove(name: String) { ServiceManager.removeStored(name: name) }
 }
 
 /// The listening sockets a systemd socket unit handed in (socket
@@ -140,18 +150,8 @@ public struct ActivatedListeners {
     }
 }
 
-/// sd_listen_fds_with_names(3) as a pure function, and the server's own
-/// re-exec hand-over ("name=fd:name=fd", for the same pid).
+/// sd_listen_fds_with_names(3) as a pure function.
 package enum HandedDescriptors {
-    package static func parseHandover(ownPID: Int32, handoverPID: String?, fds: String?) -> [(fd: Int32, name: String)] {
-        guard let handoverPID, Int32(handoverPID) == ownPID, let fds, !fds.isEmpty else { return [] }
-        return fds.split(separator: ":").compactMap { item in
-            let parts = item.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, let fd = Int32(parts[1]), fd > 2 else { return nil }
-            return (fd, String(parts[0]))
-        }
-    }
-
     /// The first handed fd: after stdin, stdout and stderr.
     package static let first: Int32 = 3
 

@@ -24,6 +24,9 @@ public protocol Servable: AnyObject {
     /// After `serve` or a failed `start`: removes what `start` made.
     func close()
 
+    /// Whether a stop leaves the files to the next server process (a
+    /// store keeps their fds): said when stopping.
+    var handsOverFiles: Bool { get }
     var status: Status { get }
     func statusLine(_ status: Status) -> String
     /// The whole state, a line each (SIGUSR1, `ivctl status`).
@@ -41,9 +44,6 @@ public final class Service<Served: Servable> {
     /// What a stop signal does; by default the server stops. (`ivserver
     /// launch` passes it on to its VM first.)
     public var onStopSignal: ((Int32) -> Void)?
-    /// Whether a stop leaves the files to the next server process (the
-    /// service manager keeps their fds): said when stopping.
-    public var handingOver = false
 
     // STATUS=, at most once a second, only when it changed; the timer
     // (armed only then) sends a change that came sooner.
@@ -110,7 +110,7 @@ public final class Service<Served: Servable> {
 
     /// Stops the server as a stop signal does (0: asked, not signalled).
     public func stop(signal: Int32) {
-        events.record(CoreEvent.stopping(signal: signal, handingOver: handingOver))
+        events.record(CoreEvent.stopping(signal: signal, handingOver: server.handsOverFiles))
         server.stop()
     }
 

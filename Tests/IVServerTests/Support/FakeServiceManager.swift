@@ -153,7 +153,7 @@ final class FakeServiceManager {
 
     /// A stored name without what follows its kind ("ivs-qemu-listen@8.17" is "ivs-qemu-listen").
     static func kind(_ name: String) -> String {
-        HandoverName.parseListener(name)?.base ?? name
+        Handover.parseListener(name)?.base ?? name
     }
 
     /// What a restart hands to the new process: the whole store, newest first.
@@ -163,11 +163,11 @@ final class FakeServiceManager {
 /// What a server of `plan` keeps in the fd store: the memory, every eventfd
 /// and, unless a socket unit hands them in, both listeners.
 func storedNames(of plan: LayoutPlan, listeners: Bool) -> Set<String> {
-    var names: Set<String> = [HandoverName.sharedMemory]
-    if listeners { names.formUnion([HandoverName.qemuListener, HandoverName.clientListener]) }
+    var names: Set<String> = [Handover.sharedMemory]
+    if listeners { names.formUnion([Handover.qemuListener, Handover.clientListener]) }
     for region in 0..<plan.regionCount {
-        names.insert(HandoverName.guestToHost(region))
-        names.insert(HandoverName.hostToGuest(region))
+        names.insert(Handover.guestToHost(region))
+        names.insert(Handover.hostToGuest(region))
     }
     return names
 }
