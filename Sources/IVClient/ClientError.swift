@@ -40,7 +40,8 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
         /// bytes `offset..<offset+count` (`errno`: ENOSPC, or ENOMEM): what
         /// touching them would have been a SIGBUS for.
         case sharedMemoryFull(offset: Int, count: Int, errno: Int32)
-        case system(operation: String, errno: Int32)
+        /// A system call failed: which, what for, and errno (`SystemError`).
+        case system(SystemError)
     }
 
     public var kind: Kind
@@ -94,8 +95,8 @@ public struct IVClientError: Error, Equatable, Sendable, CustomStringConvertible
             return "\(subject): the shared memory's filesystem is full (\(String(cString: strerror(code)))): it has no pages left for bytes "
                 + "\(offset)..<\(offset + count), and touching them would kill this process with SIGBUS; nothing was written. "
                 + "Free room there (a larger tmpfs), or have the server started with --prealloc"
-        case let .system(operation, code):
-            return "\(subject): \(operation) failed: \(String(cString: strerror(code))) (errno \(code))"
+        case let .system(error):
+            return "\(subject): \(error.operation)\(error.subject.map { " \($0)" } ?? "") failed: \(error.errnoText) (errno \(error.errno))"
         }
     }
 }
@@ -104,8 +105,7 @@ extension IVClientError {
     /// A failed system call, about this socket and region; `what` names the
     /// step when the call's own name says too little.
     init(_ error: SystemError, _ what: String? = nil, socketPath: String, region: String?) {
-        self.init(.system(operation: what ?? "\(error.operation)\(error.subject.map { " \($0)" } ?? "")", errno: error.errno),
-                  socketPath: socketPath, region: region)
+        self.init(.system(what.map { SystemError(error.call, $0, errno: error.errno) } ?? error), socketPath: socketPath, region: region)
     }
 }
 

@@ -22,7 +22,7 @@ struct ClientSocket {
             case ENOENT: throw fail(.socketMissing)
             case ECONNREFUSED: throw fail(.serverNotListening)
             case EAGAIN, ETIMEDOUT: throw fail(.timedOut)
-            default: throw fail(.system(operation: error.operation, errno: error.errno))
+            default: throw fail(.system(error))
             }
         }
     }
@@ -34,7 +34,7 @@ struct ClientSocket {
         } catch where error.errno == EPIPE || error.errno == ECONNRESET {
             throw fail(.refused)
         } catch {
-            throw fail(.system(operation: error.operation, errno: error.errno))
+            throw fail(.system(error))
         }
         guard complete else { throw fail(.timedOut) }  // SO_SNDTIMEO passed
     }
@@ -44,7 +44,7 @@ struct ClientSocket {
         do {
             return try UnixSocket.hasWaitingBytes(fd)
         } catch {
-            throw fail(.system(operation: error.operation, errno: error.errno))
+            throw fail(.system(error))
         }
     }
 
@@ -57,7 +57,7 @@ struct ClientSocket {
             // Room for one fd too many, to notice it.
             received = try UnixSocket.receive(fd, upTo: count, maximumFDs: maximumFDs + 1)
         } catch {
-            throw fail(.system(operation: error.operation, errno: error.errno))
+            throw fail(.system(error))
         }
         if received.truncated || received.fds.count > maximumFDs { throw fail(.protocolViolation(tooManyFDs)) }
         if received.end == .timedOut { throw fail(.timedOut) }

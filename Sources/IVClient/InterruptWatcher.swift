@@ -17,7 +17,7 @@ public final class InterruptWatcher {
                 try epoll.add(connection.guestToHost.rawValue, events: [.input, .edgeTriggered], token: UInt64(index))
             }
         } catch {
-            throw IVClientError(.system(operation: error.operation, errno: error.errno),
+            throw IVClientError(.system(error),
                                 socketPath: connections.first?.socketPath ?? RegionConnection.defaultSocketPath, region: nil)
         }
         // Registering reports counters that were already non-zero: those
@@ -33,7 +33,7 @@ public final class InterruptWatcher {
         do {
             try epoll.wait(timeout: timeout) { token, _ in rung.insert(Int(token)) }
         } catch {
-            throw IVClientError(.system(operation: error.operation, errno: error.errno),
+            throw IVClientError(.system(error),
                                 socketPath: connections.first?.socketPath ?? "", region: nil)
         }
         return rung.sorted()

@@ -30,7 +30,7 @@ public final class RegionMemory: Sendable {
         do {
             mapping = try MappedMemory(fd, offset: offset, count: count)
         } catch {
-            throw IVClientError(.system(operation: region == nil ? "mmap of the shared memory" : "mmap of the region", errno: error.errno),
+            throw IVClientError(.system(SystemError(error.call, region == nil ? "mmap of the shared memory" : "mmap of the region", errno: error.errno)),
                                 socketPath: socketPath, region: region)
         }
     }
@@ -59,8 +59,7 @@ public final class RegionMemory: Sendable {
     }
 
     private func systemError(_ error: SystemError) -> IVClientError {
-        IVClientError(.system(operation: "\(error.operation)\(error.subject.map { " \($0)" } ?? "")", errno: error.errno),
-                      socketPath: errorContext.socketPath, region: errorContext.region)
+        IVClientError(.system(error), socketPath: errorContext.socketPath, region: errorContext.region)
     }
 
     // MARK: pages taken ahead of time
@@ -101,7 +100,7 @@ public final class RegionMemory: Sendable {
             throw systemError(error)
         }
         guard bytes.count == length else {
-            throw IVClientError(.system(operation: "pread of the shared memory (the file is shorter than its layout)", errno: EIO),
+            throw IVClientError(.system(SystemError(.pread, "pread of the shared memory (the file is shorter than its layout)", errno: EIO)),
                                 socketPath: errorContext.socketPath, region: errorContext.region)
         }
         return bytes

@@ -27,7 +27,7 @@ public final class RegionWorker: Sendable {
         do {
             stopFD = try EventFD.create()
         } catch {
-            throw connection.error(.system(operation: "eventfd for the worker's stop signal", errno: error.errno))
+            throw connection.error(.system(SystemError(error.call, "eventfd for the worker's stop signal", errno: error.errno)))
         }
         var created = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
@@ -38,7 +38,7 @@ public final class RegionWorker: Sendable {
         }, context)
         guard result == 0 else {
             Unmanaged<RegionWorker>.fromOpaque(context).release()
-            throw connection.error(.system(operation: "pthread_create for the region worker", errno: result))
+            throw connection.error(.system(SystemError(.threadCreate, "pthread_create for the region worker", errno: result)))
         }
         thread.withLock { $0 = created }
     }

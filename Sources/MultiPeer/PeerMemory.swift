@@ -85,15 +85,14 @@ extension SharedMemoryFile {
             let current = try SharedMemoryFile.size(of: fd, path)
             if current != size {
                 if let holder = holders.first {
-                    throw StartupError(path: path, reason: "exists with \(current) bytes and process \(ProcFS.describe(holder)) maps or holds it: "
-                        + "resizing it to \(size) would take memory from under that VM. Stop it, or pass -l \(current)")
+                    throw StartupError(path: path, .resizeWouldHurtHolder(current: current, size: size, holder: ProcFS.describe(holder)))
                 }
                 try Posix.resize(fd, to: size, "resize existing shared memory (ftruncate)", path)
             }
             try Posix.setMode(fd, mode, "chmod shared memory", path)
             return (SharedMemoryFile(fd: fd, file: try CreatedFile(path: path), size: size), .reused(holders: holders))
         case let other:
-            throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a shared-memory object")
+            throw StartupError(path: path, .wrongKind(found: other.kindDescription, wanted: "a shared-memory object"))
         }
     }
 }

@@ -38,19 +38,17 @@ extension SharedMemoryFile {
             return false
         case let existing:
             guard case let .other(mode) = existing, mode & S_IFMT == S_IFREG else {
-                throw StartupError(path: path, reason: "exists and is \(existing.kindDescription), not a shared-memory file")
+                throw StartupError(path: path, .wrongKind(found: existing.kindDescription, wanted: "a shared-memory file"))
             }
         }
         let fd = try Posix.openExisting(path, writable: false)
         let descriptor = try Posix.read(fd, at: 0, count: 16, path)
         let isLayout = descriptor.count == 16 && descriptor[0...3] == [2, 0, 0, 0] && descriptor[12...15] == [16, 0, 0, 0]
         guard isLayout else {
-            throw StartupError(path: path, reason: "exists but holds no vSoC layout, so ivserver did not make it; not replacing it (remove it or pick another --shm-path)")
+            throw StartupError(path: path, .holdsNoLayout)
         }
         if !replacingHeld, let holder = ProcFS.holders(ofFileAt: path).first {
-            throw StartupError(path: path, reason: "left by an ivserver that did not stop cleanly, and process \(ProcFS.describe(holder)) "
-                + "still holds it: a new memory would split that VM from its host clients. Stop that VM first, or start "
-                + "with --replace-held-memory to replace it anyway")
+            throw StartupError(path: path, .leftoverHeld(holder: ProcFS.describe(holder)))
         }
         try Posix.removeName(path, "remove leftover shared memory")
         return true

@@ -18,6 +18,7 @@ public final class VSoCService {
     // when it ignores a stop signal.
     private var launchedVM: (any LaunchedProcess)?
     private var vmStopTimer: TimerHandle?
+    private var vmStopTimerArmed = false
     private var serving: ServingLoop?
 
     /// The VM process a re-exec handed over (`ivserver launch`'s).
@@ -63,20 +64,29 @@ public final class VSoCService {
         // The VM goes first; we follow when it exits.
         report(.vmSignalled(pid: vm.pid, signal: signal, timeoutMilliseconds: launch.stopTimeoutMilliseconds))
         vm.signal(signal)
-        if vmStopTimer == nil, let serving {
-            vmStopTimer = try? TimerHandle(loop: serving.loop) { [unowned self] in
-                guard let vm = self.launchedVM, vm.termination == nil else { return }
-                self.report(.vmKilled(pid: vm.pid))
-                vm.signal(SIGKILL)
-            }
-            vmStopTimer.map(serving.attach)
+        // Armed at the first stop signal; a second one does not push the deadline back.
+        if !vmStopTimerArmed {
+            vmStopTimerArmed = true
             vmStopTimer?.arm(milliseconds: launch.stopTimeoutMilliseconds)
         }
+    }
+
+    /// The timer that kills a VM that ignores a stop signal, made with the
+    /// VM (a failure then stops the start), so that a stop never finds it missing.
+    private func makeVMStopTimer(serving: ServingLoop) throws {
+        let timer = try TimerHandle(loop: serving.loop) { [unowned self] in
+            guard let vm = self.launchedVM, vm.termination == nil else { return }
+            self.report(.vmKilled(pid: vm.pid))
+            vm.signal(SIGKILL)
+        }
+        serving.attach(timer)
+        vmStopTimer = timer
     }
 
     // MARK: the VM of `launch`
 
     private func startVM(_ launch: LaunchSpec, serving: ServingLoop) throws {
+        try makeVMStopTimer(serving: serving)
         Reexec.closeInheritedDescriptorsOnExec()
         let arguments = launch.arguments + configuration.qemuArguments
         do {
@@ -93,6 +103,7 @@ public final class VSoCService {
 
     /// The VM the image before a re-exec started: watched on until it ends.
     private func watchVM(_ pid: Int32, serving: ServingLoop) throws {
+        try makeVMStopTimer(serving: serving)
         launchedVM = try InheritedChild(loop: serving.loop, pid: pid) { [unowned self] termination in
             self.report(.vmExited(pid: pid, termination: termination))
             self.server.stop()

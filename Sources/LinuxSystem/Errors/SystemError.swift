@@ -14,6 +14,7 @@ public enum SystemCall: String, Sendable, Hashable {
     case futexWait = "futex wait"
     case futexWake = "futex wake"
     case pidfdOpen = "pidfd_open"
+    case threadCreate = "pthread_create"
 }
 
 /// A failed system call: which call, what it was for, the path or peer it

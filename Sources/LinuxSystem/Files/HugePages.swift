@@ -29,10 +29,9 @@ package enum HugePages {
         let code = errno
         guard code == ENOSPC || code == ENOMEM else { throw SystemError(.fallocate, "reserve huge pages (fallocate)", path, errno: code) }
         let needed = size / pageSize
-        let free = freeBefore.map { "\($0) free" } ?? "fewer free"
         let total = totalPages(ofSize: pageSize) ?? 0
-        throw StartupError(path: path, reason: "needs \(needed) huge pages of \(MemorySize.describe(pageSize)) and the pool has \(free) "
-            + "(\(total) in all): raise it, e.g. as root: echo \(total + needed) > \(poolFile(pageSize, "nr_hugepages"))")
+        throw StartupError(path: path, .hugePagesShort(needed: needed, pageSize: pageSize, free: freeBefore, total: total,
+                                                       poolFile: poolFile(pageSize, "nr_hugepages")))
     }
 
     package static func freePages(ofSize pageSize: UInt64) -> UInt64? {

@@ -25,7 +25,7 @@ public final class InstanceLock {
                 let locked = try Posix.retryingUnlessWouldBlock(.flock, "lock", path) { flock(fd.rawValue, LOCK_EX | LOCK_NB) }
                 guard locked != nil else {
                     let owner = readPID(fd).map { "pid \($0)" } ?? "unknown pid"
-                    throw StartupError(path: path, reason: "another ivserver (\(owner)) holds this lock and is serving these paths; nothing was changed")
+                    throw StartupError(path: path, .lockHeld(owner: owner))
                 }
                 isOurs = try FileIdentity.at(path) == FileIdentity(of: fd)
             } catch {
@@ -40,7 +40,7 @@ public final class InstanceLock {
             held.withLock { $0.append(Weak(lock)) }
             return lock
         }
-        throw StartupError(path: path, reason: "the lock file keeps changing under us; is another ivserver starting?")
+        throw StartupError(path: path, .lockKeepsChanging)
     }
 
     /// The lock file, opened or made (`created`); nil when another process

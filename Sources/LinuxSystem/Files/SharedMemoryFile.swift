@@ -64,7 +64,7 @@ public final class SharedMemoryFile {
     /// hugetlbfs mount such as /dev/hugepages).
     package static func createUnlinked(in directory: String, size: UInt64, mode: mode_t, preallocate: Bool = false) throws -> SharedMemoryFile {
         guard let info = try Posix.linkStatus(directory) else { throw SystemError(.lstat, "shared-memory directory", directory, errno: ENOENT) }
-        guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError(path: directory, reason: "is not a directory (-m takes a directory)") }
+        guard info.st_mode & S_IFMT == S_IFDIR else { throw StartupError(path: directory, .notADirectory) }
         for _ in 0..<100 {
             let path = "\(directory)/ivshmem.\(String(UInt64.random(in: 0...UInt64.max), radix: 36))"
             guard let fd = try createExclusively(path, mode: mode, directory: directory) else { continue }
@@ -73,7 +73,7 @@ public final class SharedMemoryFile {
             if preallocate { try memory.takePages([0..<memory.size], whole: true, path: directory) }
             return memory
         }
-        throw StartupError(path: directory, reason: "could not find a free file name")
+        throw StartupError(path: directory, .noFreeName)
     }
 
     /// A new file at `path`, or nil when that name is taken.
@@ -138,12 +138,9 @@ public final class SharedMemoryFile {
                 let space = try MemoryPages.space(of: fd, path: path)
                 let allocated = try MemoryPages.allocatedBytes(of: fd)
                 let needed = whole ? size - min(size, allocated) : UInt64(clamped.count)
-                throw StartupError(path: path, reason: whole
-                    ? "--prealloc: \(space) has \(MemorySize.both(space.freeBytes)) free, and taking every page of the memory "
-                        + "needs \(MemorySize.both(needed)) more; give it more room (a larger tmpfs: mount -o remount,size=…), "
-                        + "put the memory on another filesystem, or start without --prealloc"
-                    : "\(failure.errnoText): \(space) has \(MemorySize.both(space.freeBytes)) free, not even the \(MemorySize.both(needed)) "
-                        + "of the pages the server and the signalling touch; free some room there or put the memory on another filesystem")
+                throw StartupError(path: path, whole
+                    ? .preallocationShort(filesystem: "\(space)", free: space.freeBytes, needed: needed)
+                    : .signallingShort(errnoText: failure.errnoText, filesystem: "\(space)", free: space.freeBytes, needed: needed))
             case EOPNOTSUPP where !whole:
                 // A filesystem that allocates another way (not tmpfs): its
                 // pages are disk blocks, not taken here.

@@ -67,9 +67,9 @@ package final class ListeningSocket {
             try Posix.removeName(path, "remove leftover socket")
             return true
         case .listeningSocket:
-            throw StartupError(path: path, reason: "another process is listening on this socket; nothing was changed")
+            throw StartupError(path: path, .socketInUse)
         case let other:
-            throw StartupError(path: path, reason: "exists and is \(other.kindDescription), not a socket")
+            throw StartupError(path: path, .wrongKind(found: other.kindDescription, wanted: "a socket"))
         }
     }
 }
