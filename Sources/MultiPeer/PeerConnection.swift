@@ -15,14 +15,6 @@ final class PeerVectors {
     }
 }
 
-/// What a peer connection needs from its server.
-protocol PeerConnectionOwner: AnyObject {
-    /// The greeting is out: the peer may now be announced to the others.
-    func peerJoined(_ connection: PeerConnection)
-    /// The connection closed (it was announced to the others if `wasJoined`).
-    func peerLeft(_ connection: PeerConnection, wasJoined: Bool, reason: String)
-}
-
 /// A peer on the multi-peer socket, from accept to close. Its lifecycle:
 ///
 ///     greeting ──(everything sent)──> joined ──> closed
@@ -44,9 +36,12 @@ final class PeerConnection: PeerSocketDelegate {
     let kept: Int?
     private(set) var state = State.greeting
     private let socket: PeerSocket
-    private unowned let owner: PeerConnectionOwner
+    /// Held strongly and told through its own methods (`peerJoined`,
+    /// `peerLeft`), as every connection tells its owner; the server drops
+    /// the connection when it closes.
+    private let owner: PeerServer
 
-    init(id: PeerProtocol.PeerID, socket: PeerSocket, vectors: PeerVectors, kept: Int?, owner: PeerConnectionOwner) {
+    init(id: PeerProtocol.PeerID, socket: PeerSocket, vectors: PeerVectors, kept: Int?, owner: PeerServer) {
         self.id = id
         self.socket = socket
         self.vectors = vectors

@@ -14,7 +14,7 @@ import LinuxSystem
 public final class PeerServer: Servable {
     public let configuration: PeerServerConfiguration
     private let events: EventSink
-    private let control = ServingControl(of: "multi-peer server")
+    public let control = ServingControl(of: "multi-peer server")
 
     // Made by `start`.
     private var lock: InstanceLock?
@@ -125,17 +125,7 @@ public final class PeerServer: Servable {
         try control.run(whenReady: whenReady) { report(.peerServerReady(configuration, size: memory.size)) }
     }
 
-    /// Any thread: stops the server as SIGTERM would (`serve` then
-    /// returns); asked before it serves, it stops as soon as it does.
-    public func requestStop() {
-        control.requestStop()
-    }
 
-    /// Closes the listener and every connection; `serve` then returns.
-    /// Loop thread only.
-    public func stop() {
-        control.stop()
-    }
 
     /// Removes the socket and the memory's name, and releases the lock.
     public func close() {
@@ -266,7 +256,8 @@ public final class PeerServer: Servable {
     }
 }
 
-extension PeerServer: PeerConnectionOwner {
+/// What its peers tell it.
+extension PeerServer {
     func peerJoined(_ connection: PeerConnection) {
         joinOrder.append(connection.id)
         peersServed += 1

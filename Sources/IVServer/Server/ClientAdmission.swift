@@ -167,7 +167,8 @@ final class ClientAdmission {
     }
 }
 
-extension ClientAdmission: ClientConnectionOwner {
+/// What its clients tell it.
+extension ClientAdmission {
     func client(_ client: ClientConnection, left state: ClientConnection.State) {
         switch state {
         case .pending:

@@ -3,17 +3,6 @@ import LinuxSystem
 import ServerCore
 import WireFormat
 
-/// Who keeps the clients (ClientAdmission): told of every change of state,
-/// from the state it left.
-protocol ClientConnectionOwner: AnyObject {
-    func client(_ client: ClientConnection, left state: ClientConnection.State)
-    /// The answer to a query, as text.
-    func answer(_ query: ClientHandshake.Query) -> [UInt8]
-    /// Whether a refusal of this client is logged (a process over its
-    /// share has them counted instead).
-    func logsRefusal(of client: ClientConnection) -> Bool
-}
-
 /// One host client on the client socket, from accept to close: the HALD
 /// handshake (docs/protocols.md §2) driven by `ClientHandshake`. Its
 /// lifecycle:
@@ -35,9 +24,11 @@ final class ClientConnection: PeerSocketDelegate {
     private let socket: PeerSocket
     private let resources: ServedResources
     private var handshake: ClientHandshake
-    /// Strong (the server outlives its clients, and an unowned reference
-    /// costs a check on every use); the owner drops the client on close.
-    private let owner: ClientConnectionOwner
+    /// Who keeps the clients, told of every change of state (from the
+    /// state it left). Held strongly and told through its own methods, as
+    /// every connection tells its owner (an unowned reference would cost a
+    /// check on every use); the owner drops the client on close.
+    private let owner: ClientAdmission
 
     /// Loop time (ms) by which the handshake must be decided.
     let deadline: UInt64
@@ -48,7 +39,7 @@ final class ClientConnection: PeerSocketDelegate {
     fileprivate var older: ClientConnection?
     fileprivate var list: ObjectIdentifier?
 
-    init(socket: PeerSocket, resources: ServedResources, deadline: UInt64, owner: ClientConnectionOwner) {
+    init(socket: PeerSocket, resources: ServedResources, deadline: UInt64, owner: ClientAdmission) {
         self.socket = socket
         self.resources = resources
         self.handshake = ClientHandshake(regions: resources.regionNames)

@@ -22,14 +22,16 @@ final class VMConnection: PeerSocketDelegate {
     private(set) var state: State
     private let socket: PeerSocket
     private let resources: ServedResources
-    private let onClose: (VMConnection) -> Void
+    /// Held strongly and told through its own methods, as every
+    /// connection tells its owner; the owner drops it on close.
+    private let owner: VSoCServer
 
     /// A new connection (`start` sends the handshake), or with `handedOver`
     /// one a previous server process of this VM served (`takeOver`).
-    init(socket: PeerSocket, resources: ServedResources, handedOver: Bool = false, onClose: @escaping (VMConnection) -> Void) {
+    init(socket: PeerSocket, resources: ServedResources, handedOver: Bool = false, owner: VSoCServer) {
         self.socket = socket
         self.resources = resources
-        self.onClose = onClose
+        self.owner = owner
         state = handedOver ? .attached : .handshaking
         wasAttached = handedOver
         socket.delegate = self
@@ -133,7 +135,7 @@ final class VMConnection: PeerSocketDelegate {
         } else {
             resources.report(.vmLeftBeforeHandshake(peer: socket.peer, reason: reason))
         }
-        onClose(self)
+        owner.vmClosed(self)
     }
 
     /// Closes without a disconnect report (server shutdown).
@@ -141,7 +143,7 @@ final class VMConnection: PeerSocketDelegate {
         guard state != .closed else { return }
         transition(to: .closed)
         socket.close()
-        onClose(self)
+        owner.vmClosed(self)
     }
 
     func peerSocket(_ socket: PeerSocket, produced event: PeerSocket.Event) {

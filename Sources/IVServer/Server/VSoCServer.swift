@@ -20,7 +20,7 @@ public final class VSoCServer: Servable {
     private var handed: [String: [OwnedFD]]
     /// Where what outlives this process goes; nil: nothing does.
     private let store: (any DescriptorStore)?
-    private let control = ServingControl(of: "vSoC server")
+    public let control = ServingControl(of: "vSoC server")
 
     // Made by `start`.
     private var lock: InstanceLock?
@@ -218,18 +218,6 @@ public final class VSoCServer: Servable {
         try serve()
     }
 
-    /// Any thread: stops the server as SIGTERM would (`serve` then
-    /// returns); asked before it serves, it stops as soon as it does.
-    public func requestStop() {
-        control.requestStop()
-    }
-
-    /// Closes the listeners, the connections and the handles; the loop
-    /// then runs out of work and `serve` returns. Loop thread only.
-    public func stop() {
-        control.stop()
-    }
-
     /// After `serve` (or a failed `start`): removes the files `start`
     /// made, unless they are handed over (the service manager keeps the
     /// fds for the next server process of this VM), releases the lock and
@@ -283,15 +271,18 @@ public final class VSoCServer: Servable {
     private func makeVMConnection(_ fd: OwnedFD, peer: PeerCredentials?, handedOver: Bool) -> VMConnection {
         guard let serving, let resources else { preconditionFailure("a VM before the server serves") }
         let socket = PeerSocket(readiness: serving.readiness, fd: fd, peer: peer, readSize: 256)
-        let connection = VMConnection(socket: socket, resources: resources, handedOver: handedOver) { [unowned self] closed in
-            guard self.vm === closed else { return }
-            self.vm = nil
-            // The VM left. (When the server stops, its connection stays
-            // stored for the next server process of this VM.)
-            if self.control.state == .serving && closed.wasAttached { self.store?.remove(name: Handover.vm) }
-        }
+        let connection = VMConnection(socket: socket, resources: resources, handedOver: handedOver, owner: self)
         vm = connection
         return connection
+    }
+
+    /// The VM's connection closed: dropped (which ends its reference to us).
+    func vmClosed(_ closed: VMConnection) {
+        guard vm === closed else { return }
+        vm = nil
+        // The VM left. (When the server stops, its connection stays
+        // stored for the next server process of this VM.)
+        if control.state == .serving && closed.wasAttached { store?.remove(name: Handover.vm) }
     }
 
     // MARK: the host clients

@@ -23,7 +23,9 @@ extension Posix {
         if let injected = InjectedFaults.take(.execve) { return SystemError(.execve, nil, path, errno: injected) }
         let argv = CStringArray(arguments)
         let envp = CStringArray(environment)
-        execve(path, argv.pointers, envp.pointers)
+        // The arrays must outlive the call: Swift may free an object right
+        // after the last use of its properties.
+        withExtendedLifetime((argv, envp)) { _ = execve(path, argv.pointers, envp.pointers) }
         return SystemError(.execve, nil, path)
     }
 
@@ -54,7 +56,8 @@ extension Posix {
 }
 
 /// A NULL-terminated array of C strings for exec and spawn (argv, envp):
-/// the one builder of them; the strings live as long as the array.
+/// the one builder of them; the strings live as long as the array, so a
+/// call that takes `pointers` runs inside `withExtendedLifetime(array)`.
 package final class CStringArray {
     package let pointers: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
     private let count: Int

@@ -3,8 +3,11 @@ import Glibc
 import LinuxSystem
 
 /// What a server is to the service that runs it: both servers have this
-/// one lifecycle (`Lifecycle`).
+/// one lifecycle (`ServingControl`), and forward to it alike (below).
 public protocol Servable: AnyObject {
+    /// The server's lifecycle and loop.
+    var control: ServingControl { get }
+
     /// What `systemctl status` shows, as cheap values compared on every
     /// turn of the loop; the line is built only when they changed.
     associatedtype Status: Equatable
@@ -16,11 +19,6 @@ public protocol Servable: AnyObject {
     /// loop exists, before the `ready` line (so that nobody who saw that
     /// line can signal the process before it handles signals).
     func serve(whenReady: (ServingLoop) throws -> Void) throws
-    /// Closes the listeners, the connections and the handles: `serve`
-    /// returns. Loop thread only.
-    func stop()
-    /// Any thread: stops the server as SIGTERM would.
-    func requestStop()
     /// After `serve` or a failed `start`: removes what `start` made.
     func close()
 
@@ -65,18 +63,24 @@ public final class Service<Served: Servable> {
                     whenReady extra: (ServingLoop) throws -> Void = { _ in }) throws {
         defer { events.flush() }
         try server.start()
-        var backgroundStart: BackgroundStart?
+        // Going to the background as QEMU's ivshmem-server does without
+        // -F, with an honest exit status: after the files are made, before
+        // any loop or thread exists; the starting process waits until this
+        // one serves (exit 0) or has failed (its status). The pid file is
+        // written by the process that serves, and goes when it stops.
+        var pidFile: PidFile?
         defer {
             server.close()
-            backgroundStart?.finish()
+            pidFile?.remove()
         }
-        if let background { backgroundStart = try BackgroundStart(detaching: background.detach, pidFile: background.pidFile) }
+        let parent = background?.detach == true ? try Daemon.detach() : nil
+        pidFile = try background?.pidFile.map(PidFile.init(path:))
         try server.serve { loop in
             self.loop = loop
             try install(on: loop)
             try extra(loop)
             ServiceManager.notifyReady()
-            backgroundStart?.ready()
+            parent?.ready()
         }
         loop = nil
     }
@@ -128,5 +132,20 @@ public final class Service<Served: Servable> {
         ServiceManager.notify("STATUS=" + server.statusLine(current))
         published = current
         publishedAt = now
+    }
+}
+
+/// The forwarding both servers share, written once.
+extension Servable {
+    /// Any thread: stops the server as SIGTERM would (`serve` then
+    /// returns); asked before it serves, it stops as soon as it does.
+    public func requestStop() {
+        control.requestStop()
+    }
+
+    /// Closes the listeners, the connections and the handles; the loop
+    /// then runs out of work and `serve` returns. Loop thread only.
+    public func stop() {
+        control.stop()
     }
 }

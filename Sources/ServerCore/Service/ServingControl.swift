@@ -1,23 +1,56 @@
-/// What both servers' lifecycles share: the state (`Lifecycle`), the
-/// switch another thread stops them with, and the loop they serve on,
+import EventLoop
+import Synchronization
+
+/// What both servers' lifecycles share: where the server is in its life,
+/// the switch another thread stops it with, and the loop it serves on,
 /// built, run, stopped and closed the same way. The server says what is
 /// its own: what it closes when it stops (listeners, connections), and
-/// what it removes when it closes (its files).
-public final class ServingControl {
-    public private(set) var lifecycle: Lifecycle
-    private let stopSwitch = StopSwitch()
+/// what it removes when it closes (its files). The only arrows, each one
+/// asserted:
+///
+///     created ──start──> started ──serve──> serving ──stop──> stopped ──close──> closed
+///        └──────(start failed)──────┴──────────────(close, never served)────────┘
+public final class ServingControl: @unchecked Sendable {
+    // @unchecked: everything but `stopSwitch` is used on the server's
+    // thread only; `requestStop` (any thread) touches the switch alone,
+    // under its lock.
+    public enum State: Equatable, Sendable {
+        case created, started, serving, stopped, closed
+    }
+
+    public private(set) var state = State.created
+    private let owner: String
     public private(set) var serving: ServingLoop?
     private var closeConnections: () -> Void = {}
 
+    /// How another thread stops the server: a uv_async handle woken under
+    /// the lock. A request made before the loop exists is kept, so a server
+    /// told to stop while it starts stops as soon as it serves.
+    private struct StopSwitch {
+        var handle: AsyncHandle?
+        var requested = false
+    }
+    private let stopSwitch = Mutex(StopSwitch())
+
     public init(of owner: String) {
-        lifecycle = Lifecycle(of: owner)
+        self.owner = owner
     }
 
-    public var state: Lifecycle.State { lifecycle.state }
+    /// Moves on; anything but the arrows above is a bug.
+    private func move(to next: State) {
+        switch (state, next) {
+        case (.created, .started), (.started, .serving), (.serving, .stopped), (.stopped, .closed),
+             (.created, .closed), (.started, .closed):
+            break
+        default:
+            preconditionFailure("\(owner): \(state) -> \(next)")
+        }
+        state = next
+    }
 
     /// `start` succeeded.
     public func started() {
-        lifecycle.move(to: .started)
+        move(to: .started)
     }
 
     /// Builds the loop to serve on. `closeConnections` closes the server's
@@ -25,35 +58,44 @@ public final class ServingControl {
     /// `stopRequested` runs on the loop when another thread asks for a stop.
     public func beginServing(events: EventSink, closeConnections: @escaping () -> Void,
                              stopRequested: @escaping () -> Void) throws -> ServingLoop {
-        precondition(lifecycle.state == .started, "serve before start, or twice")
+        precondition(state == .started, "\(owner): serve before start, or twice")
         let serving = try ServingLoop(events: events)
         self.serving = serving
         self.closeConnections = closeConnections
-        try stopSwitch.arm(on: serving.loop, stopRequested)
+        let handle = try AsyncHandle(loop: serving.loop, callback: stopRequested)
+        let early = stopSwitch.withLock { state in
+            state.handle = handle
+            return state.requested
+        }
+        if early { handle.wake() }
         return serving
     }
 
     /// Runs `whenReady` (the service's handles), then `ready` (the server's
     /// ready line), then the loop until a stop.
     public func run(whenReady: (ServingLoop) throws -> Void, ready: () -> Void) throws {
-        guard let serving else { preconditionFailure("run before beginServing") }
+        guard let serving else { preconditionFailure("\(owner): run before beginServing") }
         try whenReady(serving)
         ready()
-        lifecycle.move(to: .serving)
+        move(to: .serving)
         serving.run()
     }
 
-    /// Any thread.
+    /// Any thread: the loop runs `stopRequested` on its next turn (at once
+    /// when it serves, or as soon as it does).
     public func requestStop() {
-        stopSwitch.request()
+        stopSwitch.withLock { state in
+            state.requested = true
+            state.handle?.wake()
+        }
     }
 
     /// Loop thread: closes the server's connections and every handle, so
     /// the loop runs out; false when it was not serving.
     @discardableResult
     public func stop() -> Bool {
-        guard lifecycle.state == .serving else { return false }
-        lifecycle.move(to: .stopped)
+        guard state == .serving else { return false }
+        move(to: .stopped)
         closeConnectionsAndHandles()
         return true
     }
@@ -61,7 +103,10 @@ public final class ServingControl {
     private func closeConnectionsAndHandles() {
         closeConnections()
         closeConnections = {}
-        stopSwitch.disarm()
+        stopSwitch.withLock { state in
+            state.handle?.close()
+            state.handle = nil
+        }
         serving?.closeHandles()
     }
 
@@ -69,7 +114,7 @@ public final class ServingControl {
     /// none) and closes the loop; false when the server was closed already.
     /// The server then removes its files and calls `closed`.
     public func beginClosing() -> Bool {
-        guard lifecycle.state != .closed else { return false }
+        guard state != .closed else { return false }
         stop()
         if let serving {
             closeConnectionsAndHandles()
@@ -80,6 +125,6 @@ public final class ServingControl {
     }
 
     public func closed() {
-        lifecycle.move(to: .closed)
+        move(to: .closed)
     }
 }

@@ -5,44 +5,6 @@ import Testing
 @testable import IVServer
 @testable import ServerCore
 
-/// A store the server writes to in-process, as a service manager's fd
-/// store would keep fds: copies of them by name, newest last.
-final class RecordingStore: DescriptorStore, Sendable {
-    private let entries = Mutex<[(name: String, fd: Int32)]>([])
-    private let calls = Mutex<[String]>([])
-
-    func store(_ items: [(name: String, fd: Int32)]) -> [String] {
-        entries.withLock { entries in
-            for item in items {
-                entries.removeAll { $0.name == item.name && { close($0.fd); return true }($0) }
-                entries.append((item.name, dup(item.fd)))
-            }
-        }
-        calls.withLock { $0 += items.map { "store \($0.name)" } }
-        return []
-    }
-
-    func remove(name: String) {
-        entries.withLock { entries in entries.removeAll { $0.name == name && { close($0.fd); return true }($0) } }
-        calls.withLock { $0.append("remove \(name)") }
-    }
-
-    var names: Set<String> { Set(entries.withLock { $0.map(\.name) }) }
-    /// What the store was asked, in order.
-    var requests: [String] { calls.withLock { $0 } }
-
-    /// What the next process would be handed: fresh copies, by name.
-    func handed() -> [String: [OwnedFD]] {
-        entries.withLock { entries in
-            var handed: [String: [OwnedFD]] = [:]
-            for entry in entries { handed[entry.name, default: []].append(OwnedFD(taking: dup(entry.fd))) }
-            return handed
-        }
-    }
-
-    deinit { entries.withLock { $0.forEach { close($0.fd) } } }
-}
-
 @Suite("The hand-over: what goes to the next process and what is taken back")
 struct HandoverTests {
     let plan = LayoutLoader.loadDefault()

@@ -92,3 +92,36 @@ func runTool(_ arguments: [String], timeout: Double = 20) throws -> (status: Int
 func ivctl(_ arguments: [String], server: ServerProcess? = nil) throws -> (status: Int32, output: String, errors: String) {
     try runTool([ivctlBinary] + arguments + (server.map { ["--client-sock", $0.clientSocketPath] } ?? []))
 }
+
+/// The system calls a waiting thread sleeps in: ppoll (an eventfd wait)
+/// and futex (a futex word's wait).
+enum BlockingCall {
+    #if arch(x86_64)
+    static let ppoll = 271, futex = 202
+    #elseif arch(arm64)
+    static let ppoll = 73, futex = 98
+    #endif
+}
+
+/// The kernel's id of the calling thread (/proc/thread-self is "PID/task/TID").
+func currentThreadID() -> pid_t? {
+    var target = [CChar](repeating: 0, count: 64)
+    let length = readlink("/proc/thread-self", &target, target.count - 1)
+    guard length > 0 else { return nil }
+    return String(decoding: target[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: "/").last.flatMap { pid_t($0) }
+}
+
+/// Waits, with a deadline, until thread `tid` of this process sleeps in
+/// system call `call` (its /proc state is S and its syscall file names
+/// the call): then what wakes a waiter reaches it while it waits, never
+/// before it began to.
+func waitUntilSleeping(_ tid: Shared<pid_t?>, in call: Int, seconds: Double = 10) -> Bool {
+    eventually(seconds: seconds) {
+        guard let tid = tid.value else { return false }
+        let stat = readText("/proc/self/task/\(tid)/stat")
+        guard let close = stat.lastIndex(of: ")"), stat.index(close, offsetBy: 2) < stat.endIndex else { return false }
+        let state = stat[stat.index(close, offsetBy: 2)]
+        let syscall = readText("/proc/self/task/\(tid)/syscall").split(separator: " ").first.flatMap { Int($0) }
+        return state == "S" && syscall == call
+    }
+}

@@ -83,13 +83,18 @@ struct ClientTests {
         #expect(try connection.waitForGuest(timeout: .seconds(5)) == 1)
         try vm.ring(index, times: 3)
         #expect(try connection.waitForGuest(timeout: .seconds(5)) == 3, "rings coalesce into one count")
-        // a ring while waiting
-        let waiter = Shared<UInt64?>(nil)
-        let thread = TestThread { waiter.update { $0 = try? connection.waitForGuest(timeout: .seconds(10)) } }
-        sleep(milliseconds: 50)
+        // a ring while waiting: rung only once the waiter sleeps in its poll
+        let waiter = Shared<Result<UInt64?, IVClientError>?>(nil)
+        let waiterID = Shared<pid_t?>(nil)
+        let thread = TestThread {
+            waiterID.update { $0 = currentThreadID() }
+            let result = Result { () throws(IVClientError) in try connection.waitForGuest(timeout: .seconds(10)) }
+            waiter.update { $0 = result }
+        }
+        #expect(waitUntilSleeping(waiterID, in: BlockingCall.ppoll), "the waiter never slept in its poll")
         try vm.ring(index)
         thread.join()
-        #expect(waiter.value == 1)
+        #expect(try waiter.value?.get() == 1)
         #expect(server.stop() == 0)
     }
 
@@ -196,9 +201,11 @@ struct ClientTests {
         let started = monotonicSeconds()
         try worker.stop()
         #expect(monotonicSeconds() - started < 2, "stop does not wait for the guest")
+        // The worker's thread is joined: a ring now stays on the eventfd,
+        // undrained, and its handler is never called.
         try guest.memory.store(400, offset: 0)
         try vm.ring(guest.regionIndex)
-        sleep(milliseconds: 50)
+        #expect(try EventFD.drain(host.guestToHost) == 1, "the stopped worker took no ring")
         #expect(handled.value == [100, 200, 300], "nothing handled after stop")
         #expect(server.stop() == 0)
     }
@@ -281,7 +288,9 @@ struct ClientTests {
                 guard poll(&entry, 1, 5000) == 1, case let .accepted(connection)? = try? UnixSocket.accept(listener) else { return }
                 _ = fcntl(connection.rawValue, F_SETFL, 0)  // blocking, like a simple server
                 try? reply(connection)
-                sleep(milliseconds: 100)
+                // Open until the client has read the reply and closed its end.
+                var end = pollfd(fd: connection.rawValue, events: Int16(POLLIN), revents: 0)
+                _ = poll(&end, 1, 5000)
                 _ = listener
             }
             return (path, thread)

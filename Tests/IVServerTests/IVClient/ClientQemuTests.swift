@@ -26,11 +26,15 @@ struct ClientQemuTests {
 
         let handled = Shared<[UInt32]>([])
         let worker = try host.startWorker { offset in handled.update { $0.append(offset) } }
-        let waiter = Shared<FutexWaitResult?>(nil)
+        let waiter = Shared<Result<FutexWaitResult, IVClientError>?>(nil)
+        let waiterID = Shared<pid_t?>(nil)
         let waiterThread = TestThread {
-            waiter.update { $0 = try? waiterSide.wait(offset: 32, expected: 0, timeout: .seconds(20)) }
+            waiterID.update { $0 = currentThreadID() }
+            let result = Result { () throws(IVClientError) in try waiterSide.wait(offset: 32, expected: 0, timeout: .seconds(20)) }
+            waiter.update { $0 = result }
         }
-        sleep(milliseconds: 50)
+        // The guest signals only once the waiter sleeps on the word.
+        #expect(waitUntilSleeping(waiterID, in: BlockingCall.futex), "the waiter never slept on the futex")
 
         print("[signal tables] guest → host: offset 32 in slot 0, signal word, doorbell")
         try qemu.session.writel(region + 0, 32)
@@ -38,7 +42,7 @@ struct ClientQemuTests {
         try device.ring(peer: 0, vector: vector)
         #expect(eventually { handled.value == [32] }, "the worker's handler got offset 32, got \(handled.value)")
         waiterThread.join()
-        #expect(waiter.value == .woken, "the futex waiter on word 32 was woken")
+        #expect(try waiter.value?.get() == .woken, "the futex waiter on word 32 was woken")
         #expect(try qemu.session.readl(region + 0) == 0, "the entry was taken")
         #expect(try qemu.session.readl(region + 8) == 0, "interrupt_signalled was cleared")
 
