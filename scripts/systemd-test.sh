@@ -80,12 +80,12 @@ check "upgrade to the package with socket units (postinst restarts the running s
 check "the upgrade restarted ivserver@vm1" restarted "$old"
 check "ivserver@vm1.socket came up with it (Requires=)" test "$(inside systemctl is-active ivserver@vm1.socket)" = active
 check "and the server serves on the socket unit's listeners" \
-    grep -q "resumed what the previous server process handed on: shared memory inode $memory_inode," <(journal ivserver@vm1.service)
+    grep -q "resumed what the previous server process handed over: shared memory inode $memory_inode," <(journal ivserver@vm1.service)
 check "after the move to the socket unit: the same memory and interrupts both ways (round 1)" round 1
 check "the socket unit's files: qemu.sock srw-rw---- group ivshmem" test "$(file_mode /run/ivserver/vm1/qemu.sock)" = "srw-rw---- ivshmem"
 
 resumed() {  # the last start resumed the memory of inode $memory_inode
-    journal ivserver@vm1.service | grep "resumed what the previous server process handed on" | tail -1 \
+    journal ivserver@vm1.service | grep "resumed what the previous server process handed over" | tail -1 \
         | grep -q "shared memory inode $memory_inode,"
 }
 old=$(main_pid)

@@ -87,7 +87,7 @@ public enum VSoCEvent: LogEvent {
         case let .vmTakenOver(peer):
             text.append("VM still attached ("); text.append(peer); text.append("): serving it on without a new handshake")
         case let .tookOver(inode, eventFDs, listeners, vm):
-            text.append("resumed what the previous server process handed on: shared memory inode \(inode), \(eventFDs) eventfds, "
+            text.append("resumed what the previous server process handed over: shared memory inode \(inode), \(eventFDs) eventfds, "
                 + "\(listeners) listening socket(s), " + (vm.map { "the VM's connection (pid \($0.pid))" } ?? "no VM attached"))
         case let .storeFailed(name):
             text.append("could not put \(name) in the service manager's fd store (is FileDescriptorStoreMax= set?): "

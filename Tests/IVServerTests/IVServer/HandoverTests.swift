@@ -63,7 +63,7 @@ struct HandoverTests {
             VSoCServer(configuration: configuration(directory), events: events, handover: Handover.Source(handed: store.handed(), store: store))
         }
         #expect(next.waitUntilReady())
-        #expect(next.events.contains("resumed what the previous server process handed on"))
+        #expect(next.events.contains("resumed what the previous server process handed over"))
         #expect(try haldHandshake(directory.path + "/client.sock", region: "hwcomposer").fds.count == 3)
         #expect(next.server.handsOverFiles)
         #expect(try #require(next.finish()).get() == ())

@@ -103,7 +103,7 @@ struct LaunchTests {
         kill(ivserver, SIGUSR2)
         #expect(eventually(seconds: 20) { run.log.contains("the VM (pid \(qemu)) this process started before it executed itself again runs on") },
                 "\(run.log)")
-        #expect(run.log.contains("resumed what the previous server process handed on"))
+        #expect(run.log.contains("resumed what the previous server process handed over"))
         #expect(!run.log.contains("VM started (pid \(qemu + 1)"), "no second VM")
         let client = try haldHandshake(run.clientSocket, region: "e2e_primary")
         try #require(client.fds.count == 3)

@@ -61,7 +61,7 @@ struct RestartTests {
 
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
         let restarted = try ServerProcess(directory: server.directory, manager: manager, handing: manager.handBack())
-        #expect(restarted.log.contains("resumed what the previous server process handed on: shared memory inode \(memoryInode), "
+        #expect(restarted.log.contains("resumed what the previous server process handed over: shared memory inode \(memoryInode), "
             + "\(2 * plan.regionCount) eventfds, 2 listening socket(s), the VM's connection (pid \(qemu.pid))"), "\(restarted.log)")
         #expect(restarted.log.contains("VM still attached"))
         #expect(!restarted.log.contains("removed"), "nothing was replaced")
@@ -94,7 +94,7 @@ struct RestartTests {
         let first = try RegionConnection.open(region: "hwcomposer", socket: server.clientSocketPath)
         let memoryInode = inode(first.sharedMemory)
         kill(server.pid, SIGUSR2)
-        #expect(server.waitForLog(containing: "resumed what the previous server process handed on: shared memory inode \(memoryInode), "
+        #expect(server.waitForLog(containing: "resumed what the previous server process handed over: shared memory inode \(memoryInode), "
             + "\(2 * plan.regionCount) eventfds, 2 listening socket(s), the VM's connection (pid \(qemu.pid))"), "\(server.log)")
         #expect(server.log.components(separatedBy: "ready:").count == 3, "ready again, in the same process")
         #expect(kill(server.pid, 0) == 0)

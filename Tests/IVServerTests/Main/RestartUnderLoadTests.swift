@@ -83,7 +83,7 @@ struct RestartUnderLoadTests {
         #expect(try manager.waitFor("READY=1"))
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
         let restarted = try ServerProcess(directory: server.directory, manager: manager, handing: manager.handBack())
-        #expect(restarted.waitForLog(containing: "resumed what the previous server process handed on"))
+        #expect(restarted.waitForLog(containing: "resumed what the previous server process handed over"))
         #expect(try haldHandshake(restarted.clientSocketPath, region: "hwcomposer").fds.count == 3)
         let vm = try FakeVM(server: restarted, regionCount: plan.regionCount)
         #expect(restarted.waitForLog(containing: "VM connected (pid \(getpid())"))

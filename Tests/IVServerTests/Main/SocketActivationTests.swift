@@ -69,7 +69,7 @@ struct SocketActivationTests {
         #expect(server.stop(signal: SIGKILL) == 128 + SIGKILL)
 
         let restarted = try ServerProcess(directory: directory, manager: manager, handing: listeners + manager.handBack())
-        #expect(restarted.log.contains("resumed what the previous server process handed on: shared memory inode \(inode(before.sharedMemory))"),
+        #expect(restarted.log.contains("resumed what the previous server process handed over: shared memory inode \(inode(before.sharedMemory))"),
                 "\(restarted.log)")
         #expect(restarted.log.contains("VM still attached"))
         #expect(restarted.log.contains("handed in by a socket unit"))
