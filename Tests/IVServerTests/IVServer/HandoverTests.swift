@@ -9,12 +9,7 @@ import Testing
 struct HandoverTests {
     let plan = LayoutLoader.loadDefault()
 
-    func configuration(_ directory: TemporaryDirectory) -> VSoCServerConfiguration {
-        VSoCServerConfiguration(
-            layout: plan, layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
-            qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
-            accessPolicy: AccessPolicy(serverUID: getuid()))
-    }
+    func configuration(_ directory: TemporaryDirectory) -> VSoCServerConfiguration { inProcessConfiguration(directory) }
 
     /// A first server that stores its fds, stopped: the store holds what a
     /// next process gets, and the files stay.

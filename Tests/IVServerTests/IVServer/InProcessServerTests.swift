@@ -72,10 +72,7 @@ struct InProcessServerTests {
     func handedMemoryUnreadable() throws {
         let directory = TemporaryDirectory()
         let store = RecordingStore()
-        let configuration = VSoCServerConfiguration(
-            layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
-            qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
-            accessPolicy: AccessPolicy(serverUID: getuid()))
+        let configuration = inProcessConfiguration(directory)
         let first = InProcess<VSoCServer> { _, events in
             VSoCServer(configuration: configuration, events: events, handover: Handover.Source(handed: [:], store: store))
         }

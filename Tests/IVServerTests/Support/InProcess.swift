@@ -68,13 +68,19 @@ final class InProcess<Served: Servable & Sendable> {
 /// The vSoC server in-process, on the default layout.
 typealias InProcessServer = InProcess<VSoCServer>
 
+/// The default layout served from `directory` (shm, qemu.sock, client.sock), to this user.
+func inProcessConfiguration(_ directory: TemporaryDirectory) -> VSoCServerConfiguration {
+    VSoCServerConfiguration(
+        layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
+        qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
+        accessPolicy: AccessPolicy(serverUID: getuid()))
+}
+
 extension InProcess where Served == VSoCServer {
-    convenience init(faults: Bool = false) {
+    /// In a directory of its own, handed `handover`.
+    convenience init(faults: Bool = false, handover: Handover.Source = .none) {
         self.init(faults: faults) { directory, events in
-            VSoCServer(configuration: VSoCServerConfiguration(
-                layout: LayoutLoader.loadDefault(), layoutSource: "test", sharedMemoryPath: directory.path + "/shm",
-                qemuSocketPath: directory.path + "/qemu.sock", clientSocketPath: directory.path + "/client.sock",
-                accessPolicy: AccessPolicy(serverUID: getuid())), events: events)
+            VSoCServer(configuration: inProcessConfiguration(directory), events: events, handover: handover)
         }
     }
 
