@@ -96,7 +96,7 @@ final class RecordingStore: DescriptorStore, Sendable {
     func store(_ items: [(name: String, fd: Int32)]) -> [String] {
         entries.withLock { entries in
             for item in items {
-                entries.removeAll { $0.name == item.name && { close($0.fd); return true }($0) }
+                Self.drop(item.name, from: &entries)
                 entries.append((item.name, dup(item.fd)))
             }
         }
@@ -105,8 +105,14 @@ final class RecordingStore: DescriptorStore, Sendable {
     }
 
     func remove(name: String) {
-        entries.withLock { entries in entries.removeAll { $0.name == name && { close($0.fd); return true }($0) } }
+        entries.withLock { Self.drop(name, from: &$0) }
         calls.withLock { $0.append("remove \(name)") }
+    }
+
+    /// A name is stored once: storing it again replaces (and closes) the old copy.
+    private static func drop(_ name: String, from entries: inout [(name: String, fd: Int32)]) {
+        for entry in entries where entry.name == name { close(entry.fd) }
+        entries.removeAll { $0.name == name }
     }
 
     var names: Set<String> { Set(entries.withLock { $0.map(\.name) }) }
