@@ -15,3 +15,8 @@ public typealias SignalTableLayout = WireFormat.SignalTableLayout
 public typealias HeaderError = WireFormat.HeaderError
 /// The host-client protocol's names and constants (`HALDProtocol.VMInfo`, the request names).
 public typealias HALDProtocol = WireFormat.HALDProtocol
+/// A failed system call (`IVClientError.Kind.system`): which call, what for, errno.
+public typealias SystemError = LinuxSystem.SystemError
+public typealias SystemCall = LinuxSystem.SystemCall
+/// How a futex wait on a shared word ended (`RegionConnection.wait`).
+public typealias FutexWaitResult = LinuxSystem.FutexWaitResult

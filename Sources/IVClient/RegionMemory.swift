@@ -1,9 +1,6 @@
 import Glibc
 import LinuxSystem
 
-/// What a futex wait ended with (LinuxSystem's, for IVClient's users).
-public typealias FutexWaitResult = LinuxSystem.FutexWaitResult
-
 /// One region of the shared memory, mapped once: `[region_begin_offset,
 /// region_end_offset)`. Offsets are relative to the region's begin, as in
 /// the signal tables. Every access is bounds-checked; nothing is copied

@@ -219,7 +219,7 @@ public final class VSoCServer: Servable {
     }
 
     /// After `serve` (or a failed `start`): removes the files `start`
-    /// made, unless they are handed over (the service manager keeps the
+    /// made, unless they are handed over (the store keeps the
     /// fds for the next server process of this VM), releases the lock and
     /// closes the loop.
     public func close() {
