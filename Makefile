@@ -74,7 +74,7 @@ test-repeat: deps qemu-deps
 
 # A few minutes of the fast suites whose tests race threads, processes and
 # the event loop against each other (CI runs this after `make test`).
-REPEAT_SUITES = InProcess|PendingShares|Fairness|SignalTable|GuestSignalling|HostilePeer|PeerSocket|FDTable|RestartUnderLoad
+REPEAT_SUITES = InProcess|PendingShares|Fairness|SignalTable|GuestSignalling|HostilePeer|PeerSocket|FDTable|RestartUnderLoad|ServingControl|Handover
 test-repeat-fast: deps qemu-deps
 	$(SWIFT) build --build-tests
 	scripts/test-repeat.sh $(RUNS) '$(REPEAT_SUITES)'
