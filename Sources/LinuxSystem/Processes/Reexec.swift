@@ -42,11 +42,7 @@ package enum Reexec {
         func value(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
         let handed = parse(ownPID: getpid(), pid: value(pidVariable), fds: value(fdsVariable), child: value(childVariable))
         for name in variables { unsetenv(name) }
-        var named: [String: [OwnedFD]] = [:]
-        for (number, name) in handed.fds where Posix.setCloseOnExecIfOpen(number) {
-            named[name, default: []].append(OwnedFD(taking: number))
-        }
-        return (named, handed.child)
+        return (HandedDescriptors.take(handed.fds), handed.child)
     }
     /// Replaces this process's image with the binary now at its path (a
     /// newer version, after an upgrade), handing it `fds` and, when given,

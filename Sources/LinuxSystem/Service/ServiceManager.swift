@@ -75,12 +75,7 @@ public enum ServiceManager {
         let handed = HandedDescriptors.parse(
             ownPID: getpid(), listenPID: environment("LISTEN_PID"), count: environment("LISTEN_FDS"),
             names: environment("LISTEN_FDNAMES"))
-        var named: [String: [OwnedFD]] = [:]
-        // One that is not open (a miscounted LISTEN_FDS) is no fd of ours.
-        for (number, name) in handed where Posix.setCloseOnExecIfOpen(number) {
-            named[name, default: []].append(OwnedFD(taking: number))
-        }
-        return named
+        return HandedDescriptors.take(handed)
     }
 
     private static func environment(_ name: String) -> String? {
@@ -88,8 +83,19 @@ public enum ServiceManager {
     }
 }
 
-/// sd_listen_fds_with_names(3) as a pure function.
+/// sd_listen_fds_with_names(3) as a pure function, and the taking of
+/// handed fd numbers (LISTEN_FDS' or a re-exec's).
 package enum HandedDescriptors {
+    /// The handed fds by name, owned and close-on-exec; a number that is
+    /// not open (a miscounted LISTEN_FDS) is no fd of ours and is left out.
+    package static func take(_ handed: [(fd: Int32, name: String)]) -> [String: [OwnedFD]] {
+        var named: [String: [OwnedFD]] = [:]
+        for (number, name) in handed where Posix.setCloseOnExecIfOpen(number) {
+            named[name, default: []].append(OwnedFD(taking: number))
+        }
+        return named
+    }
+
     /// The first handed fd: after stdin, stdout and stderr.
     package static let first: Int32 = 3
 

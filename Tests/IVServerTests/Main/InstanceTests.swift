@@ -33,8 +33,7 @@ struct InstanceTests {
         defer { unlink(logPath) }
         let result = try spawn([ivserverBinary, "--shm-path", crashed.sharedMemoryPath, "--qemu-sock", crashed.qemuSocketPath,
                                 "--client-sock", crashed.clientSocketPath], logPath: logPath)
-        let deadline = monotonicSeconds() + 10
-        while !readText(logPath).contains("ready:") && monotonicSeconds() < deadline { sleep(milliseconds: 5) }
+        #expect(eventually(seconds: 10) { readText(logPath).contains("ready:") }, "the successor never became ready")
         let log = readText(logPath)
         #expect(log.contains("removed shared memory left by an ivserver that did not stop cleanly"), "\(log)")
         #expect(log.contains("removed a socket nobody listened on left by an ivserver that did not stop cleanly: \(crashed.qemuSocketPath)"))
